@@ -1,0 +1,224 @@
+"""Read a model's activations: harvest them in one forward pass, and cache them on disk.
+
+:func:`harvest` runs token batches through the model once, collects any number of hook points
+and stops at the last layer it needs. Position 0 (the BOS token, an attention sink on SmolLM2
+with ~150x the norm of other positions) is dropped, so what comes back is one row per real token.
+
+:func:`cached_activations` adds a disk cache in fp16 safetensors, keyed by model, hook, corpus,
+split, context length and token count. Files are written atomically (temp file + rename) and
+checked on read: a truncated or corrupt file is rebuilt, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .models import cache_dir
+
+_HOOK_LAYER = re.compile(r"^blocks\.(\d+)\.")
+FORMAT_VERSION = 1
+
+
+def hook_layer(hook: str) -> int:
+    """Layer index of a ``blocks.N.*`` hook name."""
+    match = _HOOK_LAYER.match(hook)
+    if not match:
+        raise ValueError(f"Hook {hook!r} is not a per-layer hook (expected 'blocks.N.hook_...')")
+    return int(match.group(1))
+
+
+def _check_hooks(model, hooks: Sequence[str]) -> list[str]:
+    if isinstance(hooks, str):
+        hooks = [hooks]
+    hooks = list(dict.fromkeys(hooks))
+    if not hooks:
+        raise ValueError("harvest needs at least one hook name")
+    valid = set(model.hook_dict)
+    for hook in hooks:
+        if hook not in valid:
+            examples = ", ".join(sorted(h for h in valid if h.startswith("blocks.0."))[:8])
+            raise ValueError(f"Unknown hook {hook!r} for this model. Hooks look like: {examples}, ...")
+    return hooks
+
+
+def stop_layer(hooks: Iterable[str]) -> int:
+    """Smallest ``stop_at_layer`` that still fires every hook in ``hooks``."""
+    return max(hook_layer(h) + 1 for h in hooks)
+
+
+@torch.inference_mode()
+def harvest(
+    model,
+    hooks: Sequence[str] | str,
+    tokens: torch.Tensor,
+    *,
+    batch_size: int = 16,
+    drop_bos: bool = True,
+    dtype: torch.dtype = torch.float16,
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Activations at ``hooks`` for ``tokens`` [n_ctx, ctx_len] -> {hook: [n_ctx * (ctx_len - 1), d]}."""
+    from tqdm.auto import tqdm
+
+    hooks = _check_hooks(model, hooks)
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens must be [n_contexts, ctx_len], got shape {tuple(tokens.shape)}")
+    start = 1 if drop_bos else 0
+    n_ctx, ctx_len = tokens.shape
+    n_rows = n_ctx * (ctx_len - start)
+    out = {h: torch.empty(n_rows, _width(model, h), dtype=dtype) for h in hooks}
+    stop_at = stop_layer(hooks)
+    last_resid = f"blocks.{stop_at - 1}.hook_resid_pre"
+    # If the deepest hook is a resid_pre, the stream returned at stop_at - 1 *is* that hook: skip a block.
+    if last_resid in hooks and all(hook_layer(h) < stop_at - 1 or h == last_resid for h in hooks):
+        stop_at -= 1
+        returned = last_resid
+    else:
+        returned = None
+    captured: dict[str, torch.Tensor] = {}
+
+    def save(act: torch.Tensor, hook) -> None:
+        captured[hook.name] = act
+
+    fwd_hooks = [(h, save) for h in hooks if h != returned]
+    row = 0
+    bar = tqdm(total=n_ctx * ctx_len, unit="tok", desc="harvest", disable=not progress, leave=False)
+    for i in range(0, n_ctx, batch_size):
+        batch = tokens[i : i + batch_size].to(model.cfg.device)
+        captured.clear()
+        resid = model.run_with_hooks(batch, fwd_hooks=fwd_hooks, stop_at_layer=stop_at)
+        if returned is not None:
+            captured[returned] = resid
+        n = batch.shape[0] * (ctx_len - start)
+        for h in hooks:
+            out[h][row : row + n] = captured[h][:, start:].reshape(n, -1).to(dtype)
+        row += n
+        bar.update(batch.numel())
+    bar.close()
+    return out
+
+
+def _width(model, hook: str) -> int:
+    """Width of the activation at ``hook`` (d_model for resid/mlp_out/attn_out, d_mlp for mlp post)."""
+    if re.search(r"mlp\.hook_(pre|post)$", hook):
+        return model.cfg.d_mlp
+    if re.search(r"attn\.hook_z$", hook):
+        return model.cfg.n_heads * model.cfg.d_head
+    return model.cfg.d_model
+
+
+# ----------------------------------------------------------------------------------------------
+# The disk cache
+
+
+def activation_key(model_name: str, hook: str, corpus_key: str, split: str, ctx_len: int, n_tokens: int) -> str:
+    """Stable short key for one cached activation file."""
+    blob = json.dumps([FORMAT_VERSION, model_name, hook, corpus_key, split, ctx_len, n_tokens], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _digest(t: torch.Tensor) -> str:
+    return hashlib.blake2b(t.contiguous().view(torch.uint8).numpy().tobytes(), digest_size=16).hexdigest()
+
+
+def save_activations(path: Path, acts: torch.Tensor, meta: dict[str, str]) -> None:
+    """Write ``acts`` to ``path`` atomically, with a content digest in the header."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {**{k: str(v) for k, v in meta.items()}, "digest": _digest(acts), "shape": json.dumps(list(acts.shape))}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({"acts": acts.contiguous()}, tmp, metadata=meta)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_activations(path: Path) -> torch.Tensor | None:
+    """Read a cached activation file; ``None`` if it is missing, truncated or corrupt."""
+    if not path.exists():
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        acts = load_file(str(path))["acts"]
+    except (SafetensorError, OSError, KeyError, RuntimeError, ValueError):
+        return None
+    if json.dumps(list(acts.shape)) != meta.get("shape") or _digest(acts) != meta.get("digest"):
+        return None
+    return acts
+
+
+def cached_activations(
+    model_name: str,
+    hooks: Sequence[str] | str,
+    *,
+    n_tokens: int,
+    split: str = "train",
+    ctx_len: int = 128,
+    model=None,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Activations of the offline corpus (``split`` 'train' or 'heldout') at ``hooks``, from cache or harvested.
+
+    Returns {hook: fp16 [rows, d]} with rows = n_contexts * (ctx_len - 1) (position 0 dropped),
+    n_contexts = n_tokens // ctx_len. Hooks missing from the cache are harvested together in one pass.
+    """
+    from . import data
+
+    hooks = [hooks] if isinstance(hooks, str) else list(dict.fromkeys(hooks))
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    if n_tokens < ctx_len:
+        raise ValueError(f"n_tokens ({n_tokens}) must be at least ctx_len ({ctx_len})")
+    docs = corpus_split(split)
+    ckey = data.corpus_key(docs)
+    root = cache_dir() / "activations"
+    paths = {h: root / f"{model_name}--{h}--{activation_key(model_name, h, ckey, split, ctx_len, n_tokens)}.safetensors" for h in hooks}
+    result: dict[str, torch.Tensor] = {}
+    for h, p in paths.items():
+        acts = load_activations(p)
+        if acts is not None:
+            result[h] = acts
+    missing = [h for h in hooks if h not in result]
+    if missing:
+        if model is None:
+            from .models import load_model
+
+            model = load_model(model_name)
+        tokens = data.tokenize_corpus(model.tokenizer, docs, ctx_len=ctx_len, max_tokens=n_tokens)
+        fresh = harvest(model, missing, tokens, batch_size=batch_size, progress=progress)
+        for h in missing:
+            meta = {"model": model_name, "hook": h, "corpus": ckey, "split": split, "ctx_len": ctx_len, "n_tokens": n_tokens}
+            save_activations(paths[h], fresh[h], meta)
+            result[h] = fresh[h]
+    return {h: result[h] for h in hooks}
+
+
+_SPLITS: dict[str, list] = {}
+
+
+def corpus_split(split: str) -> list:
+    """The offline corpus's 'train' or 'heldout' documents (built once per process)."""
+    from . import data
+
+    if not _SPLITS:
+        train, heldout = data.split_corpus(data.build_corpus())
+        _SPLITS.update(train=train, heldout=heldout)
+    return _SPLITS[split]

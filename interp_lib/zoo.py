@@ -1,0 +1,175 @@
+"""SAEs to load: the project's own shipped releases and SAELens's pretrained registry.
+
+The project ships SAEs for the embedded model the way SAELens releases ship pretrained ones:
+one folder per SAE in SAELens's on-disk format (``cfg.json`` + ``sae_weights.safetensors``,
+plus our ``metrics.json``), under ``interp_lib/saes/<release>/<sae_id>/``. Every loader returns
+a ``sae_lens.SAE``, so the whole SAELens ecosystem works on them. An SAE takes raw activations
+and returns raw-scale reconstructions: the input normalisation used in training is folded into
+the weights when the SAE is saved.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+SAE_ROOT = Path(__file__).parent / "saes"
+BOOK_URL = "https://interp-book.github.io/sae-book"
+"""Where the book is published; the project's feature pages live under ``{BOOK_URL}/features/``."""
+NEURONPEDIA_URL = "https://www.neuronpedia.org"
+
+
+class Release(NamedTuple):
+    """One of the project's own SAE releases."""
+
+    model: str
+    """Model name for :func:`interp_lib.load_model`."""
+    sae_ids: tuple[str, ...]
+    """The SAEs in the release, named by their hook point."""
+    description: str
+    """One line for tables and the book."""
+
+
+RELEASES: dict[str, Release] = {
+    "smollm2-135m-res": Release(
+        "smollm2-135m",
+        tuple(f"blocks.{layer}.hook_resid_pre" for layer in (5, 15, 20, 25)),
+        "Residual stream of SmolLM2-135M-Instruct, TopK SAEs, 4608 features (8x)",
+    ),
+    "smollm2-135m-mlp": Release(
+        "smollm2-135m",
+        ("blocks.15.hook_mlp_out",),
+        "MLP output of SmolLM2-135M-Instruct layer 15, TopK SAE, 4608 features (8x)",
+    ),
+}
+"""The project's own releases (shipped in git, work offline)."""
+
+
+def _pretrained_directory() -> dict:
+    """SAELens's registry of pretrained releases (read from its packaged yaml: no network)."""
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    return get_pretrained_saes_directory()
+
+
+def _check_release(release: str, sae_id: str | None) -> None:
+    if release in RELEASES:
+        if sae_id is not None and sae_id not in RELEASES[release].sae_ids:
+            raise ValueError(f"Unknown sae_id {sae_id!r} for release {release!r}. Valid ids: {list(RELEASES[release].sae_ids)}")
+        return
+    directory = _pretrained_directory()
+    if release not in directory:
+        raise ValueError(
+            f"Unknown SAE release {release!r}. The project's own releases: {sorted(RELEASES)}; "
+            f"SAELens's pretrained releases include gpt2-small-res-jb and {len(directory) - 1} more "
+            "(see list_saes())."
+        )
+    if sae_id is not None and sae_id not in directory[release].saes_map:
+        valid = list(directory[release].saes_map)
+        shown = valid[:8] + (["..."] if len(valid) > 8 else [])
+        raise ValueError(f"Unknown sae_id {sae_id!r} for release {release!r}. Valid ids: {shown}")
+
+
+def list_saes(*, pretrained: bool = True) -> Iterator[tuple[str, str]]:
+    """Yield ``(release, sae_id)``: the project's releases first, then SAELens's registry."""
+    for release, info in RELEASES.items():
+        for sae_id in info.sae_ids:
+            yield release, sae_id
+    if pretrained:
+        for release, lookup in _pretrained_directory().items():
+            for sae_id in lookup.saes_map:
+                yield release, sae_id
+
+
+def sae_path(release: str, sae_id: str) -> Path:
+    """On-disk folder (SAELens format) of one of the project's shipped SAEs."""
+    if release not in RELEASES:
+        _check_release(release, None)  # unknown -> ValueError naming the valid ones
+        raise ValueError(f"{release!r} is a SAELens pretrained release; it lives on the hub, not on disk. "
+                         f"Shipped releases: {sorted(RELEASES)}")
+    _check_release(release, sae_id)
+    path = SAE_ROOT / release / sae_id
+    if not (path / "cfg.json").exists():
+        raise FileNotFoundError(f"{path} is missing: the SAE {release}/{sae_id} has not been trained into this checkout")
+    return path
+
+
+def load_sae(release_or_path: str | Path, sae_id: str | None = None, *, device: str = "cpu", dtype: str = "float32"):
+    """Load an SAE as ``sae_lens.SAE``: ``load_sae(release, sae_id)`` or ``load_sae(folder)``."""
+    from sae_lens import SAE
+
+    if isinstance(release_or_path, Path) or (sae_id is None and ("/" in str(release_or_path) or Path(str(release_or_path)).exists())):
+        path = Path(release_or_path).expanduser()
+        if not (path / "cfg.json").exists():
+            raise FileNotFoundError(f"No SAE at {path}: expected cfg.json and sae_weights.safetensors (SAELens format)")
+        return _load_disk(path, device, dtype)
+    release = str(release_or_path)
+    if sae_id is None:
+        _check_release(release, None)
+        raise ValueError(f"load_sae({release!r}) needs an sae_id; valid ids: {[s for r, s in list_saes() if r == release][:8]}")
+    if release in RELEASES:
+        return _load_disk(sae_path(release, sae_id), device, dtype)
+    _check_release(release, sae_id)
+    return _load_from_hub(release, sae_id, device, dtype)
+
+
+def _load_disk(path: Path, device: str, dtype: str):
+    from sae_lens import SAE
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return SAE.load_from_disk(path, device=device, dtype=dtype)
+
+
+def _load_from_hub(release: str, sae_id: str, device: str, dtype: str):
+    """The online path: ``SAE.from_pretrained``; offline it fails fast unless the hub cache has it."""
+    from sae_lens import SAE
+
+    from .models import HubUnavailableError, hub_reachable
+
+    if not hub_reachable():
+        import huggingface_hub.constants as hub_constants
+
+        previous = hub_constants.HF_HUB_OFFLINE
+        hub_constants.HF_HUB_OFFLINE = True
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return SAE.from_pretrained(release, sae_id, device=device, dtype=dtype)
+        except Exception as exc:  # noqa: BLE001 - any failure here means "not cached"
+            raise HubUnavailableError(
+                f"Cannot load SAE {release}/{sae_id}: the Hugging Face hub cannot be reached and it is not "
+                f"in the local hub cache. Offline, use the project's own SAEs: {sorted(RELEASES)} "
+                "(for the embedded model smollm2-135m)."
+            ) from exc
+        finally:
+            hub_constants.HF_HUB_OFFLINE = previous
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return SAE.from_pretrained(release, sae_id, device=device, dtype=dtype)
+
+
+def sae_metadata(release: str, sae_id: str) -> dict:
+    """The ``metrics.json`` stored beside a shipped SAE (quality on held-out text, training set-up)."""
+    path = sae_path(release, sae_id) / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def feature_slug(release: str, sae_id: str) -> str:
+    """Folder name of an SAE's feature pages in the book (``smollm2-135m-res--blocks.15.hook_resid_pre``)."""
+    return f"{release}--{sae_id}"
+
+
+def feature_url(release: str, sae_id: str, feature: int, *, base: str | None = None) -> str:
+    """Page that shows what ``feature`` does: Neuronpedia for SAELens releases, the book's page for ours."""
+    if not isinstance(feature, int) or isinstance(feature, bool) or feature < 0:
+        raise ValueError(f"feature must be a non-negative int, got {feature!r}")
+    _check_release(release, sae_id)
+    if release in RELEASES:
+        return f"{(base if base is not None else BOOK_URL).rstrip('/')}/features/{feature_slug(release, sae_id)}/{feature}.html"
+    neuronpedia_id = _pretrained_directory()[release].neuronpedia_id.get(sae_id)
+    if not neuronpedia_id:
+        raise ValueError(f"{release}/{sae_id} has no Neuronpedia dashboard")
+    return f"{NEURONPEDIA_URL}/{neuronpedia_id}/{feature}"

@@ -162,7 +162,7 @@ def _load_local(folder: Path, *, device: str, snapshot: bool = False) -> "Hooked
             model = _convert_to_hooked(folder, tokenizer)
             if snapshot:
                 _save_snapshot(model, snap)
-    return model.to(device).eval()
+        return model.to(device).eval()
 
 
 def _tl_version() -> str:

@@ -1,0 +1,156 @@
+"""Judge an SAE: sparsity, reconstruction, and what splicing it into the model costs.
+
+Variance explained alone flatters SAEs (a small error in the wrong direction can still wreck the
+model's predictions), so :func:`sae_metrics` also splices the SAE's reconstruction into the forward
+pass and reports CE-loss recovered::
+
+    CE recovered = (L_zero - L_sae) / (L_zero - L_clean)
+
+where L_clean is the model's next-token loss, L_sae the loss with the activation at the SAE's hook
+replaced by its reconstruction, and L_zero the loss with that activation zeroed. The BOS position
+(an attention sink on SmolLM2) is left out everywhere: not spliced, not scored.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+DENSE_THRESHOLD = 0.1
+"""A feature firing on more than this share of tokens counts as dense."""
+
+
+class SAEMetrics(NamedTuple):
+    """Quality of one SAE on a token set (positions >= 1 only)."""
+
+    l0: float
+    """Mean number of active features per token."""
+    fve: float
+    """Fraction of variance explained: 1 - sum|x - x_hat|^2 / sum|x - mean x|^2."""
+    mse: float
+    """Mean squared reconstruction error per activation dimension (raw scale)."""
+    ce_clean: float
+    """Next-token loss of the unmodified model (nats)."""
+    ce_sae: float
+    """Loss with the SAE's reconstruction spliced in at its hook (nats)."""
+    ce_zero: float
+    """Loss with the activation at the hook zeroed (nats)."""
+    ce_recovered: float
+    """(ce_zero - ce_sae) / (ce_zero - ce_clean): 1 is perfect, 0 is no better than zeroing."""
+    ce_increase: float
+    """ce_sae - ce_clean, in nats."""
+    dead_fraction: float
+    """Share of features that never fired on these tokens."""
+    dense_fraction: float
+    """Share of features firing on more than DENSE_THRESHOLD of tokens."""
+    density: np.ndarray
+    """Per-feature firing frequency, shape [d_sae]."""
+    n_tokens: int
+    """Tokens scored."""
+
+    def summary(self) -> dict[str, float]:
+        """The scalar metrics as a dict (for tables and JSON)."""
+        return {k: v for k, v in self._asdict().items() if k != "density"}
+
+
+def sae_hook(sae) -> str:
+    """Hook name an SAE was trained on (from its SAELens metadata)."""
+    name = getattr(getattr(sae.cfg, "metadata", None), "hook_name", None)
+    if not name:
+        raise ValueError("This SAE's cfg.metadata.hook_name is empty: cannot tell where it reads the model")
+    return name
+
+
+def check_widths(model, sae) -> str:
+    """Raise ValueError unless the SAE's input width matches the model's width at the SAE's hook."""
+    from .activations import _width
+
+    hook = sae_hook(sae)
+    if hook not in model.hook_dict:
+        raise ValueError(f"The SAE reads hook {hook!r}, which this model does not have")
+    width = _width(model, hook)
+    if sae.cfg.d_in != width:
+        raise ValueError(f"SAE input width d_in={sae.cfg.d_in} does not match the model's width {width} at {hook}")
+    return hook
+
+
+@torch.inference_mode()
+def sae_metrics(model, sae, tokens: torch.Tensor, *, batch_size: int = 8, progress: bool = True) -> SAEMetrics:
+    """L0, FVE, MSE, CE-loss recovered, loss increase, dead/dense fractions for ``sae`` on ``tokens`` [n, ctx]."""
+    from tqdm.auto import tqdm
+
+    hook = check_widths(model, sae)
+    if tokens.ndim != 2 or tokens.shape[1] < 3:
+        raise ValueError(f"tokens must be [n_contexts, ctx_len >= 3], got shape {tuple(tokens.shape)}")
+    dtype = next(sae.parameters()).dtype
+    n_feat = sae.cfg.d_sae
+    fires = torch.zeros(n_feat, dtype=torch.float64)
+    sums = dict(l0=0.0, sse=0.0, n=0, sum_x=None, sum_x2=0.0)
+    losses = {"clean": [], "sae": [], "zero": []}
+
+    def splice(fn):
+        def hook_fn(act, hook):
+            act = act.clone()
+            act[:, 1:] = fn(act[:, 1:])
+            return act
+
+        return hook_fn
+
+    def reconstruct(x):
+        return sae.decode(sae.encode(x.to(dtype))).to(x.dtype)
+
+    bar = tqdm(total=tokens.shape[0], unit="ctx", desc="metrics", disable=not progress, leave=False)
+    for i in range(0, tokens.shape[0], batch_size):
+        batch = tokens[i : i + batch_size].to(model.cfg.device)
+        captured = {}
+
+        def grab(act, hook):
+            captured["x"] = act[:, 1:].reshape(-1, act.shape[-1]).float()
+
+        clean = model.run_with_hooks(batch, return_type="loss", loss_per_token=True, fwd_hooks=[(hook, grab)])
+        x = captured["x"]
+        feats = sae.encode(x.to(dtype)).float()
+        x_hat = sae.decode(feats.to(dtype)).float()
+        active = feats > 0
+        fires += active.sum(0).double()
+        sums["l0"] += active.sum().item()
+        sums["sse"] += (x - x_hat).pow(2).sum().item()
+        sums["sum_x"] = x.sum(0).double() if sums["sum_x"] is None else sums["sum_x"] + x.sum(0).double()
+        sums["sum_x2"] += x.double().pow(2).sum().item()
+        sums["n"] += x.shape[0]
+        with_sae = model.run_with_hooks(batch, return_type="loss", loss_per_token=True, fwd_hooks=[(hook, splice(reconstruct))])
+        zeroed = model.run_with_hooks(batch, return_type="loss", loss_per_token=True, fwd_hooks=[(hook, splice(torch.zeros_like))])
+        # loss_per_token[:, j] is the loss predicting token j+1 from position j; position 0 is not scored.
+        for key, loss in (("clean", clean), ("sae", with_sae), ("zero", zeroed)):
+            losses[key].append(loss[:, 1:].reshape(-1).double())
+        bar.update(batch.shape[0])
+    bar.close()
+    n = sums["n"]
+    total_var = sums["sum_x2"] - (sums["sum_x"].pow(2).sum().item() / n)
+    ce = {k: torch.cat(v).mean().item() for k, v in losses.items()}
+    density = (fires / n).numpy()
+    recovered = (ce["zero"] - ce["sae"]) / (ce["zero"] - ce["clean"]) if ce["zero"] != ce["clean"] else float("nan")
+    return SAEMetrics(
+        l0=sums["l0"] / n,
+        fve=1.0 - sums["sse"] / total_var,
+        mse=sums["sse"] / (n * sae.cfg.d_in),
+        ce_clean=ce["clean"],
+        ce_sae=ce["sae"],
+        ce_zero=ce["zero"],
+        ce_recovered=recovered,
+        ce_increase=ce["sae"] - ce["clean"],
+        dead_fraction=float((density == 0).mean()),
+        dense_fraction=float((density > DENSE_THRESHOLD).mean()),
+        density=density,
+        n_tokens=n,
+    )
+
+
+def log_density_histogram(density: np.ndarray, bins: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """Histogram of log10 feature density (dead features left out): (counts, bin_edges)."""
+    alive = density[density > 0]
+    if alive.size == 0:
+        return np.zeros(bins, dtype=int), np.linspace(-8, 0, bins + 1)
+    return np.histogram(np.log10(alive), bins=bins, range=(min(-8.0, np.log10(alive).min()), 0.0))

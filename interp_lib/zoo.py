@@ -173,3 +173,100 @@ def feature_url(release: str, sae_id: str, feature: int, *, base: str | None = N
     if not neuronpedia_id:
         raise ValueError(f"{release}/{sae_id} has no Neuronpedia dashboard")
     return f"{NEURONPEDIA_URL}/{neuronpedia_id}/{feature}"
+
+
+# ----------------------------------------------------------------------------------------------
+# How the zoo was made: one recipe, one command (python -m interp_lib train-zoo)
+
+ZOO_RECIPE: dict = {
+    "arch": "topk",
+    "d_sae": 4608,
+    "k": 48,
+    "train_tokens": 384_000,
+    "epochs": 4.0,
+    "ctx_len": 128,
+    "seed": 0,
+    "eval_tokens": 32_768,
+}
+"""The settings every SAE of the project's releases is trained with (offline corpus, train split)."""
+
+
+def heldout_tokens(model, n_tokens: int, ctx_len: int = 128):
+    """Held-out corpus tokens [n_tokens // ctx_len, ctx_len] (files never used in training)."""
+    from . import data
+    from .activations import corpus_split
+
+    return data.tokenize_corpus(model.tokenizer, corpus_split("heldout"), ctx_len=ctx_len, max_tokens=n_tokens)
+
+
+def evaluate_sae(sae, model, *, n_tokens: int = ZOO_RECIPE["eval_tokens"], ctx_len: int = 128, progress: bool = True) -> dict:
+    """The foundation metrics (interp_lib.metrics.sae_metrics) on held-out text, as a flat dict."""
+    from .metrics import log_density_histogram, sae_metrics
+
+    tokens = heldout_tokens(model, n_tokens, ctx_len)
+    result = sae_metrics(model, sae, tokens, progress=progress)
+    counts, edges = log_density_histogram(result.density)
+    return {**result.summary(), "log10_density_hist": {"counts": counts.tolist(), "edges": edges.tolist()},
+            "eval": f"held-out split of the offline corpus, {result.n_tokens} tokens (BOS excluded)"}
+
+
+def train_zoo(releases: list[str] | None = None, *, recipe: dict | None = None, device: str = "cpu",
+              out_root: Path | None = None, progress: bool = True) -> list[dict]:
+    """Retrain the project's releases from the recipe (same seed, same corpus), save and evaluate each."""
+    from .activations import cached_activations
+    from .models import load_model
+    from .sae import save_saelens
+    from .train import TrainConfig, train_sae
+
+    recipe = {**ZOO_RECIPE, **(recipe or {})}
+    releases = releases or list(RELEASES)
+    for r in releases:
+        _check_release(r, None)
+    out_root = Path(out_root) if out_root else SAE_ROOT
+    rows = []
+    by_model: dict[str, list[tuple[str, str]]] = {}
+    for r in releases:
+        by_model.setdefault(RELEASES[r].model, []).extend((r, s) for s in RELEASES[r].sae_ids)
+    for model_name, pairs in by_model.items():
+        model = load_model(model_name)
+        hooks = [s for _, s in pairs]
+        acts = cached_activations(model_name, hooks, n_tokens=recipe["train_tokens"], ctx_len=recipe["ctx_len"],
+                                  model=model, progress=progress)
+        for release, sae_id in pairs:
+            cfg = TrainConfig(arch=recipe["arch"], d_sae=recipe["d_sae"], k=recipe["k"], epochs=recipe["epochs"],
+                              seed=recipe["seed"], device=device)
+            result = train_sae(acts[sae_id].float(), cfg, progress=progress)
+            path = save_saelens(
+                result.sae, out_root / release / sae_id, hook_name=sae_id, model_name=model_name, scale=result.scale,
+                dataset=f"interp_lib offline corpus, train split, {acts[sae_id].shape[0]} tokens (BOS excluded)",
+                dtype="float16", context_size=recipe["ctx_len"], history=result.history, metrics=result.metrics,
+                extra_metadata={"release": release, "recipe": recipe},
+            )
+            from sae_lens import SAE
+
+            sae = SAE.load_from_disk(path, dtype="float32")
+            metrics = {"release": release, "sae_id": sae_id, **evaluate_sae(sae, model, ctx_len=recipe["ctx_len"], progress=progress),
+                       "train_tokens_per_s": result.metrics.get("tokens_per_s"), "recipe": recipe}
+            (path / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+            rows.append(metrics)
+    return rows
+
+
+def zoo_table(markdown: bool = True) -> str:
+    """The zoo's held-out quality table (from each SAE's metrics.json)."""
+    head = ["release", "sae_id", "L0", "FVE", "CE recovered", "loss increase (nats)", "dead", "dense"]
+    lines = []
+    for release, sae_id in list_saes(pretrained=False):
+        try:
+            m = sae_metadata(release, sae_id)
+        except FileNotFoundError:
+            continue
+        if not m:
+            continue
+        lines.append([release, sae_id, f"{m['l0']:.1f}", f"{m['fve']:.3f}", f"{m['ce_recovered']:.3f}",
+                      f"{m['ce_increase']:.3f}", f"{m['dead_fraction']:.1%}", f"{m['dense_fraction']:.1%}"])
+    if not markdown:
+        return "\n".join("\t".join(row) for row in [head, *lines])
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(row) + " |" for row in lines]
+    return "\n".join(out)

@@ -1,0 +1,66 @@
+"""Sphinx extension of the book (loaded from _config.yml, `sphinx: local_extensions`).
+
+* Marks the process as a book build before any chapter kernel starts (kernels inherit the
+  environment): ``INTERP_BOOK_BUILD=1`` makes `interp_lib.plots.setup()` emit figures for the
+  static site, ``TQDM_DISABLE=1`` keeps progress bars out of the pages.
+* Serves plotly.js from the site itself: copies ``plotly.min.js`` out of the installed plotly
+  package (so its version always matches the figures) to ``_static/plotly-<version>.min.js``
+  and adds one ``<script>`` for it to each page that contains a Plotly figure, and to no other.
+* Drops the duplicate inline script that sphinx-thebe adds to every page (a console error).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+PLOTLY_DIV_MARK = "plotly-graph-div"
+
+
+def plotly_js() -> tuple[Path, str]:
+    """(path of the installed plotly.min.js, the file name the site serves it under)."""
+    import plotly
+
+    src = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    if not src.is_file():  # pragma: no cover - a broken plotly install
+        raise FileNotFoundError(f"plotly.min.js not found in the plotly package: {src}")
+    return src, f"plotly-{plotly.__version__}.min.js"
+
+
+def _copy_plotly(app, exception):
+    if exception is not None or app.builder.format != "html":
+        return
+    src, name = plotly_js()
+    dest = Path(app.outdir) / "_static" / name
+    if not dest.exists() or dest.stat().st_size != src.stat().st_size:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+
+
+def _page_context(app, pagename, templatename, context, doctree):
+    body = context.get("body") or ""
+    if PLOTLY_DIV_MARK in body:
+        _, name = plotly_js()
+        # Called inside html-page-context, add_js_file applies to this page only. No defer/async:
+        # the inline Plotly.newPlot scripts in the body need window.Plotly when they run.
+        app.add_js_file(name, priority=200)
+    # sphinx-thebe (always loaded by Jupyter Book) registers its inline config script twice
+    # (once with filename None, once with ""), and the second `const THEBE_JS_URL` is a
+    # SyntaxError in every page's console. Keep the first of identical scripts.
+    seen, scripts = set(), []
+    for js in context.get("script_files") or []:
+        key = (getattr(js, "filename", js) or "", getattr(js, "priority", 0),
+               tuple(sorted((getattr(js, "attributes", None) or {}).items())))
+        if key not in seen:
+            seen.add(key)
+            scripts.append(js)
+    context["script_files"] = scripts
+
+
+def setup(app):
+    os.environ.setdefault("INTERP_BOOK_BUILD", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    app.connect("html-page-context", _page_context, priority=900)  # after other extensions
+    app.connect("build-finished", _copy_plotly)
+    return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,106 @@
+"""Command line: ``python -m interp_lib {train,eval,bench,train-zoo,zoo}``.
+
+* ``train``: train an SAE on cached activations and save it in SAELens format (see ``train --help``).
+* ``eval DIR``: the foundation metrics of the SAE in DIR on held-out text.
+* ``bench [--quick] [--json PATH]``: training and harvesting speed, measured in one run.
+* ``train-zoo``: retrain the project's shipped SAEs from their recipe (same seed, same corpus).
+* ``zoo``: list the shipped SAEs with their held-out quality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+
+def main_eval(argv: list[str] | None = None) -> int:
+    """``python -m interp_lib eval DIR [--tokens N] [--json PATH]``."""
+    parser = argparse.ArgumentParser(prog="python -m interp_lib eval",
+                                     description="Evaluate an SAE folder (SAELens format) on held-out text.")
+    parser.add_argument("path", help="SAE folder (cfg.json + sae_weights.safetensors)")
+    parser.add_argument("--tokens", type=int, default=32_768, help="held-out tokens to score")
+    parser.add_argument("--model", default=None, help="model name (default: the one in the SAE's metadata)")
+    parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    args = parser.parse_args(argv)
+    from .models import load_model
+    from .zoo import evaluate_sae, load_sae
+
+    sae = load_sae(args.path)
+    model_name = args.model or sae.cfg.metadata.model_name
+    if not model_name:
+        parser.error("the SAE's metadata names no model: pass --model")
+    model = load_model(model_name)
+    metrics = evaluate_sae(sae, model, n_tokens=args.tokens)
+    labels = {"l0": "L0", "fve": "variance explained", "mse": "MSE", "ce_clean": "CE loss, clean",
+              "ce_sae": "CE loss, SAE spliced", "ce_zero": "CE loss, zero-ablated", "ce_recovered": "CE-loss recovered",
+              "ce_increase": "loss increase (nats)", "dead_fraction": "dead features", "dense_fraction": "dense features (>10%)",
+              "n_tokens": "tokens scored"}
+    print(f"{args.path}  ({model_name}, {sae.cfg.metadata.hook_name}, d_sae={sae.cfg.d_sae})")
+    for key, label in labels.items():
+        value = metrics[key]
+        text = f"{value:.1%}" if key.endswith("fraction") else (f"{value:,}" if isinstance(value, int) else f"{value:.4f}")
+        print(f"  {label:<24} {text}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(metrics, f, indent=1)
+    return 0
+
+
+def main_train_zoo(argv: list[str] | None = None) -> int:
+    """``python -m interp_lib train-zoo [--release R ...] [--device cuda] [--tokens N]``."""
+    from .zoo import RELEASES, ZOO_RECIPE, train_zoo, zoo_table
+
+    parser = argparse.ArgumentParser(prog="python -m interp_lib train-zoo",
+                                     description=f"Retrain the shipped SAEs from one recipe: {ZOO_RECIPE}")
+    parser.add_argument("--release", action="append", choices=sorted(RELEASES), help="only this release (repeatable)")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is available")
+    parser.add_argument("--tokens", type=int, default=None, help="override the recipe's training tokens")
+    parser.add_argument("--out", default=None, help="write into this folder instead of interp_lib/saes")
+    args = parser.parse_args(argv)
+    recipe = {"train_tokens": args.tokens} if args.tokens else None
+    train_zoo(args.release, recipe=recipe, device=args.device, out_root=args.out)
+    print(zoo_table())
+    return 0
+
+
+def main_zoo(argv: list[str] | None = None) -> int:
+    """``python -m interp_lib zoo``: the shipped SAEs and their held-out quality."""
+    from .zoo import zoo_table
+
+    print(zoo_table())
+    return 0
+
+
+COMMANDS = {"train": "train", "eval": "eval", "bench": "bench", "train-zoo": "train-zoo", "zoo": "zoo"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch to a subcommand."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    command, rest = argv[0], argv[1:]
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    if command == "train":
+        from .train import main_train
+
+        return main_train(rest)
+    if command == "bench":
+        from .bench import main as main_bench
+
+        return main_bench(rest)
+    if command == "eval":
+        return main_eval(rest)
+    if command == "train-zoo":
+        return main_train_zoo(rest)
+    if command == "zoo":
+        return main_zoo(rest)
+    print(f"unknown command {command!r}; valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

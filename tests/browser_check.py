@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Open every page of the built book in headless Chromium, offline, and check what a reader sees.
+
+    python tests/browser_check.py [--html _build/html] [--out _build/browser-check] [--screenshot-all]
+
+For each page (file:// URL, Chromium in a network namespace of its own when run as root, so
+that nothing can be fetched from anywhere), after the page has settled:
+* every Plotly figure (`div.plotly-graph-div`) has been drawn: it contains an `svg.main-svg`;
+* every formula has been typeset by MathJax (an `mjx-container` per `.math` element);
+* no cell output shows a traceback, an error or stderr (warnings);
+* the browser console has no uncaught JavaScript error.
+A page that fails is saved as a screenshot in --out (all pages with figures too, with
+--screenshot-all). Exit status 1 if any page fails. Needs Debian's `chromium`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bs4 import BeautifulSoup
+
+ROOT = Path(__file__).resolve().parent.parent
+SKIP = {"genindex.html", "search.html"}  # Sphinx's generated pages (search needs a server)
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--hide-scrollbars",
+    "--mute-audio",
+]
+ERROR_TEXT = re.compile(r"Traceback \(most recent call last\)|^\s*\w*(Error|Exception|Warning)\b[:(]", re.M)
+CONSOLE = re.compile(r':CONSOLE[:(][^\]]*\] "(?P<msg>.*)", source: (?P<src>\S*)')
+
+
+def find_chromium() -> str:
+    for cand in (os.environ.get("CHROMIUM"), "/usr/lib/chromium/chromium", shutil.which("chromium"),
+                 shutil.which("chromium-browser"), shutil.which("google-chrome")):
+        if cand and os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    raise SystemExit("browser check: no chromium found (apt-get install chromium, or set CHROMIUM)")
+
+
+def offline_prefix() -> tuple[list[str], str]:
+    """Command prefix that cuts the network, and a sentence saying what it is."""
+    unshare = shutil.which("unshare")
+    if unshare and os.geteuid() == 0:
+        if subprocess.run([unshare, "-n", "true"], capture_output=True).returncode == 0:
+            return [unshare, "-n"], "offline: chromium runs in its own network namespace (unshare -n)"
+    if unshare and subprocess.run([unshare, "-r", "-n", "true"], capture_output=True).returncode == 0:
+        return [unshare, "-r", "-n"], "offline: chromium runs in its own user+network namespace (unshare -rn)"
+    return [], ("NOT offline: could not create a network namespace (not root / unshare refused); "
+                "pages are opened from file:// but remote requests are not blocked")
+
+
+def run_chromium(prefix, chromium, url, extra, timeout) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+        cmd = [*prefix, chromium, *FLAGS, f"--user-data-dir={profile}", *extra, url]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def check_dom(dom: str) -> tuple[list[str], dict]:
+    soup = BeautifulSoup(dom, "html.parser")
+    problems = []
+    figs = soup.select("div.plotly-graph-div")
+    drawn = [f for f in figs if f.select_one("svg.main-svg") is not None]
+    if len(drawn) < len(figs):
+        problems.append(f"{len(figs) - len(drawn)} of {len(figs)} Plotly figure(s) not drawn")
+    maths = soup.select(".math")
+    typeset = soup.select("mjx-container")
+    if maths and len(typeset) < len(maths):
+        problems.append(f"{len(maths) - len(typeset)} of {len(maths)} formula(s) not typeset by MathJax")
+    for sel in ("div.output.traceback", "div.output.error", "div.output.stderr"):
+        if soup.select(sel):
+            problems.append(f"{len(soup.select(sel))} output block(s) {sel}")
+    for out in soup.select("div.cell_output"):
+        m = ERROR_TEXT.search(out.get_text("\n"))
+        if m:
+            problems.append(f"cell output shows {m.group(0).strip()!r}")
+    return problems, {"figures": len(figs), "drawn": len(drawn), "math": len(maths), "typeset": len(typeset)}
+
+
+def console_errors(stderr: str) -> list[str]:
+    out = []
+    for m in CONSOLE.finditer(stderr):
+        msg = m.group("msg")
+        if re.search(r"Uncaught|Error|Failed to load|ERR_", msg) and "Slow network" not in msg:
+            out.append(f"console: {msg[:200]} ({Path(m.group('src')).name})")
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--html", type=Path, default=ROOT / "_build" / "html")
+    p.add_argument("--out", type=Path, default=ROOT / "_build" / "browser-check")
+    p.add_argument("--screenshot-all", action="store_true", help="screenshot every page with a figure")
+    p.add_argument("--budget-ms", type=int, default=15000, help="virtual time the page gets to settle")
+    p.add_argument("--timeout", type=int, default=120, help="seconds per page before giving up")
+    args = p.parse_args(argv)
+
+    html = args.html.resolve()
+    pages = sorted(q for q in html.rglob("*.html")
+                   if not {"_static", "_sources", "_images"} & set(q.relative_to(html).parts) and q.name not in SKIP)
+    if not pages:
+        print(f"browser check: no pages under {html} (build the book first)", file=sys.stderr)
+        return 1
+    chromium = find_chromium()
+    prefix, how = offline_prefix()
+    version = subprocess.run([chromium, "--version"], capture_output=True, text=True).stdout.strip()
+    print(f"browser check: {len(pages)} page(s), {version}; {how}")
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    args.out.mkdir(parents=True)
+
+    passed = failed = 0
+    for page in pages:
+        rel = page.relative_to(html)
+        url = page.as_uri()
+        t0 = time.time()
+        settle = [f"--virtual-time-budget={args.budget_ms}", "--run-all-compositor-stages-before-draw"]
+        try:
+            res = run_chromium(prefix, chromium, url, [*settle, "--enable-logging=stderr", "--v=0", "--dump-dom"],
+                               args.timeout)
+            problems, stats = check_dom(res.stdout)
+            problems += console_errors(res.stderr)
+            if res.returncode != 0 or not res.stdout.strip():
+                problems.append(f"chromium exit {res.returncode}, {len(res.stdout)} bytes of DOM")
+        except subprocess.TimeoutExpired:
+            problems, stats = [f"chromium did not finish in {args.timeout} s"], {"figures": 0}
+        shot = None
+        if problems or (args.screenshot_all and stats.get("figures")):
+            shot = args.out / (str(rel).replace("/", "__").removesuffix(".html") + ".png")
+            try:
+                run_chromium(prefix, chromium, url, [*settle, "--window-size=1280,3000", f"--screenshot={shot}"],
+                             args.timeout)
+            except subprocess.TimeoutExpired:
+                shot = None
+        figs = f"{stats.get('drawn', 0)}/{stats.get('figures', 0)} figures"
+        maths = f"{stats.get('typeset', 0)}/{stats.get('math', 0)} formulas" if stats.get("math") else ""
+        status = "FAIL" if problems else "ok"
+        print(f"  {status:4} {rel}  {figs}  {maths}  ({time.time() - t0:.1f} s)"
+              + (f"  screenshot: {shot.relative_to(ROOT) if shot.is_relative_to(ROOT) else shot}" if shot else ""))
+        for prob in problems:
+            print(f"       - {prob}")
+        passed += not problems
+        failed += bool(problems)
+    print(f"browser-check: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""Tests of the book: its configuration and sources, and (marker book_html) the built site.
+
+The book_html tests read _build/html. `make test` runs them right after building the book, with
+INTERP_REQUIRE_BOOK_HTML=1 so that a missing site fails instead of skipping.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+HTML = ROOT / "_build" / "html"
+
+_spec = importlib.util.spec_from_file_location("ci_book", ROOT / ".ci" / "book.py")
+ci_book = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(ci_book)
+
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
+DOCS = ci_book.toc_files(TOC)
+CHAPTERS = ci_book.chapters()
+
+
+def _chapter_id(p: Path) -> str:
+    return str(p.relative_to(ROOT))
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration and sources
+
+
+def test_build_is_strict():
+    ex = CONFIG["execute"]
+    assert ex["execute_notebooks"] in ("cache", "force"), "chapters must be executed by the build"
+    assert ex.get("allow_errors") is False
+    assert ex.get("stderr_output") in ("warn", "error", "severe"), "stderr must not pass silently"
+    sphinx_cfg = CONFIG["sphinx"]["config"]
+    assert sphinx_cfg.get("nb_execution_raise_on_error") is True
+    # -W turns myst-nb's stderr/glue warnings into a failed build; --keep-going reports them all.
+    src = (ROOT / ".ci" / "book.py").read_text()
+    assert '"-W", "--keep-going"' in src
+    makefile = (ROOT / "Makefile").read_text()
+    assert "BOOK := $(BIN)/python .ci/book.py" in makefile
+    assert re.search(r"^book:.*\n\t\$\(BOOK\) build\s*$", makefile, re.M), "`make book` goes through .ci/book.py"
+    assert re.search(r"^book-cached:.*\n\t\$\(BOOK\) build --expect-cached", makefile, re.M)
+
+
+def test_everything_served_locally_is_configured():
+    cfg = CONFIG["sphinx"]["config"]
+    assert not str(cfg["mathjax_path"]).startswith(("http:", "https:", "//"))
+    assert (ROOT / "book" / "_static" / cfg["mathjax_path"]).is_file()
+    assert "interp_book" in CONFIG["sphinx"]["local_extensions"]
+
+
+def test_launch_buttons_configured():
+    repo = CONFIG["repository"]
+    assert repo["url"].startswith("https://github.com/") and repo["branch"]
+    lb = CONFIG["launch_buttons"]
+    assert lb.get("binderhub_url") and lb.get("colab_url")
+
+
+def test_every_toc_entry_exists():
+    assert DOCS[0] == TOC["root"]
+    missing = [d for d in DOCS if ci_book.source_of(d) is None]
+    assert not missing, f"_toc.yml lists missing files: {missing}"
+    assert len(set(DOCS)) == len(DOCS), "a file is listed twice in _toc.yml"
+
+
+def test_every_page_under_book_is_in_the_toc():
+    listed = {ROOT / f"{d}.md" for d in DOCS} | {ROOT / f"{d}.ipynb" for d in DOCS}
+    pages = [p for p in (ROOT / "book").rglob("*.md")
+             if not {"_static", "_ext", "_build"} & set(p.relative_to(ROOT / "book").parts)]
+    orphans = [str(p.relative_to(ROOT)) for p in pages if p not in listed]
+    assert not orphans, f"pages not in _toc.yml (never built): {orphans}"
+
+
+def test_there_is_a_chapter():
+    assert CHAPTERS, "no executable chapter in _toc.yml"
+
+
+def _code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+@pytest.mark.parametrize("src", CHAPTERS, ids=_chapter_id)
+def test_chapter_header_and_setup_cell(src):
+    nb = ci_book.read_as_myst_nb(src)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    first = _code_cells(nb)[0]
+    assert "plots.setup()" in first.source, "the first code cell must call interp_lib.plots.setup()"
+    tags = first.metadata.get("tags", [])
+    assert "remove-cell" in tags or "remove-input" in tags, "the setup cell is hidden on the site"
+
+
+GLUE_ROLE = re.compile(r"\{glue(?::(?:any|text|md|figure|math))?\}`([^`]+)`")
+GLUE_DIRECTIVE = re.compile(r"^[`:]{3,}\{glue(?::(?:any|text|md|figure|math))?\}\s+(\S+)", re.M)
+GLUE_CALL = re.compile(r"""\bglue\(\s*(?:f?["'])([^"']+)["']""")
+
+
+def _referenced_glue_keys(text: str) -> set[str]:
+    keys = set()
+    for m in GLUE_ROLE.finditer(text):
+        ref = m.group(1)
+        key = ref.split("::")[-1].split(":")[0] if "::" not in ref else ref.split("::")[1].split(":")[0]
+        keys.add(key.strip())
+    keys |= {m.group(1).split("::")[-1] for m in GLUE_DIRECTIVE.finditer(text)}
+    return keys
+
+
+@pytest.mark.parametrize("src", CHAPTERS, ids=_chapter_id)
+def test_every_glue_reference_is_glued(src):
+    text = src.read_text()
+    nb = ci_book.read_as_myst_nb(src)
+    glued = {m.group(1) for c in _code_cells(nb) for m in GLUE_CALL.finditer(c.source)}
+    referenced = _referenced_glue_keys(text)
+    missing = sorted(referenced - glued)
+    assert not missing, f"pasted but never glued: {missing}"
+
+
+def _prose(text: str) -> str:
+    """The Markdown prose of a chapter: no front matter, fences, math, inline code or links."""
+    text = re.sub(r"\A---\n.*?\n---\n", "", text, flags=re.S)
+    text = re.sub(r"^(`{3,}|:{3,}).*?^\1\s*$", "", text, flags=re.S | re.M)
+    text = re.sub(r"\$\$.*?\$\$", "", text, flags=re.S)
+    text = re.sub(r"\$[^$\n]+\$", "", text)
+    text = re.sub(r"\{[\w:-]+\}`[^`]*`", "", text)  # roles, glue included
+    text = re.sub(r"`[^`]*`", "", text)
+    text = re.sub(r"\]\([^)]*\)|<https?://[^>]*>|https?://\S+", "", text)
+    text = "\n".join(line for line in text.splitlines() if "<!-- number-ok -->" not in line)
+    return text
+
+
+TYPED_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*(?:\.\d+)\b|(?<![\w.])\d+(?:\.\d+)?\s?%")
+
+
+@pytest.mark.parametrize("src", CHAPTERS, ids=_chapter_id)
+def test_no_measured_number_typed_into_prose(src):
+    """Decimals and percentages in a chapter's prose must come from glue (a heuristic: whole
+    numbers such as layer indices are allowed; end a line with <!-- number-ok --> to exempt it)."""
+    found = TYPED_NUMBER.findall(_prose(src.read_text()))
+    assert not found, f"numbers typed into the prose (glue them instead): {found}"
+
+
+def test_glue_key_regexes():
+    text = "a {glue:text}`l0:.1f` b {glue}`fve` c {glue:text}`other.ipynb::k2:,`\n```{glue:figure} fig1\n```"
+    assert _referenced_glue_keys(text) == {"l0", "fve", "k2", "fig1"}
+    assert TYPED_NUMBER.findall(_prose("FVE was 0.97 and 12% dead, layer 12, 2024.")) == ["0.97", "12%"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The built site
+
+require_html = os.environ.get("INTERP_REQUIRE_BOOK_HTML") == "1"
+book_html = pytest.mark.book_html
+
+
+@pytest.fixture(scope="module")
+def site():
+    if not (HTML / "index.html").is_file():
+        if require_html:
+            pytest.fail(f"no built book at {HTML}")
+        pytest.skip("book not built (make book)")
+    return HTML
+
+
+def _page(doc: str) -> Path:
+    return HTML / f"{doc}.html"
+
+
+def _read(doc: str) -> str:
+    return _page(doc).read_text(encoding="utf-8")
+
+
+@book_html
+def test_every_toc_entry_was_built(site):
+    missing = [d for d in DOCS if not _page(d).is_file()]
+    assert not missing
+
+
+CHAPTER_DOCS = [str(p.relative_to(ROOT).with_suffix("")) for p in CHAPTERS]
+
+
+@book_html
+@pytest.mark.parametrize("doc", CHAPTER_DOCS)
+def test_chapter_page_is_clean(site, doc):
+    from bs4 import BeautifulSoup
+
+    html = _read(doc)
+    soup = BeautifulSoup(html, "html.parser")
+    assert not soup.select("div.output.traceback, div.output.error"), "a traceback is on the page"
+    assert not soup.select("div.output.stderr"), "stderr (a warning, a log line or a progress bar) is on the page"
+    outputs = "\n".join(o.get_text("\n") for o in soup.select("div.cell_output"))
+    assert "Traceback (most recent call last)" not in outputs
+    assert not re.search(r"\b\w*Warning\b[:(]", outputs), "a warning is printed in an output"
+    assert "application/vnd.jupyter.widget" not in html, "a widget (e.g. a tqdm bar) was saved"
+    assert "require.min.js" not in html and "require.js" not in html, "require.js hides window.Plotly"
+    assert "cdn.plot.ly" not in html
+
+
+@book_html
+@pytest.mark.parametrize("doc", DOCS)
+def test_page_loads_nothing_remote(site, doc):
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(_read(doc), "html.parser")
+    remote = [s["src"] for s in soup.find_all("script", src=True) if re.match(r"(https?:)?//", s["src"])]
+    remote += [x["href"] for x in soup.find_all("link", href=True)
+               if "stylesheet" in (x.get("rel") or []) and re.match(r"(https?:)?//", x["href"])]
+    assert not remote, f"the page needs the network: {remote}"
+
+
+@book_html
+@pytest.mark.parametrize("doc", DOCS)
+def test_plotly_js_once_per_page_with_figures(site, doc):
+    import plotly
+
+    html = _read(doc)
+    n_figs = html.count('class="plotly-graph-div')
+    scripts = re.findall(r'<script[^>]*\bsrc="([^"]*plotly[^"]*)"', html)
+    if n_figs:
+        assert len(scripts) == 1, f"{n_figs} figure(s) but {len(scripts)} plotly.js script(s)"
+        path = (_page(doc).parent / scripts[0].split("?")[0]).resolve()
+        assert path.is_file() and path.name == f"plotly-{plotly.__version__}.min.js"
+        assert "Plotly.newPlot" in html
+    else:
+        assert not scripts, "plotly.js loaded on a page without figures"
+    # plotly.js itself (several MB) is never inlined
+    assert len(html) < 2_000_000 or "plotly.js v" not in html
+
+
+@book_html
+def test_some_chapter_has_a_figure_and_glued_numbers(site):
+    pages = [_read(d) for d in CHAPTER_DOCS]
+    assert any('class="plotly-graph-div' in p for p in pages)
+    assert all("pasted-text" in p or "{glue" not in (ROOT / f"{d}.md").read_text()
+               for d, p in zip(CHAPTER_DOCS, pages) if (ROOT / f"{d}.md").is_file())
+
+
+@book_html
+@pytest.mark.parametrize("doc", CHAPTER_DOCS)
+def test_launch_buttons_on_chapters(site, doc):
+    html = _read(doc)
+    repo = CONFIG["repository"]["url"].removeprefix("https://github.com/")
+    assert f"https://mybinder.org/v2/gh/{repo}/{CONFIG['repository']['branch']}" in html
+    assert "/./" not in re.sub(r"https?://", "", " ".join(re.findall(r'href="(https://mybinder[^"]*)"', html)))

@@ -6,6 +6,10 @@ zoo (load SAEs), sae (an SAE written from scratch), train (train one), metrics (
 analysis (read features out), plots (figures).
 """
 
+from . import profiles
+from .analysis import encode_texts
+from .data import probe_texts
+from .metrics import sae_metrics
 from .models import DEFAULT_MODEL, HubUnavailableError, cache_dir, load_model
 from .zoo import RELEASES, feature_url, list_saes, load_sae, sae_path
 
@@ -14,6 +18,10 @@ __all__ = [
     "HubUnavailableError",
     "RELEASES",
     "cache_dir",
+    "encode_texts",
+    "probe_texts",
+    "profiles",
+    "sae_metrics",
     "feature_url",
     "list_saes",
     "load_model",

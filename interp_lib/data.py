@@ -272,6 +272,31 @@ def _description(meta: Any) -> str | None:
     return _clean(body) if body else None
 
 
+CORPUS_PACKAGES: frozenset[str] = frozenset({
+    "numpy", "pandas", "torch", "transformers", "tokenizers", "safetensors", "huggingface-hub",
+    "sae-lens", "transformer-lens", "plotly", "tqdm", "jupyter-book", "sphinx", "sphinx-book-theme",
+    "pydata-sphinx-theme", "docutils", "myst-parser", "myst-nb", "ipython", "jinja2", "pygments",
+    "requests", "urllib3", "pyyaml", "jsonschema", "networkx", "sympy", "nbformat", "jupytext",
+    "sphinxcontrib-bibtex", "sphinx-design", "sphinx-togglebutton", "sphinx-copybutton",
+})
+"""Distributions whose descriptions and docs join the corpus: the project's own dependencies.
+
+A fixed list, so installing an unrelated package (or a test tool) does not change the corpus,
+its key, or the activation caches built on it. A listed package that is not installed is skipped.
+"""
+
+
+def _dist_key(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@functools.lru_cache(maxsize=1)
+def _corpus_top_levels() -> frozenset[str]:
+    """Top-level import folders in site-packages that belong to CORPUS_PACKAGES."""
+    mapping = importlib.metadata.packages_distributions()
+    return frozenset(top for top, dists in mapping.items() if any(_dist_key(d) in CORPUS_PACKAGES for d in dists))
+
+
 @functools.lru_cache(maxsize=1)
 def _metadata_entries() -> tuple[tuple[str, str], ...]:
     """(name, description) for each installed distribution, first one on sys.path wins."""
@@ -284,8 +309,8 @@ def _metadata_entries() -> tuple[tuple[str, str], ...]:
             continue
         if not name:
             continue
-        key = re.sub(r"[-_.]+", "-", name).lower()
-        if key in seen or key == "interp-lib":  # our own README must not move the corpus
+        key = _dist_key(name)
+        if key in seen or key not in CORPUS_PACKAGES:
             continue
         text = _description(meta)
         if text:
@@ -324,8 +349,12 @@ def _site_dirs() -> list[Path]:
 def _package_doc_files() -> tuple[tuple[str, Path], ...]:
     """README-like files and gettext catalogues inside site-packages, hash-ordered."""
     found: list[tuple[str, Path]] = []
+    allowed = _corpus_top_levels()
     for root in _site_dirs():
         for dirpath, dirnames, filenames in os.walk(root):
+            if Path(dirpath) == root:
+                dirnames[:] = [d for d in dirnames if d in allowed]
+                continue  # loose files at the top of site-packages belong to no listed package
             dirnames[:] = sorted(
                 d for d in dirnames
                 if d not in _SKIP_DOC_DIRS and not d.endswith((".dist-info", ".egg-info"))

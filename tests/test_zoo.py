@@ -66,3 +66,17 @@ def test_feature_urls():
     assert url == "/book/features/smollm2-135m-res--blocks.15.hook_resid_pre/7.html"
     with pytest.raises(ValueError):
         feature_url("smollm2-135m-res", "blocks.15.hook_resid_pre", -1)
+
+
+def test_profiles_name_real_saes(monkeypatch):
+    from interp_lib import profiles
+
+    pairs = set(list_saes())
+    for profile in profiles.PROFILES.values():
+        for pair in (profile.main_sae, *profile.all_saes):
+            assert pair in pairs, pair
+    monkeypatch.setenv("INTERP_PROFILE", "gpt2")
+    assert profiles.current().model == "gpt2-small"
+    monkeypatch.setenv("INTERP_PROFILE", "nope")
+    with pytest.raises(ValueError, match="embedded"):
+        profiles.current()

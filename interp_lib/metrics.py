@@ -13,6 +13,7 @@ replaced by its reconstruction, and L_zero the loss with that activation zeroed.
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 import numpy as np
@@ -77,7 +78,7 @@ def check_widths(model, sae) -> str:
 
 
 @torch.inference_mode()
-def sae_metrics(model, sae, tokens: torch.Tensor, *, batch_size: int = 8, progress: bool = True) -> SAEMetrics:
+def sae_metrics(model, sae, tokens: torch.Tensor, *, batch_size: int = 8, progress: bool = True, fast: bool = True) -> SAEMetrics:
     """L0, FVE, MSE, CE-loss recovered, loss increase, dead/dense fractions for ``sae`` on ``tokens`` [n, ctx]."""
     from tqdm.auto import tqdm
 
@@ -101,12 +102,15 @@ def sae_metrics(model, sae, tokens: torch.Tensor, *, batch_size: int = 8, progre
     def reconstruct(x):
         return sae.decode(sae.encode(x.to(dtype))).to(x.dtype)
 
+    match = re.fullmatch(r"blocks\.(\d+)\.hook_resid_pre", hook)
+    start_layer = int(match.group(1)) if match and fast and int(match.group(1)) > 0 else None
     bar = tqdm(total=tokens.shape[0], unit="ctx", desc="metrics", disable=not progress, leave=False)
     for i in range(0, tokens.shape[0], batch_size):
         batch = tokens[i : i + batch_size].to(model.cfg.device)
         captured = {}
 
         def grab(act, hook):
+            captured["full"] = act
             captured["x"] = act[:, 1:].reshape(-1, act.shape[-1]).float()
 
         clean = model.run_with_hooks(batch, return_type="loss", loss_per_token=True, fwd_hooks=[(hook, grab)])
@@ -120,8 +124,17 @@ def sae_metrics(model, sae, tokens: torch.Tensor, *, batch_size: int = 8, progre
         sums["sum_x"] = x.sum(0).double() if sums["sum_x"] is None else sums["sum_x"] + x.sum(0).double()
         sums["sum_x2"] += x.double().pow(2).sum().item()
         sums["n"] += x.shape[0]
-        with_sae = model.run_with_hooks(batch, return_type="loss", loss_per_token=True, fwd_hooks=[(hook, splice(reconstruct))])
-        zeroed = model.run_with_hooks(batch, return_type="loss", loss_per_token=True, fwd_hooks=[(hook, splice(torch.zeros_like))])
+        if start_layer is not None:
+            # Fast path for residual-stream hooks: rerun only the layers after the hook.
+            def rerun(fn):
+                resid = captured["full"].clone()
+                resid[:, 1:] = fn(resid[:, 1:])
+                return model(resid, start_at_layer=start_layer, tokens=batch, return_type="loss", loss_per_token=True)
+
+            with_sae, zeroed = rerun(reconstruct), rerun(torch.zeros_like)
+        else:
+            with_sae = model.run_with_hooks(batch, return_type="loss", loss_per_token=True, fwd_hooks=[(hook, splice(reconstruct))])
+            zeroed = model.run_with_hooks(batch, return_type="loss", loss_per_token=True, fwd_hooks=[(hook, splice(torch.zeros_like))])
         # loss_per_token[:, j] is the loss predicting token j+1 from position j; position 0 is not scored.
         for key, loss in (("clean", clean), ("sae", with_sae), ("zero", zeroed)):
             losses[key].append(loss[:, 1:].reshape(-1).double())

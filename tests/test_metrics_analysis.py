@@ -90,3 +90,12 @@ def test_long_text_is_truncated_with_a_warning(tiny_gpt2):
     with pytest.warns(UserWarning, match="truncated"):
         enc = encode_texts(tiny_gpt2, sae, ["the cat " * 100])
     assert len(enc.tokens[0]) == tiny_gpt2.cfg.n_ctx - 1
+
+
+def test_fast_path_matches_full_reruns(tiny_gpt2):
+    sae = make_sae(32, 128, HOOK, k=8)
+    toks = _tokens(tiny_gpt2)
+    fast = sae_metrics(tiny_gpt2, sae, toks, progress=False, fast=True)
+    slow = sae_metrics(tiny_gpt2, sae, toks, progress=False, fast=False)
+    for key in ("ce_clean", "ce_sae", "ce_zero", "fve", "l0"):
+        assert getattr(fast, key) == pytest.approx(getattr(slow, key), abs=1e-5), key

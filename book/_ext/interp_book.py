@@ -7,6 +7,11 @@
   package (so its version always matches the figures) to ``_static/plotly-<version>.min.js``
   and adds one ``<script>`` for it to each page that contains a Plotly figure, and to no other.
 * Drops the duplicate inline script that sphinx-thebe adds to every page (a console error).
+* Points the Colab and Binder launch buttons of a chapter at its generated notebook,
+  notebooks/<path under book/>.ipynb (made by .ci/publish.py, committed: Colab opens only .ipynb
+  files that exist in the repository). The theme builds both links from _config.yml's
+  `repository` (url, branch) and the page's own source (book/x.md); only the path is changed,
+  and only when that notebook exists (otherwise Binder keeps the .md and Colab is dropped).
 """
 
 from __future__ import annotations
@@ -38,6 +43,57 @@ def _copy_plotly(app, exception):
         shutil.copyfile(src, dest)
 
 
+NOTEBOOKS_DIR = "notebooks"
+_INTERFACE_PREFIX = {"classic": "tree", "jupyterlab": "lab/tree"}
+
+
+def notebook_for_page(pagename: str) -> str:
+    """Repository path of the notebook generated for a page ("book/x" -> "notebooks/x.ipynb").
+    The same rule as `notebook_rel` in .ci/publish.py (tests/test_publish.py checks both)."""
+    parts = pagename.split("/")
+    if parts[0] == "book":
+        parts = parts[1:]
+    return "/".join([NOTEBOOKS_DIR, *parts]) + ".ipynb"
+
+
+def retarget_launch_buttons(header_buttons, notebook: str | None, launch: dict, branch: str) -> None:
+    """Rewrite the Binder and Colab links of the theme's launch group to open `notebook`
+    (a repository-relative path) on `branch`, or, when there is none, drop Colab (it cannot
+    open .md files)."""
+    colab = (launch.get("colab_url") or "").rstrip("/")
+    binder = (launch.get("binderhub_url") or "").rstrip("/")
+    ui = _INTERFACE_PREFIX.get(launch.get("notebook_interface", "classic"), "tree")
+    for group in header_buttons or []:
+        if group.get("label") != "launch-buttons":
+            continue
+        kept = []
+        for button in group.get("buttons", []):
+            url = button.get("url") or ""
+            if colab and url.startswith(colab + "/github/"):
+                if notebook is None:
+                    continue
+                head, _, _ = url.partition("/blob/")
+                button["url"] = f"{head}/blob/{branch}/{notebook}"
+            elif binder and url.startswith(binder + "/") and notebook is not None:
+                button["url"] = f"{url.partition('?urlpath=')[0]}?urlpath={ui}/{notebook}"
+            kept.append(button)
+        group["buttons"] = kept
+
+
+def _launch_buttons(app, pagename, context):
+    launch = (app.config.html_theme_options or {}).get("launch_buttons") or {}
+    if not launch or not context.get("header_buttons"):
+        return
+    opts = app.config.html_theme_options
+    book_root = Path(app.srcdir)
+    # path_to_book: where the book lies inside the repository; notebooks/ is at the repository root.
+    rel = str(opts.get("path_to_docs") or "").strip("/")
+    repo_root = book_root.parents[len(Path(rel).parts) - 1] if rel else book_root
+    notebook = notebook_for_page(pagename)
+    retarget_launch_buttons(context["header_buttons"], notebook if (repo_root / notebook).is_file() else None,
+                            launch, opts.get("repository_branch") or "master")  # the theme's own default
+
+
 def _page_context(app, pagename, templatename, context, doctree):
     body = context.get("body") or ""
     if PLOTLY_DIV_MARK in body:
@@ -56,6 +112,7 @@ def _page_context(app, pagename, templatename, context, doctree):
             seen.add(key)
             scripts.append(js)
     context["script_files"] = scripts
+    _launch_buttons(app, pagename, context)
 
 
 def setup(app):

@@ -55,12 +55,13 @@ def main_train_zoo(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m interp_lib train-zoo",
                                      description=f"Retrain the shipped SAEs from one recipe: {ZOO_RECIPE}")
     parser.add_argument("--release", action="append", choices=sorted(RELEASES), help="only this release (repeatable)")
+    parser.add_argument("--sae-id", action="append", help="only this SAE, e.g. blocks.20.hook_resid_pre (repeatable)")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is available")
     parser.add_argument("--tokens", type=int, default=None, help="override the recipe's training tokens")
     parser.add_argument("--out", default=None, help="write into this folder instead of interp_lib/saes")
     args = parser.parse_args(argv)
     recipe = {"train_tokens": args.tokens} if args.tokens else None
-    train_zoo(args.release, recipe=recipe, device=args.device, out_root=args.out)
+    train_zoo(args.release, sae_ids=args.sae_id, recipe=recipe, device=args.device, out_root=args.out)
     print(zoo_table())
     return 0
 

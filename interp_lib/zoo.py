@@ -187,6 +187,8 @@ ZOO_RECIPE: dict = {
     "ctx_len": 128,
     "seed": 0,
     "eval_tokens": 16_384,
+    # Deeper layers and the MLP output are harder to reconstruct: they get twice the passes.
+    "epochs_by_sae": {"blocks.20.hook_resid_pre": 6.0, "blocks.25.hook_resid_pre": 6.0, "blocks.15.hook_mlp_out": 6.0},
 }
 """The settings every SAE of the project's releases is trained with (offline corpus, train split)."""
 
@@ -210,8 +212,8 @@ def evaluate_sae(sae, model, *, n_tokens: int = ZOO_RECIPE["eval_tokens"], ctx_l
             "eval": f"held-out split of the offline corpus, {result.n_tokens} tokens (BOS excluded)"}
 
 
-def train_zoo(releases: list[str] | None = None, *, recipe: dict | None = None, device: str = "cpu",
-              out_root: Path | None = None, progress: bool = True) -> list[dict]:
+def train_zoo(releases: list[str] | None = None, *, sae_ids: list[str] | None = None, recipe: dict | None = None,
+              device: str = "cpu", out_root: Path | None = None, progress: bool = True) -> list[dict]:
     """Retrain the project's releases from the recipe (same seed, same corpus), save and evaluate each."""
     from .activations import cached_activations
     from .models import load_model
@@ -226,14 +228,18 @@ def train_zoo(releases: list[str] | None = None, *, recipe: dict | None = None, 
     rows = []
     by_model: dict[str, list[tuple[str, str]]] = {}
     for r in releases:
-        by_model.setdefault(RELEASES[r].model, []).extend((r, s) for s in RELEASES[r].sae_ids)
+        by_model.setdefault(RELEASES[r].model, []).extend(
+            (r, s) for s in RELEASES[r].sae_ids if sae_ids is None or s in sae_ids)
     for model_name, pairs in by_model.items():
         model = load_model(model_name)
         hooks = [s for _, s in pairs]
+        if not hooks:
+            continue
         acts = cached_activations(model_name, hooks, n_tokens=recipe["train_tokens"], ctx_len=recipe["ctx_len"],
                                   model=model, progress=progress)
         for release, sae_id in pairs:
-            cfg = TrainConfig(arch=recipe["arch"], d_sae=recipe["d_sae"], k=recipe["k"], epochs=recipe["epochs"],
+            epochs = recipe.get("epochs_by_sae", {}).get(sae_id, recipe["epochs"])
+            cfg = TrainConfig(arch=recipe["arch"], d_sae=recipe["d_sae"], k=recipe["k"], epochs=epochs,
                               seed=recipe["seed"], device=device)
             result = train_sae(acts[sae_id].float(), cfg, progress=progress)
             path = save_saelens(

@@ -60,7 +60,9 @@ def test_quick_requality_on_fresh_tokens(smollm):
     release, sae_id = "smollm2-135m-res", "blocks.15.hook_resid_pre"
     sae = load_sae(release, sae_id)
     recorded = json.loads((sae_path(release, sae_id) / "metrics.json").read_text())
-    m = sae_metrics(smollm, sae, heldout_tokens(smollm, 4 * 128), progress=False)
+    # 8 contexts spread over the first 16 held-out ones: a handful of contexts from one file has too
+    # little variance of its own for FVE to mean much.
+    m = sae_metrics(smollm, sae, heldout_tokens(smollm, 16 * 128)[::2], progress=False)
     assert m.l0 <= BAR["l0"] and m.fve >= BAR["fve"] - 0.03
     assert m.ce_recovered >= BAR["ce_recovered_floor"] - 0.03
     assert abs(m.fve - recorded["fve"]) < 0.05

@@ -22,7 +22,9 @@ Every chapter starts with one hidden cell::
    (`QUIET_WARNINGS`, `QUIET_LOGGERS`). Anything else that reaches stderr fails the book build
    (``stderr_output: warn`` + ``-W``): new noise must be looked at, then silenced here on purpose.
 
-The figure helpers (`bar`, `heatmap`, `histogram`, `line`, `scatter`) give the book one look.
+The figure helpers (`bar`, `grouped_bar`, `heatmap`, `histogram`, `line`, `scatter`) give the book one
+look. `token_highlights` and `html_table` return plain HTML (inline styles, no script), which the
+static site shows as it is.
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ __all__ = [
     "histogram",
     "line",
     "scatter",
+    "grouped_bar",
+    "binned_histogram",
+    "token_highlights",
+    "feature_examples",
+    "html_table",
 ]
 
 #: Name under which the static-site renderer is registered with plotly.io.
@@ -212,3 +219,147 @@ def scatter(x: Sequence, y: Sequence, *, text: Sequence | None = None, color: Se
     fig.update_xaxes(title=xlabel, type="log" if log_x else None)
     fig.update_yaxes(title=ylabel, type="log" if log_y else None)
     return _finish(fig, title, height)
+
+
+def binned_histogram(values, *, nbins: int = 60, title: str | None = None, xlabel: str = "", ylabel: str = "count",
+                     log_y: bool = False, height: int | None = 400) -> go.Figure:
+    """A histogram binned here (numpy), so the page stores ``nbins`` bars instead of every value."""
+    import numpy as np
+
+    if hasattr(values, "detach"):
+        values = values.detach().float().cpu().numpy()
+    arr = np.asarray(values, dtype=np.float64).ravel()
+    if not arr.size:
+        raise ValueError("no values to bin")
+    counts, edges = np.histogram(arr, bins=nbins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    fig = go.Figure(go.Bar(x=centres.tolist(), y=counts.tolist(), width=float(edges[1] - edges[0]),
+                           customdata=np.stack([edges[:-1], edges[1:]], 1).tolist(),
+                           hovertemplate="%{customdata[0]:.3g} to %{customdata[1]:.3g}: %{y:,}<extra></extra>"))
+    fig.update_layout(bargap=0)
+    fig.update_xaxes(title=xlabel)
+    fig.update_yaxes(title=ylabel, type="log" if log_y else None)
+    return _finish(fig, title, height)
+
+
+def grouped_bar(x: Sequence, series: dict[str, Sequence], *, title: str | None = None, xlabel: str = "",
+                ylabel: str = "", height: int | None = 420) -> go.Figure:
+    """Bars grouped by `x`, one bar per entry of `series` (name -> values) in each group."""
+    fig = go.Figure([go.Bar(x=list(x), y=list(map(float, v)), name=str(k)) for k, v in series.items()])
+    fig.update_layout(barmode="group", legend_title_text="")
+    fig.update_xaxes(title=xlabel)
+    fig.update_yaxes(title=ylabel)
+    return _finish(fig, title, height)
+
+
+#: Colour of the token highlights (red, green, blue); the opacity carries the activation.
+HIGHLIGHT_RGB = (230, 97, 0)
+
+
+def _token_span(token: str, value: float, vmax: float) -> str:
+    import html
+
+    alpha = 0.0 if vmax <= 0 or value <= 0 else min(1.0, value / vmax)
+    shown = token.replace("\n", "\u21b5\n")  # a visible return sign, then the line break itself
+    tip = f"{token!r}: {value:.2f}"
+    style = f"background: rgba({HIGHLIGHT_RGB[0]}, {HIGHLIGHT_RGB[1]}, {HIGHLIGHT_RGB[2]}, {alpha:.2f})"
+    if alpha > 0:
+        style += "; border-bottom: 1px solid #b34700"
+    return f'<span title="{html.escape(tip)}" style="{style}">{html.escape(shown)}</span>'
+
+
+def token_highlights(rows: Sequence[tuple[str, Sequence[str], Sequence[float]]], *, vmax: float | None = None,
+                     caption: str | None = None, caption_url: str | None = None):
+    """Texts as tokens shaded by one feature's activation: rows of (label, tokens, activations).
+
+    Returns an ``IPython.display.HTML`` with inline styles only (it works on the static site);
+    hovering a token shows its activation. ``vmax`` (default: the largest activation shown) is
+    the activation drawn at full colour. ``caption`` heads the block, as a link if ``caption_url``.
+    """
+    import html
+
+    from IPython.display import HTML
+
+    rows = [(str(label), list(tokens), [float(v) for v in values]) for label, tokens, values in rows]
+    for label, tokens, values in rows:
+        if len(tokens) != len(values):
+            raise ValueError(f"{label!r}: {len(tokens)} tokens but {len(values)} activations")
+    if vmax is None:
+        vmax = max((max(values, default=0.0) for _, _, values in rows), default=0.0)
+    parts = ['<div class="interp-tokens" style="font-family: monospace; font-size: 0.85em; line-height: 1.7">']
+    if caption:
+        head = html.escape(caption)
+        if caption_url:
+            head = f'<a href="{html.escape(caption_url)}">{head}</a>'
+        parts.append(f'<div style="font-family: sans-serif; margin-bottom: 0.4em">{head}</div>')
+    for label, tokens, values in rows:
+        body = "".join(_token_span(t, v, vmax) for t, v in zip(tokens, values))
+        parts.append('<div style="margin: 0.3em 0; padding: 0.3em 0.5em; border-left: 3px solid #ddd">'
+                     f'<div style="font-family: sans-serif; color: #555; font-size: 0.9em">{html.escape(label)}</div>'
+                     f'<div style="white-space: pre-wrap; word-break: break-word">{body}</div></div>')
+    parts.append("</div>")
+    return HTML("".join(parts))
+
+
+def _merge_pieces(tokens: Sequence[str], values: Sequence[float]) -> tuple[list[str], list[float]]:
+    """Fold '' continuation tokens (pieces of a character, see analysis.readable_tokens) into the token before
+    them, keeping the largest activation of the group."""
+    out_t: list[str] = []
+    out_v: list[float] = []
+    for token, value in zip(tokens, values):
+        if token == "" and out_t:
+            out_v[-1] = max(out_v[-1], float(value))
+        else:
+            out_t.append(token)
+            out_v.append(float(value))
+    return out_t, out_v
+
+
+def feature_examples(enc, feature: int, n: int = 5, *, labels: Sequence[str] | None = None,
+                     url: str | None = None, vmax: float | None = None):
+    """The ``n`` texts of ``enc`` (an ``analysis.Encoded``) on which ``feature`` is strongest, tokens shaded by it."""
+    from .analysis import top_activating
+
+    feature = int(feature)
+    top = top_activating(enc, feature, n)
+    rows = []
+    for i, act, token in zip(top.text.tolist(), top.max_act.tolist(), top.token.tolist()):
+        name = labels[i] if labels is not None else f"text {i}"
+        tokens, values = _merge_pieces(enc.tokens[i], enc.acts[i][:, feature].tolist())
+        rows.append((f"{name} \u00b7 max {act:.2f} on {token!r}", tokens, values))
+    if not rows:
+        return token_highlights([], caption=f"feature {feature} is not active on any of these texts", caption_url=url)
+    return token_highlights(rows, vmax=vmax, caption=f"feature {feature}", caption_url=url)
+
+
+def html_table(df, *, links: dict[str, Sequence[str]] | None = None, floatfmt: str = "{:.2f}", index: bool = False):
+    """A pandas DataFrame as an HTML table; `links` maps a column to one URL per row (the cell becomes a link)."""
+    import html
+
+    from IPython.display import HTML
+
+    links = links or {}
+    for col, urls in links.items():
+        if col not in df.columns:
+            raise ValueError(f"links names column {col!r}, which the table does not have: {list(df.columns)}")
+        if len(urls) != len(df):
+            raise ValueError(f"links[{col!r}] has {len(urls)} URLs for {len(df)} rows")
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return floatfmt.format(value)
+        return html.escape(str(value))
+
+    head = ([html.escape(str(df.index.name or ""))] if index else []) + [html.escape(str(c)) for c in df.columns]
+    lines = ['<table class="interp-table dataframe">', "<thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>", "<tbody>"]
+    columns = {col: df[col].tolist() for col in df.columns}  # plain Python values, dtype by column
+    for i, idx in enumerate(df.index.tolist()):
+        cells = [cell(idx)] if index else []
+        for col in df.columns:
+            text = cell(columns[col][i])
+            if col in links:
+                text = f'<a href="{html.escape(str(links[col][i]))}">{text}</a>'
+            cells.append(text)
+        lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    lines.append("</tbody></table>")
+    return HTML("\n".join(lines))

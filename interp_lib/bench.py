@@ -1,0 +1,232 @@
+"""How fast is this machine at the two expensive things: harvesting activations and training.
+
+``python -m interp_lib bench [--quick] [--json PATH]`` measures, in one run:
+
+* the machine's fp32 matrix-multiply rate (GFLOP/s, one large square matmul, best of a few);
+* harvesting: tokens per second through the first layers of SmolLM2-135M up to the SAE's hook,
+  and that as a fraction of the matmul rate (the model's FLOPs per token, counted from its config,
+  times tokens/s, over the measured GFLOP/s);
+* training, on *identical* activations (cached for that hook, position 0 left out): our
+  trainer (:func:`interp_lib.train.train_sae`, sparse TopK kernels) against SAELens's own
+  ``SAETrainer``, same size (576 -> 4608), same ``k`` (32), batch 4096, fp32, same schedule and
+  data order; each then evaluated on held-out activations (FVE, L0, dead latents) so the
+  speed-up is shown at equal quality;
+* peak resident memory of the process (``resource.getrusage``).
+
+``--quick`` takes a few minutes on a 2-core CPU (less once the activations are cached).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "matmul_gflops",
+    "transformer_flops_per_token",
+    "layers_run",
+    "peak_rss_mb",
+    "bench_harvest",
+    "bench_training",
+    "run_bench",
+    "main",
+]
+
+HOOK = "blocks.12.hook_resid_pre"
+MODEL = "smollm2-135m"
+CTX_LEN = 128
+
+
+# --------------------------------------------------------------------------------------------
+# Small measuring helpers
+# --------------------------------------------------------------------------------------------
+def matmul_gflops(n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """Measured rate of one ``[n, n] @ [n, n]`` matmul (``2 n^3`` FLOPs), best of ``repeats``, in GFLOP/s."""
+    a = torch.randn(n, n, dtype=dtype)
+    b = torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)  # warm-up (thread pool, caches)
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def transformer_flops_per_token(cfg: Any, n_layers: int, ctx_len: int) -> float:
+    """Forward FLOPs per token through ``n_layers`` transformer blocks (no unembedding).
+
+    ``cfg``: a TransformerLens config (or anything with ``d_model, n_heads, d_head, d_mlp`` and
+    optionally ``n_key_value_heads``, ``gated_mlp``). Per block and token: ``2 x`` the weights
+    touched (Q, K, V, O projections, with grouped K/V heads; the MLP with 3 matrices when gated,
+    2 otherwise) plus attention scores and mixing, ``2 x 2 x n_heads x d_head x ctx_len`` (the
+    full square, as TransformerLens computes it before masking). Norms and softmax are ignored.
+    """
+    d, h, dh, d_mlp = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp
+    kv = getattr(cfg, "n_key_value_heads", None) or h
+    attn_proj = d * (h * dh) * 2 + d * (kv * dh) * 2  # Q and O, K and V
+    mlp = d * d_mlp * (3 if getattr(cfg, "gated_mlp", False) else 2)
+    attn_mix = 2 * h * dh * ctx_len
+    return float(n_layers * (2 * (attn_proj + mlp) + 2 * attn_mix))
+
+
+def layers_run(hook: str) -> int:
+    """Blocks a forward pass runs to produce ``hook`` (``blocks.N.hook_resid_pre`` is the stream
+    *before* block N, so N blocks; any other ``blocks.N.*`` hook needs N + 1)."""
+    from .activations import hook_layer
+
+    layer = hook_layer(hook)
+    return layer if hook.endswith("hook_resid_pre") else layer + 1
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (``ru_maxrss`` is KiB on Linux)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024 / (1024 if sys.platform == "darwin" else 1)
+
+
+# --------------------------------------------------------------------------------------------
+# The two measurements
+# --------------------------------------------------------------------------------------------
+def bench_harvest(model, tokens: torch.Tensor, hook: str = HOOK, batch_size: int = 16) -> dict:
+    """Time :func:`interp_lib.activations.harvest` on ``tokens [n_ctx, ctx_len]``."""
+    from .activations import harvest
+
+    harvest(model, [hook], tokens[:2], batch_size=2, progress=False)  # warm-up (first-call costs)
+    t0 = time.perf_counter()
+    acts = harvest(model, [hook], tokens, batch_size=batch_size, progress=False)[hook]
+    seconds = time.perf_counter() - t0
+    n_ctx, ctx_len = tokens.shape
+    return {
+        "harvest_tokens": n_ctx * ctx_len,
+        "harvest_rows": acts.shape[0],
+        "harvest_seconds": seconds,
+        "harvest_tokens_per_s": n_ctx * ctx_len / seconds,
+        "harvest_layers": layers_run(hook),
+        "harvest_flops_per_token": transformer_flops_per_token(model.cfg, layers_run(hook), ctx_len),
+    }
+
+
+def bench_training(acts: torch.Tensor, val: torch.Tensor, *, epochs: float, d_sae: int = 4608, k: int = 32,
+                   batch_size: int = 4096, seed: int = 0, progress: bool = False) -> dict:
+    """Train the same TopK SAE with both trainers on ``acts``; evaluate both on ``val``."""
+    from .train import TrainConfig, evaluate, train_sae, train_saelens
+
+    cfg = TrainConfig(arch="topk", d_sae=d_sae, k=k, batch_size=batch_size, epochs=epochs, seed=seed)
+    out: dict[str, Any] = {"train_config": {"arch": cfg.arch, "d_in": acts.shape[1], "d_sae": d_sae, "k": k,
+                                            "batch_size": batch_size, "epochs": epochs, "lr": cfg.learning_rate,
+                                            "dtype": "float32", "train_rows": acts.shape[0], "val_rows": val.shape[0]}}
+    for name, trainer in (("homebrew", train_sae), ("saelens", train_saelens)):
+        result = trainer(acts, cfg, progress=progress)
+        quality = evaluate(result.sae, val, result.scale)
+        out[f"train_tokens_per_s_{name}"] = result.metrics["tokens_per_s"]
+        out[f"train_seconds_{name}"] = result.metrics["train_seconds"]
+        out[f"train_tokens_{name}"] = result.metrics["train_tokens"]
+        for key, value in quality.items():
+            out[f"val_{key}_{name}"] = value
+        del result
+    out["speedup"] = out["train_tokens_per_s_homebrew"] / out["train_tokens_per_s_saelens"]
+    return out
+
+
+def run_bench(quick: bool = True, json_path: str | None = None, *, progress: bool = False,
+              print_table: bool = True) -> dict:
+    """Measure everything above in one run; print a table; write ``json_path`` if given.
+
+    Keys include ``train_tokens_per_s_homebrew``, ``train_tokens_per_s_saelens``, ``speedup``,
+    ``val_fve_homebrew``, ``val_fve_saelens``, ``harvest_tokens_per_s``,
+    ``harvest_roofline_fraction``, ``matmul_gflops``, ``peak_rss_mb``.
+    """
+    from . import data
+    from .activations import cached_activations, corpus_split
+    from .models import load_model
+
+    t_start = time.perf_counter()
+    res: dict[str, Any] = {
+        "quick": quick,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "model": MODEL,
+        "hook": HOOK,
+    }
+    res["matmul_gflops"] = matmul_gflops(2048 if quick else 4096, repeats=5 if quick else 3)
+
+    model = load_model(MODEL)
+    n_ctx = 32 if quick else 128
+    tokens = data.tokenize_corpus(model.tokenizer, corpus_split("heldout"), ctx_len=CTX_LEN,
+                                  max_tokens=n_ctx * CTX_LEN)
+    res.update(bench_harvest(model, tokens))
+    res["harvest_gflops"] = res["harvest_tokens_per_s"] * res["harvest_flops_per_token"] / 1e9
+    res["harvest_roofline_fraction"] = res["harvest_gflops"] / res["matmul_gflops"]
+
+    n_train, n_val, epochs = (32_768, 8_192, 4) if quick else (262_144, 32_768, 3)
+    acts = cached_activations(MODEL, [HOOK], n_tokens=n_train, ctx_len=CTX_LEN, model=model, progress=progress)[HOOK]
+    val = cached_activations(MODEL, [HOOK], n_tokens=n_val, split="heldout", ctx_len=CTX_LEN, model=model,
+                             progress=progress)[HOOK]
+    del model
+    res.update(bench_training(acts, val, epochs=epochs, progress=progress))
+    res["peak_rss_mb"] = peak_rss_mb()
+    res["total_seconds"] = time.perf_counter() - t_start
+
+    if print_table:
+        print(format_table(res))
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(res, indent=2) + "\n")
+    return res
+
+
+def format_table(res: dict) -> str:
+    """The human-readable summary of :func:`run_bench`'s result."""
+    tc = res["train_config"]
+    lines = [
+        f"interp_lib bench ({'quick' if res['quick'] else 'full'}; torch {res['torch']}, {res['threads']} threads)",
+        f"  fp32 matmul                {res['matmul_gflops']:10.1f} GFLOP/s",
+        f"  harvest {res['hook']} ({res['harvest_layers']} blocks, {res['harvest_flops_per_token'] / 1e6:.0f} MFLOP/token)",
+        f"    tokens/s                 {res['harvest_tokens_per_s']:10,.0f}",
+        f"    achieved                 {res['harvest_gflops']:10.1f} GFLOP/s = "
+        f"{res['harvest_roofline_fraction']:.0%} of the matmul rate",
+        f"  train TopK {tc['d_in']} -> {tc['d_sae']}, k={tc['k']}, batch {tc['batch_size']}, fp32, "
+        f"{res['train_tokens_homebrew']:,} tokens ({tc['train_rows']:,} rows x {tc['epochs']} epochs)",
+        f"    {'':12s} {'tokens/s':>10s} {'seconds':>8s} {'val FVE':>8s} {'typical':>8s} {'val L0':>7s} {'dead':>6s}",
+    ]
+    for name in ("homebrew", "saelens"):
+        lines.append(
+            f"    {name:12s} {res[f'train_tokens_per_s_{name}']:10,.0f} {res[f'train_seconds_{name}']:8.1f} "
+            f"{res[f'val_fve_{name}']:8.3f} {res.get(f'val_fve_typical_{name}', float('nan')):8.3f} "
+            f"{res[f'val_l0_{name}']:7.1f} {res[f'val_dead_fraction_{name}']:6.1%}"
+        )
+    lines.append("    (FVE over all held-out tokens; 'typical': without the rare huge-norm tokens, "
+                 f"{res.get('val_outlier_fraction_homebrew', float('nan')):.2%} of them)")
+    lines += [
+        f"    speed-up homebrew / SAELens: {res['speedup']:.2f}x",
+        f"  peak memory {res['peak_rss_mb']:,.0f} MiB; total {res['total_seconds']:.0f} s",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m interp_lib bench [--quick] [--json PATH]``."""
+    p = argparse.ArgumentParser(prog="python -m interp_lib bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smaller run (a few minutes on 2 CPU cores)")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--progress", action="store_true", help="show progress bars")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run_bench(quick=args.quick, json_path=args.json, progress=args.progress)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Tests for interp_lib.bench's measuring helpers (the full benchmark itself is `python -m interp_lib bench`)."""
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from interp_lib import bench
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_matmul_gflops_is_a_plausible_rate(monkeypatch):
+    rate = bench.matmul_gflops(256, repeats=3)
+    assert 0.1 < rate < 100_000
+    # it really is 2 n^3 / seconds: with a clock that advances 1 s per call, n=100 gives 2e6 / 1e9
+    ticks = iter(range(1000))
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: float(next(ticks)))
+    assert bench.matmul_gflops(100, repeats=2) == pytest.approx(2 * 100**3 / 1e9)
+
+
+def smollm2_like(**overrides):
+    cfg = dict(d_model=576, n_heads=9, d_head=64, n_key_value_heads=3, d_mlp=1536, gated_mlp=True)
+    cfg.update(overrides)
+    return SimpleNamespace(**cfg)
+
+
+def test_flops_per_token_counts_each_matrix():
+    cfg = smollm2_like()
+    per_layer = (
+        2 * (576 * 576 * 2 + 576 * 192 * 2)  # Q, O; K, V (3 key/value heads of 64)
+        + 2 * 3 * 576 * 1536  # gated MLP: gate, up, down
+        + 2 * 2 * 9 * 64 * 128  # scores and mixing over 128 positions
+    )
+    assert bench.transformer_flops_per_token(cfg, 1, 128) == per_layer
+    assert bench.transformer_flops_per_token(cfg, 12, 128) == 12 * per_layer
+    # about 2 x parameters per token (12 blocks of SmolLM2-135M: ~7 M weights each)
+    assert 80e6 < bench.transformer_flops_per_token(cfg, 12, 128) < 95e6
+    # multi-head attention (no grouped K/V) and a plain 2-matrix MLP cost more / less as they should
+    mha = bench.transformer_flops_per_token(smollm2_like(n_key_value_heads=None), 1, 128)
+    assert mha - per_layer == 2 * 2 * 576 * (576 - 192)
+    plain = bench.transformer_flops_per_token(smollm2_like(gated_mlp=False), 1, 128)
+    assert per_layer - plain == 2 * 576 * 1536
+    # longer contexts cost more attention
+    assert bench.transformer_flops_per_token(cfg, 1, 256) - per_layer == 2 * 2 * 9 * 64 * 128
+
+
+def test_layers_run():
+    assert bench.layers_run("blocks.12.hook_resid_pre") == 12
+    assert bench.layers_run("blocks.12.hook_mlp_out") == 13
+    assert bench.layers_run("blocks.0.hook_resid_post") == 1
+    with pytest.raises(ValueError):
+        bench.layers_run("hook_embed")
+
+
+def test_peak_rss_grows_with_a_big_allocation():
+    before = bench.peak_rss_mb()
+    assert before > 10
+    big = torch.ones(64 * 2**20 // 4 * 3)  # 192 MiB, touched
+    assert bench.peak_rss_mb() >= before + 100 or before > 1000
+    del big
+
+
+def test_bench_training_on_a_tiny_problem():
+    g = torch.Generator().manual_seed(0)
+    acts = torch.randn(2048, 16, generator=g) @ torch.randn(16, 16, generator=g) + 4
+    res = bench.bench_training(acts[:1536], acts[1536:], epochs=1, d_sae=64, k=4, batch_size=256)
+    for name in ("homebrew", "saelens"):
+        assert res[f"train_tokens_per_s_{name}"] > 0
+        assert res[f"train_tokens_{name}"] == 6 * 256
+        assert -1 < res[f"val_fve_{name}"] <= 1
+        assert res[f"val_l0_{name}"] <= 4
+    assert res["speedup"] == pytest.approx(res["train_tokens_per_s_homebrew"] / res["train_tokens_per_s_saelens"])
+    assert res["train_config"]["d_sae"] == 64
+
+
+def test_format_table_and_main(monkeypatch, tmp_path, capsys):
+    fake = {
+        "quick": True, "torch": "x", "threads": 2, "hook": "blocks.12.hook_resid_pre", "matmul_gflops": 100.0,
+        "harvest_layers": 12, "harvest_flops_per_token": 88e6, "harvest_tokens_per_s": 1000.0,
+        "harvest_gflops": 88.0, "harvest_roofline_fraction": 0.88,
+        "train_config": {"d_in": 576, "d_sae": 4608, "k": 32, "batch_size": 4096, "epochs": 2, "train_rows": 65024},
+        "train_tokens_homebrew": 100, "speedup": 3.0, "peak_rss_mb": 2000.0, "total_seconds": 100.0,
+    }
+    for name, tps in (("homebrew", 9000.0), ("saelens", 3000.0)):
+        fake.update({f"train_tokens_per_s_{name}": tps, f"train_seconds_{name}": 1.0, f"val_fve_{name}": 0.9,
+                     f"val_l0_{name}": 32.0, f"val_dead_fraction_{name}": 0.0})
+    text = bench.format_table(fake)
+    assert "3.00x" in text and "88% of the matmul rate" in text and "9,000" in text
+
+    seen = {}
+
+    def fake_run(quick, json_path, progress=False):
+        seen.update(quick=quick, json_path=json_path)
+        return fake
+
+    monkeypatch.setattr(bench, "run_bench", fake_run)
+    assert bench.main(["--quick", "--json", str(tmp_path / "b.json")]) == 0
+    assert seen == {"quick": True, "json_path": str(tmp_path / "b.json")}
+    assert bench.main([]) == 0 and seen["quick"] is False
+
+
+def test_run_bench_writes_the_required_keys(monkeypatch, tmp_path):
+    """run_bench's plumbing with the model and the trainers replaced by stand-ins."""
+    import interp_lib.activations as activations
+    import interp_lib.data as data
+    import interp_lib.models as models
+
+    model = SimpleNamespace(cfg=smollm2_like(), tokenizer=None)
+    monkeypatch.setattr(models, "load_model", lambda name: model)
+    monkeypatch.setattr(data, "tokenize_corpus", lambda tok, docs, ctx_len, max_tokens: torch.zeros(2, ctx_len, dtype=torch.long))
+    monkeypatch.setattr(activations, "corpus_split", lambda split: [])
+    monkeypatch.setattr(activations, "cached_activations",
+                        lambda *a, n_tokens, **k: {bench.HOOK: torch.randn(512, 8)})
+    monkeypatch.setattr(bench, "bench_harvest", lambda model, tokens: {
+        "harvest_tokens": 256, "harvest_rows": 254, "harvest_seconds": 0.5, "harvest_tokens_per_s": 512.0,
+        "harvest_layers": 12, "harvest_flops_per_token": 88e6})
+    monkeypatch.setattr(bench, "matmul_gflops", lambda *a, **k: 100.0)
+    real_training = bench.bench_training
+    monkeypatch.setattr(bench, "bench_training", lambda acts, val, **k: real_training(
+        acts, val, epochs=1, d_sae=16, k=2, batch_size=128))
+    path = tmp_path / "bench.json"
+    res = bench.run_bench(quick=True, json_path=str(path), print_table=False)
+    saved = json.loads(path.read_text())
+    for key in ("train_tokens_per_s_homebrew", "train_tokens_per_s_saelens", "harvest_tokens_per_s",
+                "harvest_roofline_fraction", "speedup", "peak_rss_mb", "matmul_gflops"):
+        assert key in saved and key in res
+    assert saved["harvest_roofline_fraction"] == pytest.approx(512 * 88e6 / 1e9 / 100.0)
+

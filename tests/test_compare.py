@@ -1,0 +1,266 @@
+"""Tests for interp_lib.compare on small hand-made tensors (and the tiny 2-layer GPT-2 of conftest)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from interp_lib import compare
+from interp_lib.metrics import SAEMetrics, sae_metrics
+
+from .conftest import make_sae
+
+
+# ---------------------------------------------------------------------------------------------
+# labels and tables
+def test_sae_label():
+    assert compare.sae_label("r", "blocks.15.hook_resid_pre") == "resid 15"
+    assert compare.sae_label("r", "blocks.6.hook_mlp_out") == "mlp_out 6"
+    assert compare.sae_label("r", "something-else") == "something-else"
+
+
+def _metrics(l0=3.0, fve=0.9):
+    return SAEMetrics(l0=l0, fve=fve, mse=0.1, ce_clean=2.0, ce_sae=2.5, ce_zero=7.0, ce_recovered=0.9,
+                      ce_increase=0.5, dead_fraction=0.25, dense_fraction=0.0, density=np.zeros(4), n_tokens=10)
+
+
+def test_metrics_table_from_metrics_and_dicts():
+    table = compare.metrics_table({"a": _metrics(), "b": {"l0": 5, "fve": 0.5}})
+    assert list(table.index) == ["a", "b"]
+    assert table.loc["a", "L0"] == 3.0 and table.loc["a", "loss increase (nats)"] == 0.5
+    assert table.loc["b", "variance explained"] == 0.5
+    assert math.isnan(table.loc["b", "CE-loss recovered"])  # missing metric -> NaN
+
+
+def test_recorded_metrics_of_unshipped_release_is_empty():
+    assert compare.recorded_metrics("gpt2-small-res-jb", "blocks.6.hook_resid_pre") == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# decoder geometry
+def test_decoder_directions_are_unit_rows():
+    w = torch.tensor([[3.0, 4.0], [0.0, -2.0]])
+    d = compare.decoder_directions(w)
+    assert torch.allclose(d, torch.tensor([[0.6, 0.8], [0.0, -1.0]]))
+    with pytest.raises(ValueError):
+        compare.decoder_directions(torch.zeros(3))
+
+
+def test_best_matches_finds_the_permutation_and_its_cosine():
+    a = torch.eye(4)
+    b = torch.eye(4)[[2, 0, 3, 1]] * 5  # same directions, permuted and rescaled
+    m = compare.best_matches(a, b, chunk=3)  # chunking must not change the answer
+    assert m.index.tolist() == [1, 3, 0, 2]
+    assert torch.allclose(m.cosine, torch.ones(4))
+
+
+def test_best_matches_cosine_value_and_sign():
+    a = torch.tensor([[1.0, 0.0]])
+    b = torch.tensor([[-1.0, 0.0], [1.0, 1.0]])  # the anti-parallel one is NOT a match
+    m = compare.best_matches(a, b)
+    assert m.index.tolist() == [1]
+    assert m.cosine.item() == pytest.approx(1 / math.sqrt(2))
+    with pytest.raises(ValueError, match="different spaces"):
+        compare.best_matches(torch.eye(2), torch.eye(3))
+
+
+def test_best_matches_reads_sae_decoders():
+    sae_a = make_sae(8, 16, "blocks.0.hook_resid_pre", seed=1)
+    m = compare.best_matches(sae_a, sae_a)
+    assert m.index.tolist() == list(range(16))
+    assert torch.allclose(m.cosine, torch.ones(16), atol=1e-5)
+
+
+def test_match_shares_and_random_baseline():
+    shares = compare.match_shares(torch.tensor([0.95, 0.75, 0.6, 0.1]), thresholds=(0.5, 0.7, 0.9))
+    assert shares == {0.5: 0.75, 0.7: 0.5, 0.9: 0.25}
+    base = compare.random_match_baseline(200, 400, 64, seed=0)
+    assert base.shape == (200,)
+    assert 0.2 < float(base.mean()) < 0.6  # random directions in 64-d: well below a real match
+    assert torch.equal(base, compare.random_match_baseline(200, 400, 64, seed=0))
+
+
+# ---------------------------------------------------------------------------------------------
+# specialisation
+CATS = ["a", "a", "a", "b", "b", "b"]
+
+
+def _pooled():
+    # feature 0: strong on the three "a" texts only; feature 1: on everything;
+    # feature 2: strong on two "a" and one "b"; feature 3: never fires
+    return np.array([
+        [5.0, 1.0, 4.0, 0.0],
+        [4.0, 1.0, 4.0, 0.0],
+        [6.0, 1.0, 0.0, 0.0],
+        [0.0, 1.0, 4.0, 0.0],
+        [0.0, 1.0, 0.0, 0.0],
+        [0.0, 1.0, 0.0, 0.0],
+    ])
+
+
+def test_category_concentration():
+    conc = compare.category_concentration(_pooled(), CATS, min_strong=3)
+    assert conc[0] == 1.0
+    assert conc[1] == 0.5
+    assert conc[2] == pytest.approx(2 / 3)
+    assert math.isnan(conc[3])
+    # with a higher bar, features strong on only three texts are not scored
+    assert np.isnan(compare.category_concentration(_pooled(), CATS, min_strong=4)[[0, 2]]).all()
+    with pytest.raises(ValueError):
+        compare.category_concentration(_pooled(), CATS[:-1])
+
+
+def test_specialisation_summary():
+    s = compare.specialisation_summary(_pooled(), CATS)
+    # "a": feature 0 scores 3 - 0 = 3 >= ceil(3/2); "b": best score is 0 (feature 1: 3 - 3) -> not a specialist
+    assert s["categories_with_specialist"] == 1
+    assert s["specialist_features"] == 1
+    assert s["scored_features"] == 3
+    assert s["mean_concentration"] == pytest.approx((1 + 0.5 + 2 / 3) / 3)
+    assert s["share_concentrated"] == pytest.approx(1 / 3)
+
+
+def test_is_emoji_and_emoji_mask():
+    assert compare.is_emoji("😂") and compare.is_emoji(" ☕") and compare.is_emoji("➡️")
+    assert not compare.is_emoji("hello") and not compare.is_emoji("…") and not compare.is_emoji("é")
+    assert not compare.is_emoji("\u200d") and not compare.is_emoji("\ufe0f")
+    mask = compare.emoji_mask(["hi", " 😂", "", "", " there", ""])
+    assert mask.tolist() == [False, True, True, True, False, False]
+
+
+def test_token_precision():
+    acts = torch.tensor([
+        [9.0, 1.0, 0.0],
+        [8.0, 0.0, 0.0],
+        [1.0, 5.0, 2.0],
+        [0.0, 4.0, 0.0],
+    ])
+    mask = np.array([True, True, False, False])
+    p = compare.token_precision(acts, mask, top=2, min_active=2)
+    assert p[0] == 1.0  # its two strongest tokens are both in the mask
+    assert p[1] == 0.0  # strongest on tokens 2 and 3
+    assert math.isnan(p[2])  # active on one token only
+    p3 = compare.token_precision(acts, mask, top=3, min_active=1)
+    assert p3[0] == pytest.approx(2 / 3) and p3[1] == pytest.approx(1 / 3) and p3[2] == 0.0
+    with pytest.raises(ValueError):
+        compare.token_precision(acts, mask[:3])
+
+
+def test_top_text_overlap():
+    a = np.array([[3.0, 0.0], [2.0, 1.0], [1.0, 0.0], [0.0, 2.0]])
+    b = np.array([[0.0, 1.0], [2.0, 1.0], [3.0, 0.0], [0.0, 0.0]])
+    j = compare.top_text_overlap(a, b, [0, 1], [0, 0], n=2)
+    assert j[0] == pytest.approx(1 / 3)  # {0, 1} vs {2, 1}
+    assert j[1] == pytest.approx(1 / 3)  # {3, 1} vs {2, 1}
+    assert math.isnan(compare.top_text_overlap(np.zeros((2, 1)), np.zeros((2, 1)), [0], [0])[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# SAEs on a model: splice_metrics must agree with metrics.sae_metrics
+def _tokens(model, n=6, ctx=12):
+    g = torch.Generator().manual_seed(0)
+    toks = torch.randint(2, model.cfg.d_vocab, (n, ctx), generator=g)
+    toks[:, 0] = 0
+    return toks
+
+
+def test_splice_metrics_matches_sae_metrics(tiny_gpt2):
+    d = tiny_gpt2.cfg.d_model
+    saes = {
+        "res1": make_sae(d, 64, "blocks.1.hook_resid_pre", k=4, seed=0),
+        "res1-relu": make_sae(d, 48, "blocks.1.hook_resid_pre", k=None, seed=1),
+        "mlp0": make_sae(d, 64, "blocks.0.hook_mlp_out", k=8, seed=2),
+    }
+    toks = _tokens(tiny_gpt2)
+    many = compare.splice_metrics(tiny_gpt2, saes, toks, batch_size=4, progress=False)
+    assert set(many) == set(saes)
+    for name, sae in saes.items():
+        one = sae_metrics(tiny_gpt2, sae, toks, batch_size=4, progress=False)
+        for key, value in one.summary().items():
+            assert many[name].summary()[key] == pytest.approx(value, rel=1e-5, abs=1e-6), (name, key)
+        np.testing.assert_allclose(many[name].density, one.density)
+
+
+def test_splice_metrics_rejects_bad_input(tiny_gpt2):
+    with pytest.raises(ValueError):
+        compare.splice_metrics(tiny_gpt2, {}, _tokens(tiny_gpt2))
+    sae = make_sae(tiny_gpt2.cfg.d_model + 1, 8, "blocks.1.hook_resid_pre")
+    with pytest.raises(ValueError, match="d_in"):
+        compare.splice_metrics(tiny_gpt2, {"x": sae}, _tokens(tiny_gpt2))
+
+
+def test_encode_many_matches_encode_texts(tiny_gpt2):
+    from interp_lib.analysis import encode_texts, hook_activations
+
+    d = tiny_gpt2.cfg.d_model
+    saes = {"res1": make_sae(d, 32, "blocks.1.hook_resid_pre", k=4, seed=3),
+            "mlp0": make_sae(d, 16, "blocks.0.hook_mlp_out", k=None, seed=4)}
+    texts = ["the cat sat on the mat", "def f ( x ) : return x + 1"]
+    many = compare.encode_many(tiny_gpt2, saes, texts)
+    assert set(many.hook_acts) == {"blocks.1.hook_resid_pre", "blocks.0.hook_mlp_out"}
+    for name, sae in saes.items():
+        one = encode_texts(tiny_gpt2, sae, texts)
+        got = many.encoded[name]
+        assert got.tokens == one.tokens and got.texts == one.texts
+        for a, b in zip(got.acts, one.acts):
+            torch.testing.assert_close(a, b)
+        torch.testing.assert_close(got.max, one.max)
+        torch.testing.assert_close(got.mean, one.mean)
+    for a, b in zip(many.hook_acts["blocks.1.hook_resid_pre"],
+                    hook_activations(tiny_gpt2, "blocks.1.hook_resid_pre", texts)):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError):
+        compare.encode_many(tiny_gpt2, {}, texts)
+
+
+def test_to_saelens_reproduces_the_homebrew_sae():
+    from interp_lib.sae import ReluSAE, TopKSAE
+
+    torch.manual_seed(0)
+    raw = torch.randn(32, 16) * 7
+    scale = 0.3
+    for sae in (TopKSAE(16, 40, k=5, generator=torch.Generator().manual_seed(1)),
+                ReluSAE(16, 40, generator=torch.Generator().manual_seed(2))):
+        with torch.no_grad():
+            sae.b_dec.copy_(torch.randn(16))
+            sae.encoder.bias.copy_(torch.randn(40) * 0.1)
+        lens = compare.to_saelens(sae, scale, hook_name="blocks.0.hook_resid_pre", model_name="test")
+        assert lens.cfg.metadata.hook_name == "blocks.0.hook_resid_pre"
+        with torch.no_grad():
+            ours = sae.decode(sae.encode(raw * scale)) / scale
+            theirs = lens.decode(lens.encode(raw))
+        torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-4)
+
+
+def test_with_hook_sets_metadata():
+    sae = make_sae(4, 8, "blocks.0.hook_resid_pre")
+    assert compare.with_hook(sae, "blocks.3.hook_mlp_out", "m") is sae
+    assert sae.cfg.metadata.hook_name == "blocks.3.hook_mlp_out" and sae.cfg.metadata.model_name == "m"
+
+
+# ---------------------------------------------------------------------------------------------
+# figures and the live callback
+def test_live_curves_collects_rows_without_drawing():
+    live = compare.LiveCurves(keys=["loss", "l0"], live=False)
+    for step in range(3):
+        live({"tokens": step * 10, "loss": 1.0 / (step + 1), "l0": 5.0})
+    assert [r["tokens"] for r in live.rows] == [0, 10, 20]
+    fig = live.figure()
+    assert len(fig.data) == 2 and list(fig.data[0].y) == [1.0, 0.5, 1 / 3]
+
+
+def test_figures():
+    fig = compare.density_figure({"a": ([1, 2], [-3.0, -2.0, -1.0])})
+    assert list(fig.data[0].x) == [-2.5, -1.5]
+    df = pd.DataFrame({"l0": [5, 1, 9], "fve": [0.5, 0.2, 0.9], "family": ["s", "s", "zoo"], "name": ["x", "y", "z"]})
+    fig = compare.tradeoff_figure(df, x="l0", y="fve", group="family", label="name")
+    assert [t.name for t in fig.data] == ["s", "zoo"]
+    assert list(fig.data[0].x) == [1.0, 5.0]  # sorted along x
+    fig = compare.distributions_figure({"a": [0.0, 0.1, 0.9, 1.0], "b": np.array([0.5, np.nan])}, bins=2, value_range=(0, 1))
+    assert list(fig.data[0].y) == [0.5, 0.5] and list(fig.data[1].y) == [0.0, 1.0]  # shares; NaN left out
+    fig = compare.curves_figure({"r1": [{"tokens": 1, "loss": 2.0}], "r2": [{"tokens": 1, "loss": 3.0}]}, ["loss"])
+    assert len(fig.data) == 2

@@ -1,0 +1,189 @@
+"""Tests for interp_lib.train on a small synthetic sparse-dictionary problem (no language model)."""
+import json
+
+import pytest
+import torch
+
+from interp_lib.sae import ReluSAE, TopKSAE
+from interp_lib.train import TrainConfig, TrainResult, evaluate, lr_factor, main_train, train_sae, train_saelens
+
+
+def sparse_dictionary_data(n, d=32, m=96, k=3, seed=0, dictionary_seed=0):
+    """Activations built from ``k`` of ``m`` unit directions per row, then scaled and shifted
+    (so the trainer's normalisation and b_dec have work to do)."""
+    g = torch.Generator().manual_seed(dictionary_seed)
+    D = torch.randn(m, d, generator=g)
+    D /= D.norm(dim=-1, keepdim=True)
+    g = torch.Generator().manual_seed(seed + 1000)
+    idx = torch.rand(n, m, generator=g).argsort(dim=-1)[:, :k]
+    coef = torch.zeros(n, m).scatter_(1, idx, torch.rand(n, k, generator=g) * 2 + 0.5)
+    return (coef @ D) * 10 + 3.0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny problems run fastest on one thread (and a busy shared CPU makes 2 threads stall)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return sparse_dictionary_data(12_000), sparse_dictionary_data(2_000, seed=1)
+
+
+def test_topk_trainer_learns(data):
+    x, val = data
+    cfg = TrainConfig(arch="topk", d_sae=128, k=3, batch_size=256, epochs=4, seed=0)
+    rows = []
+    res = train_sae(x, cfg, val_acts=val, progress=False, callback=rows.append)
+    assert isinstance(res, TrainResult) and isinstance(res.sae, TopKSAE)
+    h = res.history
+    assert rows == h and len(h) >= 20
+    assert {"step", "tokens", "loss", "mse", "auxk", "l0", "fve", "dead_fraction", "lr"} <= set(h[0])
+    assert h[-1]["loss"] < 0.5 * h[0]["loss"]
+    assert h[-1]["fve"] > h[0]["fve"] + 0.2
+    assert res.metrics["val_fve"] > 0.75
+    assert res.metrics["val_l0"] <= 3.0
+    assert res.metrics["val_dead_fraction"] < 0.2
+    assert all(r["l0"] <= 3 for r in h)
+    # decoder rows stayed at unit norm throughout
+    torch.testing.assert_close(res.sae.decoder_norms(), torch.ones(128))
+    # learning rate: warm-up, then decayed to ~0 at the end
+    assert h[0]["lr"] < h[len(h) // 2]["lr"] and h[-1]["lr"] < 1e-3 * cfg.learning_rate + 1e-12
+    # evaluate() on raw data agrees with the final metrics
+    assert evaluate(res.sae, val, res.scale)["fve"] == pytest.approx(res.metrics["val_fve"])
+    assert "val_fve" in h[-1]
+
+
+def test_relu_trainer_learns(data):
+    x, val = data
+    cfg = TrainConfig(arch="relu", d_sae=128, l1_coeff=1.0, batch_size=256, epochs=4, seed=0)
+    res = train_sae(x, cfg, val_acts=val, progress=False)
+    assert isinstance(res.sae, ReluSAE)
+    h = res.history
+    assert h[-1]["loss"] < 0.9 * h[0]["loss"]
+    assert h[-1]["fve"] > h[0]["fve"] + 0.1
+    assert res.metrics["val_fve"] > 0.6
+    assert res.metrics["val_l0"] < 64  # sparser than half the latents
+    assert "l1" in h[0]
+    torch.testing.assert_close(res.sae.decoder_norms(), torch.ones(128))
+    # a stronger L1 penalty buys sparsity with reconstruction
+    sparser = train_sae(x, TrainConfig(**{**cfg.__dict__, "l1_coeff": 3.0}), val_acts=val, progress=False)
+    assert sparser.metrics["val_l0"] < res.metrics["val_l0"]
+    assert sparser.metrics["val_fve"] < res.metrics["val_fve"]
+
+
+@pytest.mark.parametrize("arch", ["topk", "relu"])
+def test_training_is_deterministic_for_a_seed(data, arch):
+    x, _ = data
+    x = x[:3000]
+    cfg = TrainConfig(arch=arch, d_sae=64, k=3, l1_coeff=0.3, batch_size=128, epochs=1, seed=7)
+    a = train_sae(x, cfg, progress=False)
+    b = train_sae(x, cfg, progress=False)
+    for (name, pa), pb in zip(a.sae.state_dict().items(), b.sae.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    c = train_sae(x, TrainConfig(**{**cfg.__dict__, "seed": 8}), progress=False)
+    assert not torch.equal(a.sae.W_dec, c.sae.W_dec)
+
+
+def test_auxk_trains_only_dead_latents():
+    """AuxK: dead latents (and only they, besides the shared biases) get its gradient."""
+    torch.manual_seed(0)
+    sae = TopKSAE(16, 64, k=2, k_aux=8, auxk_coeff=1.0)
+    x = 3 * torch.randn(128, 16)
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[40:] = True
+    out = sae(x, dead_mask=dead)
+    assert out.auxk > 0
+    (out.auxk * sae.auxk_coeff).backward()
+    g = sae.W_dec.grad.norm(dim=-1)
+    assert (g[40:] > 0).sum() >= 8 and (g[:40] == 0).all()
+    assert (sae.W_enc.grad.norm(dim=-1)[:40] == 0).all()
+    # no dead latents -> no AuxK
+    assert sae(x, dead_mask=torch.zeros(64, dtype=torch.bool)).auxk == 0
+
+
+def test_few_dead_latents_after_training(data):
+    x, val = data
+    cfg = TrainConfig(arch="topk", d_sae=64, k=3, batch_size=256, epochs=3, seed=1, auxk_window_tokens=256 * 10)
+    res = train_sae(x, cfg, val_acts=val, progress=False)
+    assert res.metrics["val_dead_fraction"] < 0.1
+    assert res.metrics["dead_fraction"] < 0.1
+
+
+def test_lr_schedule():
+    f = [lr_factor(s, 100, 10, 0.2) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == 1.0 and f[50] == 1.0
+    assert f[79] == 1.0 and 0 < f[80] < 1 and f[99] == 0.0
+    assert all(a >= b for a, b in zip(f[10:], f[11:]))
+    c = [lr_factor(s, 100, 0, 0.5, "cosine") for s in range(100)]
+    assert c[0] == 1.0 and c[99] == pytest.approx(0.0, abs=1e-9) and c[75] == pytest.approx(0.5, abs=0.05)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        TrainConfig(arch="gated")
+    with pytest.raises(ValueError):
+        TrainConfig(arch="topk", d_sae=8, k=9)
+    assert TrainConfig(arch="topk").learning_rate == pytest.approx(2e-3)
+    assert TrainConfig(arch="relu").learning_rate == pytest.approx(1e-3)
+    assert TrainConfig(lr=1e-3).learning_rate == 1e-3
+    assert TrainConfig(n_tokens=10_000, batch_size=1000).total_steps(123) == 10
+    assert TrainConfig(epochs=2, batch_size=1000).total_steps(5_000) == 10
+
+
+def test_too_little_data_is_a_clear_error():
+    with pytest.raises(ValueError, match="batch_size"):
+        train_sae(torch.randn(100, 8), TrainConfig(d_sae=16, k=2, batch_size=256), progress=False)
+
+
+@pytest.mark.parametrize("arch", ["topk", "relu"])
+def test_train_saelens_runs_on_a_tiny_problem(data, arch, capsys):
+    sae_lens = pytest.importorskip("sae_lens")
+    x, val = data
+    cfg = TrainConfig(arch=arch, d_sae=96, k=3, l1_coeff=0.3, batch_size=256, epochs=2, seed=0)
+    rows = []
+    res = train_saelens(x, cfg, val_acts=val, progress=False, callback=rows.append)
+    assert isinstance(res.sae, sae_lens.SAE)
+    assert res.sae.cfg.d_sae == 96 and res.sae.cfg.architecture() == ("topk" if arch == "topk" else "standard")
+    assert rows == res.history and len(res.history) >= 10
+    assert {"step", "tokens", "loss", "mse", "l0", "fve", "dead_fraction", "lr"} <= set(res.history[0])
+    assert res.history[-1]["loss"] < res.history[0]["loss"]
+    assert res.history[-1]["tokens"] == cfg.total_steps(len(x)) * 256
+    # the returned SAE takes raw activations (scale folded in) and reconstructs them as well
+    # on held-out data as it did on its last training batch
+    assert res.metrics["val_fve"] > 0.1
+    assert abs(res.metrics["val_fve"] - res.history[-1]["fve"]) < 0.05
+    if arch == "topk":
+        assert res.metrics["val_l0"] <= 3
+    assert capsys.readouterr().out == ""  # nothing printed
+
+
+def test_main_train_saves_a_loadable_sae(tmp_path, monkeypatch, data):
+    """The CLI path, with the activation cache replaced by synthetic data."""
+    sae_lens = pytest.importorskip("sae_lens")
+    import interp_lib.activations as activations
+
+    x, val = data
+    calls = []
+
+    def fake_cached(model_name, hooks, *, n_tokens, split="train", ctx_len=128, **kw):
+        calls.append((model_name, tuple(hooks), n_tokens, split))
+        return {hooks[0]: (x if split == "train" else val)[:n_tokens].half()}
+
+    monkeypatch.setattr(activations, "cached_activations", fake_cached)
+    out = tmp_path / "sae"
+    rc = main_train(["--model", "tiny", "--hook", "blocks.1.hook_resid_pre", "--arch", "topk", "--k", "3",
+                     "--width", "64", "--tokens", "4096", "--val-tokens", "1000", "--batch-size", "512",
+                     "--epochs", "1", "--out", str(out), "--no-progress", "--dtype", "float16"])
+    assert rc == 0
+    assert calls == [("tiny", ("blocks.1.hook_resid_pre",), 4096, "train"),
+                     ("tiny", ("blocks.1.hook_resid_pre",), 1000, "heldout")]
+    loaded = sae_lens.SAE.load_from_disk(str(out))
+    assert loaded.cfg.k == 3 and loaded.cfg.d_sae == 64
+    log = json.loads((out / "training_log.json").read_text())
+    assert log["history"] and "val_fve" in log["metrics"]
+    assert log["metadata"]["train_config"]["k"] == 3

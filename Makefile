@@ -60,7 +60,7 @@ book-cached: env
 	$(BOOK) build --expect-cached
 
 book-tests: env
-	INTERP_REQUIRE_BOOK_HTML=1 $(BIN)/python -m pytest -q tests/test_book.py -m book_html
+	INTERP_REQUIRE_BOOK_HTML=1 $(BIN)/python -m pytest -q tests/test_book.py tests/test_feature_pages.py -m book_html
 
 browser-check: env
 	bash .ci/ensure-chromium.sh

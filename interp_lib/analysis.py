@@ -14,7 +14,9 @@ from the per-text table ``Encoded.max`` [n_texts, d_sae]: :func:`strongest_featu
 optionally contrasted with a background). :func:`top_activating` and :func:`feature_peaks` say
 where a feature fires; :func:`massive_tokens` and :func:`mask_tokens` find and silence tokens
 whose residual norm is far above the rest (a text's first token can be a second attention sink);
-:func:`with_readable_tokens` makes byte-level token strings readable.
+:func:`with_readable_tokens` makes byte-level token strings readable. :func:`hook_activations` reads
+the activation at a hook for a list of texts (batched); :func:`encode_activations` turns those into
+an :class:`Encoded` without running the model again.
 """
 
 from __future__ import annotations
@@ -345,8 +347,9 @@ def readable_tokens(tokenizer, text: str) -> list[str] | None:
     except (NotImplementedError, TypeError, ValueError, KeyError):
         return None
     out, end = [], 0
-    for start, stop in spans:
-        out.append(text[max(start, end):stop])
+    for _, stop in spans:
+        # From the end of the previous token: a space that the offsets leave out goes with the next token.
+        out.append(text[end:stop] if stop > end else "")
         end = max(end, stop)
     return out
 
@@ -361,24 +364,67 @@ def with_readable_tokens(enc: Encoded, tokenizer) -> Encoded:
 
 
 @torch.inference_mode()
-def hook_activations(model, hook: str, texts: Sequence[str], *, drop_bos: bool = True) -> list[torch.Tensor]:
-    """Per text, the model's activation at ``hook``, [n_tokens, d] (float32; position 0 kept if not ``drop_bos``)."""
+def hook_activations(model, hook: str, texts: Sequence[str], *, drop_bos: bool = True,
+                     batch_size: int = 16) -> list[torch.Tensor]:
+    """Per text, the model's activation at ``hook``, [n_tokens, d] (float32; position 0 kept if not ``drop_bos``).
+
+    Texts of similar length are run together, padded at the end: the model is causal, so padding
+    after a text changes nothing at its own positions.
+    """
     from .activations import _check_hooks, hook_layer
 
     texts = check_texts(texts)
     hook = _check_hooks(model, [hook])[0]
-    out = []
-    for text in texts:
-        toks = model.to_tokens(text, prepend_bos=True)[:, : model.cfg.n_ctx]
+    stop_at = hook_layer(hook) + 1
+    toks = [model.to_tokens(text, prepend_bos=True)[0, : model.cfg.n_ctx] for text in texts]
+    order = sorted(range(len(texts)), key=lambda i: len(toks[i]))
+    out: list[torch.Tensor | None] = [None] * len(texts)
+    for b in range(0, len(order), batch_size):
+        idx = order[b : b + batch_size]
+        width = max(len(toks[i]) for i in idx)
+        batch = torch.zeros(len(idx), width, dtype=toks[idx[0]].dtype)
+        for row, i in enumerate(idx):
+            batch[row, : len(toks[i])] = toks[i]
         captured = {}
 
         def grab(act, hook):
-            captured["x"] = act[0]
+            captured["x"] = act
 
-        model.run_with_hooks(toks.to(model.cfg.device), fwd_hooks=[(hook, grab)], stop_at_layer=hook_layer(hook) + 1)
-        x = captured["x"].float().cpu()
-        out.append(x[1:] if drop_bos else x)
+        model.run_with_hooks(batch.to(model.cfg.device), fwd_hooks=[(hook, grab)], stop_at_layer=stop_at)
+        acts = captured["x"].float().cpu()
+        for row, i in enumerate(idx):
+            x = acts[row, : len(toks[i])]
+            out[i] = (x[1:] if drop_bos else x).clone()
     return out
+
+
+def text_tokens(model, texts: Sequence[str]) -> list[list[str]]:
+    """Per text, its token strings with BOS left out, made readable where possible (see readable_tokens)."""
+    out = []
+    for text in check_texts(texts):
+        raw = model.to_str_tokens(model.to_tokens(text, prepend_bos=True)[0, 1 : model.cfg.n_ctx])
+        readable = readable_tokens(model.tokenizer, text)
+        out.append(readable if readable is not None and len(readable) == len(raw) else list(raw))
+    return out
+
+
+@torch.inference_mode()
+def encode_activations(sae, acts: Sequence[torch.Tensor], tokens: Sequence[Sequence[str]],
+                       texts: Sequence[str]) -> Encoded:
+    """The :class:`Encoded` of activations already read from the model (e.g. by hook_activations), without another pass."""
+    if not (len(acts) == len(tokens) == len(texts)):
+        raise ValueError(f"got {len(acts)} activation tensors, {len(tokens)} token lists and {len(texts)} texts")
+    for i, (a, t) in enumerate(zip(acts, tokens)):
+        if a.shape[0] != len(t):
+            raise ValueError(f"text {i}: {a.shape[0]} activations but {len(t)} tokens")
+    dtype = next(sae.parameters()).dtype
+    sizes = [a.shape[0] for a in acts]
+    feats = sae.encode(torch.cat(list(acts)).to(dtype)).float().cpu() if sum(sizes) else torch.zeros(0, sae.cfg.d_sae)
+    per_text = list(feats.split(sizes))
+    d_sae = sae.cfg.d_sae
+    pooled_max = torch.stack([a.max(0).values if len(a) else torch.zeros(d_sae) for a in per_text])
+    pooled_mean = torch.stack([a.mean(0) if len(a) else torch.zeros(d_sae) for a in per_text])
+    return Encoded(list(texts), [list(t) for t in tokens], per_text, pooled_max, pooled_mean)
 
 
 def massive_tokens(acts: Sequence[torch.Tensor], factor: float = 5.0) -> list[torch.Tensor]:

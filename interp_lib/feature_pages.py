@@ -71,9 +71,13 @@ N_BINS = 40
 """Bins of the activation histogram (from 0 to the feature's maximum)."""
 N_LOGITS = 10
 """Promoted and suppressed tokens shown from the logit lens."""
-MASSIVE_FACTOR = 5.0
-"""Tokens whose activation norm at the hook exceeds this many times the median are left out (attention
-sinks; as chapter 2 does with :func:`interp_lib.analysis.massive_tokens`): an SAE gives them absurd activations."""
+MASSIVE_FACTOR = 3.0
+"""Tokens whose activation norm at the hook exceeds this many times the median are left out: attention
+sinks, to which an SAE gives absurd activations (chapter 2 leaves them out too, with
+:func:`interp_lib.analysis.massive_tokens`). Measured on held-out text, the norms fall in two groups:
+ordinary tokens up to about 2x the median (the MLP output at layer 15 reaches 2.1x), sinks from about
+4.5x (at layer 5 about 1% of tokens, many at 4.5-4.9x, which a cut at 5x would keep, and they then
+dominate the top activations of dozens of features). 3x lies in the gap at every hook of the zoo."""
 TOP_N = 25
 TOP_MIN_DENSITY = 1e-3
 """The rule for the features of an SAE that get a page even if no chapter links to them: the ``TOP_N``
@@ -223,7 +227,7 @@ def compute_feature_data(model, sae, acts: torch.Tensor, tokens: torch.Tensor, *
     d_sae = sae.cfg.d_sae
     norms = acts.float().norm(dim=-1)
     massive = norms > MASSIVE_FACTOR * norms.median()
-    n = int((~massive).sum())
+    n = max(1, int((~massive).sum()))
     rows, feats, vals = sparse_encode(sae, acts)
     sink = massive[rows]
     sink_count = torch.bincount(feats[sink], minlength=d_sae)
@@ -695,9 +699,8 @@ def sae_index_page(data: FeatureData, features: Sequence[int], *, release: str, 
     return Page(f"{FEATURES_DIR}/{slug}/index", f"Feature pages \u00b7 {release} / {sae_id}", "\n".join(parts))
 
 
-def site_index_page(entries: Sequence[tuple[str, str, int, int]], missing: Sequence[tuple[str, str]] = (),
-                    n_tokens: int = N_TOKENS) -> Page:
-    """The overall index: one row per SAE (release, sae_id, d_sae, pages)."""
+def site_index_page(entries: Sequence[dict], missing: Sequence[tuple[str, str]] = (), n_tokens: int = N_TOKENS) -> Page:
+    """The overall index: one row per SAE (dicts with release, sae_id, then any columns to show)."""
     from .zoo import feature_slug
 
     parts = ['<section id="feature-pages"><h1>Feature pages</h1>',
@@ -707,12 +710,12 @@ def site_index_page(entries: Sequence[tuple[str, str, int, int]], missing: Seque
              "(the share of tokens it fires on) and the tokens its decoder direction promotes and suppresses "
              "(logit lens). A feature has a page if the book links to it, or if it is one of "
              f"{_rule_text()} (per SAE). Everything is measured on {n_tokens:,} tokens of the held-out split of "
-             "the book's offline corpus, text the SAEs never saw in training, leaving out, as the chapters do, the "
-             f"tokens whose activation norm at the SAE's hook is more than {MASSIVE_FACTOR:g} times the median "
-             "(attention sinks).</p>"]
+             "the book's offline corpus (position 0 left out), text the SAEs never saw in training, also leaving out, "
+             f"as the chapters do, the tokens whose activation norm at the SAE's hook is more than {MASSIVE_FACTOR:g} "
+             "times the median (attention sinks).</p>"]
     if entries:
-        rows = [{"release": r, "sae_id": s, "features": d, "pages": n} for r, s, d, n in entries]
-        parts.append(_table(rows, links={"sae_id": [f"{feature_slug(r, s)}/index.html" for r, s, _, _ in entries]}))
+        links = {"sae_id": [f"{feature_slug(e['release'], e['sae_id'])}/index.html" for e in entries]}
+        parts.append(_table(list(entries), links=links, floatfmt="{:.3f}"))
     else:
         parts.append("<p>No SAE of the project is in this checkout yet, so there are no feature pages.</p>")
     if missing:
@@ -744,8 +747,15 @@ def build_pages(datas: dict[str, FeatureData], sources: Sequence[SAESource], tok
                                       reason="Why this page: " + " and ".join(why) + ".", strings=strings))
         pages.append(sae_index_page(data, features, release=src.release, sae_id=src.sae_id, tokenizer=tokenizer,
                                     reasons=reasons, metrics=(metrics or {}).get(src.slug)))
-        entries.append((src.release, src.sae_id, data.d_sae, len(features)))
-    n_tokens = next(iter(datas.values())).n_tokens if datas else N_TOKENS
+        quality = (metrics or {}).get(src.slug) or {}
+        entries.append({"release": src.release, "sae_id": src.sae_id, "features": data.d_sae,
+                        "fire on held-out": int((data.max_act > 0).sum()), "pages": len(features),
+                        **{label: float(quality[k]) for k, label in (("l0", "L0"), ("ce_recovered", "CE-loss recovered"))
+                           if isinstance(quality.get(k), (int, float))}})
+    n_tokens = N_TOKENS
+    if datas:
+        shape = next(iter(datas.values())).tokens.shape
+        n_tokens = shape[0] * (shape[1] - 1)
     pages.append(site_index_page(entries, missing, n_tokens))
     return pages
 

@@ -11,6 +11,10 @@ that nothing can be fetched from anywhere), after the page has settled:
 * the browser console has no uncaught JavaScript error.
 A page that fails is saved as a screenshot in --out (all pages with figures too, with
 --screenshot-all). Exit status 1 if any page fails. Needs Debian's `chromium`.
+
+The feature pages (features/<sae>/<n>.html, interp_lib.feature_pages) are hundreds of pages made
+from one template: every index page is opened, and the first --feature-pages of each SAE
+(default 3; -1 opens them all).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from bs4 import BeautifulSoup
 
 ROOT = Path(__file__).resolve().parent.parent
 SKIP = {"genindex.html", "search.html"}  # Sphinx's generated pages (search needs a server)
+FEATURES = "features"  # interp_lib.feature_pages.FEATURES_DIR
 FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -102,6 +107,23 @@ def console_errors(stderr: str) -> list[str]:
     return out
 
 
+def sample_feature_pages(pages: list[Path], html: Path, per_sae: int) -> list[Path]:
+    """All pages outside features/, every index.html inside it, and the first `per_sae` feature pages
+    (by number) of each SAE's folder; all of them if per_sae < 0."""
+    if per_sae < 0:
+        return pages
+    kept, seen = [], {}
+    key = lambda q: (q.parent.as_posix(), int(q.stem) if q.stem.isdigit() else -1)  # noqa: E731
+    for page in sorted(pages, key=key):
+        parts = page.relative_to(html).parts
+        if parts[0] != FEATURES or page.name == "index.html":
+            kept.append(page)
+        elif seen.setdefault(page.parent, 0) < per_sae:
+            seen[page.parent] += 1
+            kept.append(page)
+    return sorted(kept)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--html", type=Path, default=ROOT / "_build" / "html")
@@ -109,6 +131,7 @@ def main(argv=None) -> int:
     p.add_argument("--screenshot-all", action="store_true", help="screenshot every page with a figure")
     p.add_argument("--budget-ms", type=int, default=15000, help="virtual time the page gets to settle")
     p.add_argument("--timeout", type=int, default=120, help="seconds per page before giving up")
+    p.add_argument("--feature-pages", type=int, default=3, help="feature pages opened per SAE (-1: all)")
     args = p.parse_args(argv)
 
     html = args.html.resolve()
@@ -117,10 +140,13 @@ def main(argv=None) -> int:
     if not pages:
         print(f"browser check: no pages under {html} (build the book first)", file=sys.stderr)
         return 1
+    n_all = len(pages)
+    pages = sample_feature_pages(pages, html, args.feature_pages)
     chromium = find_chromium()
     prefix, how = offline_prefix()
     version = subprocess.run([chromium, "--version"], capture_output=True, text=True).stdout.strip()
-    print(f"browser check: {len(pages)} page(s), {version}; {how}")
+    sampled = f" ({n_all - len(pages)} more feature pages not opened: --feature-pages)" if n_all > len(pages) else ""
+    print(f"browser check: {len(pages)} page(s){sampled}, {version}; {how}")
     if args.out.exists():
         shutil.rmtree(args.out)
     args.out.mkdir(parents=True)

@@ -218,8 +218,17 @@ class _FakeTokenizer:
         return {"offset_mapping": [(0, 3), (3, 4), (3, 4), (4, 5)]}
 
 
+class _TrimmedTokenizer:
+    """Offsets that leave the spaces out (trim_offsets), as some tokenizers give them."""
+
+    def __call__(self, text, add_special_tokens=False, return_offsets_mapping=False):
+        assert text == "a cat sat"
+        return {"offset_mapping": [(0, 1), (2, 5), (6, 9)]}
+
+
 def test_readable_tokens_show_a_split_character_once():
     assert A.readable_tokens(_FakeTokenizer(), "café!") == ["caf", "é", "", "!"]
+    assert A.readable_tokens(_TrimmedTokenizer(), "a cat sat") == ["a", " cat", " sat"]
     enc = A.Encoded(["café!"], [["caf", "\ufffd", "\ufffd", "!"]], [torch.tensor([[0.0], [0.0], [2.0], [1.0]])],
                     torch.tensor([[2.0]]), torch.tensor([[0.75]]))
     enc = A.with_readable_tokens(enc, _FakeTokenizer())
@@ -230,3 +239,35 @@ def test_readable_tokens_show_a_split_character_once():
         {"feature": 0, "text": 0, "position": 2, "token": "é", "activation": 2.0}]
     html = plots.feature_examples(enc, 0).data
     assert ">é</span>" in html and "rgba(230, 97, 0, 1.00)" in html and "\ufffd" not in html
+
+
+HOOK = "blocks.1.hook_resid_pre"
+TEXTS = ["the cat sat on the mat", "hello", "def x ( y ) : return y + 1", "a dog"]
+
+
+def test_hook_activations_batched_equals_one_text_at_a_time(tiny_gpt2):
+    acts = A.hook_activations(tiny_gpt2, HOOK, TEXTS, batch_size=3)  # mixed lengths in a batch
+    with_bos = A.hook_activations(tiny_gpt2, HOOK, TEXTS, drop_bos=False, batch_size=1)
+    for text, a, b in zip(TEXTS, acts, with_bos):
+        toks = tiny_gpt2.to_tokens(text)
+        _, cache = tiny_gpt2.run_with_cache(toks, names_filter=HOOK)
+        ref = cache[HOOK][0]
+        assert a.shape == (toks.shape[1] - 1, 32) and b.shape == (toks.shape[1], 32)
+        torch.testing.assert_close(a, ref[1:], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(b, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_encode_activations_matches_encode_texts(tiny_gpt2):
+    from .conftest import make_sae
+
+    sae = make_sae(32, 64, HOOK, k=3)
+    ref = A.encode_texts(tiny_gpt2, sae, TEXTS)
+    tokens = A.text_tokens(tiny_gpt2, TEXTS)
+    assert [len(t) for t in tokens] == [len(t) for t in ref.tokens]
+    enc = A.encode_activations(sae, A.hook_activations(tiny_gpt2, HOOK, TEXTS), tokens, TEXTS)
+    for a, b in zip(enc.acts, ref.acts):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(enc.max, ref.max, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(enc.mean, ref.mean, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="tokens"):
+        A.encode_activations(sae, A.hook_activations(tiny_gpt2, HOOK, TEXTS), [t[:-1] for t in tokens], TEXTS)

@@ -12,6 +12,13 @@
   files that exist in the repository). The theme builds both links from _config.yml's
   `repository` (url, branch) and the page's own source (book/x.md); only the path is changed,
   and only when that notebook exists (otherwise Binder keeps the .md and Colab is dropped).
+* Adds the feature pages (`interp_lib.feature_pages`): at the end of the HTML build, when every
+  chapter page is written, it scans them for links to ``features/<slug>/<n>.html`` and renders a
+  page for each linked feature plus the top features of every shipped SAE, an index per SAE and
+  ``features/index.html``, all in the site's theme (Sphinx's ``html-collect-pages``; plotly.js is
+  added to them as to chapter pages). Their data is cached under ``interp_lib.cache_dir()``.
+  A link to a feature page that cannot exist is a warning (so -W fails the build).
+  ``INTERP_FEATURE_PAGES=0`` skips them.
 """
 
 from __future__ import annotations
@@ -115,9 +122,30 @@ def _page_context(app, pagename, templatename, context, doctree):
     _launch_buttons(app, pagename, context)
 
 
+def _feature_pages(app):
+    """html-collect-pages: the feature pages, as (pagename, context, template) for the theme's page.html."""
+    if app.builder.format != "html":
+        return []
+    from interp_lib import feature_pages
+
+    if os.environ.get(feature_pages.ENV_DISABLE, "1").strip().lower() in ("0", "false", "no"):
+        return []
+    from sphinx.util import logging
+
+    logger = logging.getLogger(__name__)
+    outdir = Path(app.outdir)
+    # Pages of features that nothing links to any more must not linger from an earlier build.
+    shutil.rmtree(outdir / feature_pages.FEATURES_DIR, ignore_errors=True)
+    pages, problems = feature_pages.site_pages(outdir, log=logger.info)
+    for problem in problems:
+        logger.warning(f"dead link to a feature page: {problem}")
+    return [(page.pagename, {"title": page.title, "body": page.body}, "page.html") for page in pages]
+
+
 def setup(app):
     os.environ.setdefault("INTERP_BOOK_BUILD", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
     app.connect("html-page-context", _page_context, priority=900)  # after other extensions
     app.connect("build-finished", _copy_plotly)
+    app.connect("html-collect-pages", _feature_pages)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,351 @@
+"""Tests of interp_lib.feature_pages: page data, cache, link scanner, HTML (tiny GPT-2 + random SAE),
+and (marker book_html) the feature pages of the built site."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from interp_lib import feature_pages as fp
+from interp_lib.zoo import BOOK_URL, feature_slug, feature_url
+
+from .conftest import make_sae
+
+HOOK = "blocks.1.hook_resid_pre"
+RELEASE, SAE_ID = "smollm2-135m-res", "blocks.15.hook_resid_pre"  # names for the URLs only
+SLUG = feature_slug(RELEASE, SAE_ID)
+TEXTS = [
+    "the cat sat on the mat . the dog sat on the cat .",
+    "def x ( y ) : return x + 1",
+    "import print hello world , hello world .",
+    "the a cat dog sat on mat def return x y import print hello world . , ( ) : = + 1 2 3",
+    "print ( hello ) = 1 + 2 + 3 . the dog sat .",
+] * 6
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_gpt2):
+    from interp_lib import data
+    from interp_lib.activations import harvest
+
+    torch.manual_seed(0)
+    tokens = data.tokenize_corpus(tiny_gpt2.tokenizer, TEXTS, ctx_len=16)
+    sae = make_sae(tiny_gpt2.cfg.d_model, 48, HOOK, k=6)
+    acts = harvest(tiny_gpt2, [HOOK], tokens, progress=False)[HOOK].float()
+    return tiny_gpt2, sae, tokens, acts
+
+
+@pytest.fixture(scope="module")
+def computed(setup):
+    model, sae, tokens, acts = setup
+    return fp.compute_feature_data(model, sae, acts, tokens)
+
+
+def _dense(sae, acts):
+    with torch.inference_mode():
+        return sae.encode(acts).float()
+
+
+def test_statistics_match_a_dense_computation(setup, computed):
+    model, sae, tokens, acts = setup
+    d = computed
+    dense = _dense(sae, acts)
+    assert d.n_massive == 0 and d.n_tokens == acts.shape[0] == tokens.shape[0] * (tokens.shape[1] - 1)
+    np.testing.assert_allclose(d.density, (dense > 0).float().mean(0).numpy(), atol=1e-7)
+    np.testing.assert_allclose(d.max_act, dense.max(0).values.clamp(min=0).numpy(), rtol=1e-6)
+    fired = dense > 0
+    mean = torch.where(fired.sum(0) > 0, (dense * fired).sum(0) / fired.sum(0).clamp(min=1), torch.zeros(dense.shape[1]))
+    np.testing.assert_allclose(d.mean_act, mean.numpy(), rtol=1e-5)
+    assert (d.hist.sum(1) == fired.sum(0).numpy()).all()
+    per_ctx = dense.view(tokens.shape[0], tokens.shape[1] - 1, -1)
+    assert (d.n_contexts == (per_ctx > 0).any(1).sum(0).numpy()).all()
+    later = per_ctx[:, 1:].reshape(-1, dense.shape[1]).max(0).values.clamp(min=0)
+    np.testing.assert_allclose(d.max_later, later.numpy(), rtol=1e-6)
+    assert d.density.max() > 0 and (d.max_act > 0).sum() > 10
+
+
+def test_top_examples_are_the_argmax_windows(setup, computed):
+    model, sae, tokens, acts = setup
+    d = computed
+    n_ctx, ctx_len = tokens.shape
+    per_ctx = _dense(sae, acts).view(n_ctx, ctx_len - 1, -1)  # [ctx, position - 1, feature]
+    ctx_max = per_ctx.max(1).values  # [ctx, feature]
+    checked = 0
+    for f in np.flatnonzero(d.max_act > 0):
+        n_fire = int((ctx_max[:, f] > 0).sum())
+        n_top = min(fp.N_TOP, n_fire)
+        assert (d.ex_ctx[f, :n_top] >= 0).all() and (d.ex_ctx[f, n_top:fp.N_TOP] == -1).all()
+        # the top examples: the contexts with the largest maxima, in decreasing order
+        want = np.sort(ctx_max[:, f].numpy())[::-1][:n_top]
+        np.testing.assert_allclose(d.ex_max[f, :n_top], want, rtol=1e-6)
+        assert d.ex_max[f, 0] == pytest.approx(float(d.max_act[f]))
+        for e in range(fp.N_TOP + fp.N_SPREAD):
+            c = int(d.ex_ctx[f, e])
+            if c < 0:
+                continue
+            col = per_ctx[c, :, f]
+            p = int(d.ex_pos[f, e])
+            assert p == int(torch.nonzero(col == col.max())[0]) + 1, "the first position of the context's maximum"
+            assert d.ex_max[f, e] == pytest.approx(float(col.max()))
+            ids, values, peak = d.window(f, e)
+            lo = p - peak
+            assert ids == tokens[c, lo:lo + len(ids)].tolist() and lo >= 1
+            assert peak <= fp.BEFORE and len(ids) - peak - 1 <= fp.AFTER
+            np.testing.assert_allclose(values, col[lo - 1:lo - 1 + len(ids)].numpy(), rtol=1e-2, atol=1e-3)
+            assert values[peak] == max(values)
+            checked += 1
+        spread = [int(c) for c in d.ex_ctx[f, fp.N_TOP:] if c >= 0]
+        assert len(set(spread)) == len(spread) and not set(spread) & set(d.ex_ctx[f, :fp.N_TOP].tolist())
+        assert len(spread) == min(fp.N_SPREAD, max(0, n_fire - fp.N_TOP))
+    assert checked > 50
+
+
+def test_logit_lens_matches_feature_logit_lens(setup, computed):
+    from interp_lib.interventions import feature_logit_lens
+
+    model, sae, _, _ = setup
+    k = min(fp.N_LOGITS, model.cfg.d_vocab)
+    for f in (0, 7, 31):
+        lens = feature_logit_lens(model, sae, f, k)
+        np.testing.assert_allclose(computed.lens_up_val[f], [v for _, v in lens.promoted], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(computed.lens_down_val[f], [v for _, v in lens.suppressed], rtol=1e-4, atol=1e-5)
+        assert model.to_str_tokens(torch.tensor(computed.lens_up[f][:3])) == [s for s, _ in lens.promoted[:3]]
+
+
+def test_massive_tokens_are_left_out(setup):
+    model, sae, tokens, acts = setup
+    acts = acts.clone()
+    acts[5] *= 50.0  # one token with a huge norm: an attention sink
+    d = fp.compute_feature_data(model, sae, acts, tokens)
+    dense = _dense(sae, acts)
+    assert d.n_massive == 1 and d.n_tokens == acts.shape[0] - 1
+    fired_sink = dense[5] > 0
+    assert (d.sink_count == fired_sink.numpy().astype(int)).all()
+    np.testing.assert_allclose(d.sink_max, dense[5].clamp(min=0).numpy(), rtol=1e-6)
+    rest = torch.cat([dense[:5], dense[6:]])
+    np.testing.assert_allclose(d.max_act, rest.max(0).values.clamp(min=0).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(d.density, (rest > 0).float().mean(0).numpy(), atol=1e-7)
+
+
+def test_spread_ranks():
+    ranks = fp._spread_ranks(torch.tensor([0, 10, 12, 30, 110]), 10, 5)
+    assert ranks[0].tolist() == [-1] * 5 and ranks[1].tolist() == [-1] * 5
+    assert ranks[2].tolist() == [10, 11, -1, -1, -1]
+    assert ranks[3].tolist() == [12, 16, 20, 24, 28]
+    assert all(10 <= r < 110 for r in ranks[4].tolist()) and ranks[4].tolist() == sorted(set(ranks[4].tolist()))
+
+
+def test_top_features_rule(computed):
+    top = fp.top_features(computed, n=5, min_density=0.01)
+    assert len(top) == 5 and all(computed.density[f] >= 0.01 for f in top)
+    later = computed.max_later[top]
+    assert (np.diff(later) <= 0).all()
+    others = [f for f in range(computed.d_sae) if f not in top and computed.density[f] >= 0.01]
+    assert all(computed.max_later[f] <= later.min() for f in others)
+
+
+# ---------------------------------------------------------------------------------------------
+# The cache
+
+
+def test_cache_is_reused_and_a_corrupt_file_recomputed(setup, tmp_path):
+    model, sae, tokens, _ = setup
+    loads = []
+
+    def load():
+        loads.append(1)
+        return model
+
+    src = fp.SAESource(RELEASE, SAE_ID, sae)
+    first = fp.feature_data([src], tokens, model_id="tiny", model=load, cache=tmp_path)[SLUG]
+    files = list(tmp_path.glob("*.npz"))
+    assert len(loads) == 1 and len(files) == 1 and files[0].name.startswith(SLUG + "--")
+    assert not list(tmp_path.glob(".*")), "no temporary file left behind"
+
+    again = fp.feature_data([src], tokens, model_id="tiny", model=load, cache=tmp_path)[SLUG]
+    assert len(loads) == 1, "the cached data was not reused"
+    for name in fp._ARRAYS:
+        np.testing.assert_array_equal(np.asarray(getattr(again, name)), np.asarray(getattr(first, name)))
+
+    raw = files[0].read_bytes()
+    files[0].write_bytes(raw[: len(raw) // 2])  # truncated
+    fp.feature_data([src], tokens, model_id="tiny", model=load, cache=tmp_path)
+    assert len(loads) == 2
+    raw = bytearray(files[0].read_bytes())
+    raw[len(raw) // 2: len(raw) // 2 + 64] = b"\xff" * 64  # flipped bytes inside an array
+    files[0].write_bytes(bytes(raw))
+    redone = fp.feature_data([src], tokens, model_id="tiny", model=load, cache=tmp_path)[SLUG]
+    assert len(loads) == 3
+    np.testing.assert_array_equal(redone.ex_acts, first.ex_acts)
+    assert fp.load_feature_data(files[0], files[0].stem.rsplit("--", 1)[1]) is not None
+
+
+def test_cache_key_follows_weights_tokens_and_model(setup, tmp_path):
+    model, sae, tokens, _ = setup
+    key = fp.cache_key("tiny", HOOK, sae, tokens)
+    assert key == fp.cache_key("tiny", HOOK, sae, tokens.clone())
+    other = make_sae(sae.cfg.d_in, sae.cfg.d_sae, HOOK, k=6, seed=1)
+    assert fp.cache_key("tiny", HOOK, other, tokens) != key
+    assert fp.cache_key("tiny", HOOK, sae, tokens[:-1]) != key
+    assert fp.cache_key("other", HOOK, sae, tokens) != key
+    # a retrained SAE replaces the old cache file of the same slug
+    src = fp.SAESource(RELEASE, SAE_ID, sae)
+    fp.feature_data([src], tokens, model_id="tiny", model=model, cache=tmp_path)
+    fp.feature_data([fp.SAESource(RELEASE, SAE_ID, other)], tokens, model_id="tiny", model=model, cache=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Links and HTML
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def test_scan_feature_links(tmp_path):
+    rel = feature_url(RELEASE, SAE_ID, 12, base="..")
+    _write(tmp_path / "book" / "ch1.html",
+           f'<html><head><title>1. First look &#8212; Sparse autoencoders</title></head><body>'
+           f'<a href="{rel}">12</a> <a href="{feature_url(RELEASE, SAE_ID, 3)}">3</a> '
+           f'<a href="{rel}#top">again</a> <a href="../features/nope--x/4.html">4</a>'
+           f'<a href="../features/{SLUG}/index.html">index</a></body></html>')
+    _write(tmp_path / "index.html", f'<title>Home</title><a href="features/{SLUG}/12.html">x</a>')
+    _write(tmp_path / "features" / SLUG / "5.html", f'<a href="../{SLUG}/6.html">a feature page itself</a>')
+    _write(tmp_path / "_static" / "x.html", f'<a href="features/{SLUG}/7.html">static</a>')
+    links = fp.scan_feature_links(tmp_path)
+    assert set(links) == {(SLUG, 12), (SLUG, 3), ("nope--x", 4)}
+    assert [(link.page, link.title) for link in links[(SLUG, 12)]] == [("book/ch1.html", "1. First look"), ("index.html", "Home")]
+    assert BOOK_URL.startswith("https://")
+
+
+def test_token_strings_and_merge(tiny_gpt2):
+    tok = tiny_gpt2.tokenizer
+    ids = tok("the cat sat", add_special_tokens=False)["input_ids"]
+    pieces = fp.token_strings(tok, ids)
+    assert "".join(pieces).strip() == tok.decode(ids).strip() and len(pieces) == len(ids)
+    # '' pieces (bytes of one character) fold into the token that completes it; the peak follows
+    assert fp._merge_empty(["a", "", "", "é", "b"], [1.0, 5.0, 0.0, 2.0, 3.0], 1) == (["a", "é", "b"], [1.0, 5.0, 3.0], 1)
+    assert fp._merge_empty(["a", "b"], [1.0, 2.0], 1) == (["a", "b"], [1.0, 2.0], 1)
+
+
+def test_pages_html(setup, computed):
+    model, sae, tokens, _ = setup
+    src = fp.SAESource(RELEASE, SAE_ID, sae)
+    linked = int(np.flatnonzero(computed.max_act > 0)[0])
+    links = {(SLUG, linked): [fp.Link("book/01_first_look.html", "1. First look")]}
+    pages = fp.build_pages({SLUG: computed}, [src], model.tokenizer, links, missing=[("smollm2-135m-mlp", "blocks.15.hook_mlp_out")])
+    by_name = {p.pagename: p for p in pages}
+    top = fp.top_features(computed)
+    assert set(by_name) == {f"features/{SLUG}/{f}" for f in {linked, *top}} | {f"features/{SLUG}/index", "features/index"}
+    # where a chapter page's link points (chapters live at book/<chapter>.html)
+    url = feature_url(RELEASE, SAE_ID, linked, base="..")
+    assert posixpath.normpath(posixpath.join("book", url)) == f"features/{SLUG}/{linked}.html"
+    body = by_name[f"features/{SLUG}/{linked}"].body
+    assert "Top activations" in body and "Logit lens" in body and "Activation histogram" in body
+    assert "plotly-graph-div" in body and "Plotly.newPlot" in body and "<script src" not in body
+    shaded = re.findall(r"background: rgba\(230, 97, 0, ([0-9.]+)\)", body)
+    assert shaded and max(map(float, shaded)) == 1.0, "the peak token is drawn at full colour"
+    assert 'href="../../book/01_first_look.html"' in body and 'href="index.html"' in body
+    assert 'href="../index.html"' in body and 'href="../../index.html"' in body
+    assert f"{computed.density[linked]:.2%}" in body or f"{computed.density[linked]:.3%}" in body
+    index = by_name[f"features/{SLUG}/index"].body
+    assert all(f'href="{f}.html"' in index for f in top) and "book" in index and "rule #1" in index
+    site = by_name["features/index"].body
+    assert f'href="{SLUG}/index.html"' in site and "blocks.15.hook_mlp_out" in site
+
+
+def test_site_pages_end_to_end(setup, tmp_path):
+    model, sae, tokens, _ = setup
+    html = tmp_path / "html"
+    _write(html / "book" / "ch.html", f'<title>Ch</title><a href="{feature_url(RELEASE, SAE_ID, 2, base="..")}">2</a>'
+                                      f'<a href="{feature_url(RELEASE, SAE_ID, 999, base="..")}">999</a>'
+                                      f'<a href="{feature_url("smollm2-135m-mlp", "blocks.15.hook_mlp_out", 1, base="..")}">m</a>')
+    pages, problems = fp.site_pages(html, sources=[fp.SAESource(RELEASE, SAE_ID, sae)], model=model, tokens=tokens,
+                                    cache=tmp_path / "cache")
+    names = {p.pagename for p in pages}
+    assert f"features/{SLUG}/2" in names and f"features/{SLUG}/999" not in names
+    assert len(problems) == 2 and any("999" in p and "48 features" in p for p in problems)
+    assert any("not in this checkout" in p for p in problems)
+    written = fp.write_pages(pages, tmp_path / "out", plotly_js="_static/plotly.min.js")
+    page = (tmp_path / "out" / "features" / SLUG / "2.html").read_text()
+    assert len(written) == len(pages) and '<script src="../../_static/plotly.min.js">' in page
+
+
+# ---------------------------------------------------------------------------------------------
+# The built site (make book-tests)
+
+HTML = Path(__file__).resolve().parent.parent / "_build" / "html"
+
+
+@pytest.fixture(scope="module")
+def site():
+    if not (HTML / fp.FEATURES_DIR / "index.html").is_file():
+        if os.environ.get("INTERP_REQUIRE_BOOK_HTML") == "1" and os.environ.get(fp.ENV_DISABLE, "1") != "0":
+            pytest.fail(f"no feature pages in {HTML} (make book)")
+        pytest.skip("book not built with feature pages (make book)")
+    return HTML
+
+
+@pytest.mark.book_html
+def test_every_feature_link_of_the_site_has_its_page(site):
+    links = fp.scan_feature_links(site)
+    dead = [f"{f}/{n}" for (f, n) in links if not (site / fp.FEATURES_DIR / f / f"{n}.html").is_file()]
+    assert not dead, f"links to feature pages that were not built: {dead}"
+    for slug in {s for s, _ in links}:
+        assert (site / fp.FEATURES_DIR / slug / "index.html").is_file()
+
+
+@pytest.mark.book_html
+def test_feature_pages_are_clean_and_local(site):
+    import plotly
+    from bs4 import BeautifulSoup
+
+    pages = sorted((site / fp.FEATURES_DIR).rglob("*.html"))
+    assert len(pages) > 2
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        soup = BeautifulSoup(text, "html.parser")
+        remote = [s["src"] for s in soup.find_all("script", src=True) if re.match(r"(https?:)?//", s["src"])]
+        remote += [x["href"] for x in soup.find_all("link", href=True)
+                   if "stylesheet" in (x.get("rel") or []) and re.match(r"(https?:)?//", x["href"])]
+        assert not remote, f"{page}: needs the network: {remote}"
+        scripts = re.findall(r'<script[^>]*\bsrc="([^"]*plotly[^"]*)"', text)
+        if 'class="plotly-graph-div' in text:
+            assert len(scripts) == 1, f"{page}: {len(scripts)} plotly.js scripts"
+            assert (page.parent / scripts[0].split("?")[0]).resolve().name == f"plotly-{plotly.__version__}.min.js"
+            assert (page.parent / scripts[0].split("?")[0]).resolve().is_file()
+        else:
+            assert not scripts
+        assert "Traceback" not in text and "cdn.plot.ly" not in text
+        for a in soup.find_all("a", href=True):  # every relative link of a feature page resolves
+            href = a["href"].split("#")[0].split("?")[0]
+            if href and not re.match(r"[a-z]+:", href):
+                assert (page.parent / href).resolve().exists(), f"{page}: dead link {a['href']}"
+
+
+@pytest.mark.slow
+def test_real_model_token_strings_and_logit_lens(smollm):
+    from interp_lib.interventions import feature_logit_lens
+    from interp_lib.zoo import load_sae
+
+    text = "Café ☕ naïve: x = 1"
+    ids = smollm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    pieces = fp.token_strings(smollm.tokenizer, ids)
+    assert "".join(pieces) == text and len(pieces) == len(ids)
+    try:
+        sae = load_sae("smollm2-135m-res", "blocks.15.hook_resid_pre")
+    except FileNotFoundError:
+        pytest.skip("the shipped layer-15 SAE is not in this checkout")
+    up, up_val, down, down_val = fp.logit_lens_all(smollm, sae, k=5)
+    for f in (0, 1000):
+        lens = feature_logit_lens(smollm, sae, f, 5)
+        assert smollm.to_str_tokens(up[f]) == [s for s, _ in lens.promoted]
+        np.testing.assert_allclose(down_val[f].numpy(), [v for _, v in lens.suppressed], rtol=1e-4)

@@ -50,6 +50,7 @@ __all__ = [
     "decoder_directions",
     "Matches",
     "best_matches",
+    "same_number_share",
     "match_shares",
     "random_match_baseline",
     "category_concentration",
@@ -325,22 +326,38 @@ class Matches(NamedTuple):
 
 
 @torch.no_grad()
-def best_matches(a, b, *, chunk: int = 2048) -> Matches:
+def best_matches(a, b, *, exclude_same: bool = False, chunk: int = 2048) -> Matches:
     """For each decoder direction of ``a``, the direction of ``b`` with the largest cosine similarity.
 
     ``a``, ``b``: SAEs or ``[n, d]`` matrices with the same ``d`` (rows are normalised here).
-    Computed in chunks of ``chunk`` rows of ``a``. Note the asymmetry: A's best match in B is not
-    B's best match in A.
+    ``exclude_same``: never match feature ``i`` of A with feature ``i`` of B. Two SAEs trained from
+    the same random initialisation (same seed, same shape) start with identical dictionaries, and
+    a feature that moved little keeps much of its starting direction in both; excluding the
+    same-numbered feature leaves only similarity that training produced. Computed in chunks of
+    ``chunk`` rows of ``a``. Note the asymmetry: A's best match in B is not B's best match in A.
     """
     da, db = decoder_directions(a), decoder_directions(b)
     if da.shape[1] != db.shape[1]:
         raise ValueError(f"directions live in different spaces: d={da.shape[1]} vs d={db.shape[1]}")
+    if exclude_same and db.shape[0] < 2:
+        raise ValueError("exclude_same needs at least two features in b")
     idx, cos = [], []
     for i in range(0, da.shape[0], chunk):
-        c, j = (da[i : i + chunk] @ db.T).max(dim=1)
+        sims = da[i : i + chunk] @ db.T
+        if exclude_same:
+            rows = torch.arange(i, min(i + chunk, da.shape[0]))
+            keep = rows < db.shape[0]
+            sims[(rows - i)[keep], rows[keep]] = -torch.inf
+        c, j = sims.max(dim=1)
         idx.append(j)
         cos.append(c)
     return Matches(torch.cat(idx), torch.cat(cos))
+
+
+def same_number_share(matches: Matches) -> float:
+    """Share of features whose best match is the feature with the same number (a sign of a shared
+    initialisation when it is far above ``1 / d_sae``)."""
+    return float((matches.index == torch.arange(len(matches.index))).float().mean())
 
 
 def match_shares(cosine, thresholds: Sequence[float] = (0.5, 0.7, 0.9)) -> dict[float, float]:
@@ -444,7 +461,8 @@ def token_precision(acts, mask, *, top: int = 10, min_active: int = 3) -> np.nda
         raise ValueError(f"need acts [n_tokens, d_sae] and mask [n_tokens], got {arr.shape} and {mask.shape}")
     n_active = (arr > 0).sum(0)
     top = min(top, arr.shape[0])
-    order = np.argsort(-arr, axis=0, kind="stable")[:top]  # [top, d_sae] token indices
+    # the top tokens of every feature (their order does not matter for a count)
+    order = np.argpartition(-arr, top - 1, axis=0)[:top] if top < arr.shape[0] else np.arange(arr.shape[0])[:, None].repeat(arr.shape[1], 1)
     vals = np.take_along_axis(arr, order, axis=0)
     hit = mask[order] & (vals > 0)
     counted = np.minimum(n_active, top)

@@ -68,6 +68,23 @@ def test_best_matches_cosine_value_and_sign():
         compare.best_matches(torch.eye(2), torch.eye(3))
 
 
+def test_best_matches_can_exclude_the_same_number():
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    b = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1]])
+    plain = compare.best_matches(a, b)
+    assert plain.index.tolist() == [0, 1, 2]
+    assert compare.same_number_share(plain) == 1.0
+    other = compare.best_matches(a, b, exclude_same=True, chunk=2)  # chunk boundary inside
+    assert other.index.tolist() == [2, 2, 0]
+    assert other.cosine[1].item() == pytest.approx(0.1 / math.sqrt(1.01))
+    assert compare.same_number_share(other) == 0.0
+    # more features in A than in B: rows beyond B's size have no same-numbered partner
+    wide = compare.best_matches(torch.eye(3), torch.eye(3)[:2], exclude_same=True)
+    assert wide.index.tolist() == [1, 0, 0]
+    with pytest.raises(ValueError):
+        compare.best_matches(a, b[:1], exclude_same=True)
+
+
 def test_best_matches_reads_sae_decoders():
     sae_a = make_sae(8, 16, "blocks.0.hook_resid_pre", seed=1)
     m = compare.best_matches(sae_a, sae_a)

@@ -31,6 +31,7 @@ import hashlib
 import os
 import re
 import subprocess
+import socket
 import sys
 import time
 from datetime import datetime
@@ -307,6 +308,25 @@ def cmd_build(args) -> int:
     return 0
 
 
+def ensure_loopback() -> None:
+    """Jupyter kernels talk to the builder over 127.0.0.1; a fresh `unshare -n` namespace starts with
+    `lo` down (no network at all, not even loopback), so bring it up there. Nothing outside is reachable."""
+    try:
+        with socket.create_server(("127.0.0.1", 0)) as server:
+            socket.create_connection(server.getsockname(), timeout=2).close()
+            return
+    except OSError:
+        pass
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from publish import loopback_up
+
+    try:
+        loopback_up()
+    except OSError as err:
+        print(f"book: the loopback interface is down and cannot be brought up ({err}); kernels will not start",
+              file=sys.stderr)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -319,6 +339,8 @@ def main(argv=None) -> int:
     b = sub.add_parser("build", help="build the site")
     b.add_argument("--expect-cached", action="store_true", help="fail if any chapter executes")
     args = p.parse_args(argv)
+    if args.cmd in ("nbmake", "build"):
+        ensure_loopback()
     if args.cmd == "chapters":
         for src in chapters():
             print((notebook_for(src) if args.ipynb else src).relative_to(ROOT))

@@ -50,11 +50,14 @@ __all__ = [
     "decoder_directions",
     "Matches",
     "best_matches",
+    "activation_matches",
     "same_number_share",
     "match_shares",
     "random_match_baseline",
     "category_concentration",
     "specialisation_summary",
+    "specialist_feature_count",
+    "paired_subsamples",
     "is_emoji",
     "emoji_mask",
     "token_precision",
@@ -354,17 +357,61 @@ def best_matches(a, b, *, exclude_same: bool = False, chunk: int = 2048) -> Matc
     return Matches(torch.cat(idx), torch.cat(cos))
 
 
+@torch.no_grad()
+def activation_matches(acts_a, acts_b, *, exclude_same: bool = False, min_active: int = 5, chunk: int = 1024) -> Matches:
+    """For each feature of A, the feature of B whose activations correlate best with its own over
+    the same tokens (Pearson correlation; Bricken et al. 2023 compare features across SAEs this way).
+
+    ``acts_a``: ``[n_tokens, d_a]``, ``acts_b``: ``[n_tokens, d_b]``, the two SAEs' activations on
+    the same tokens. A feature active (non-zero) on fewer than ``min_active`` tokens is not matched:
+    as a feature of A its result is NaN (index -1); as a feature of B it is never chosen (two
+    features that both fire on one token only would correlate perfectly and mean nothing).
+    ``exclude_same`` as in :func:`best_matches`.
+    """
+    a = torch.as_tensor(acts_a).detach().float().cpu()
+    b = torch.as_tensor(acts_b).detach().float().cpu()
+    if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[0]:
+        raise ValueError(f"need [n_tokens, d] activations of the same tokens, got {tuple(a.shape)} and {tuple(b.shape)}")
+
+    def standardise(x):
+        active = (x != 0).sum(0) >= max(min_active, 1)
+        x = x - x.mean(0)
+        norm = x.norm(dim=0)
+        return x / norm.clamp_min(1e-12), (norm > 1e-8) & active
+
+    za, ok_a = standardise(a)
+    zb, ok_b = standardise(b)
+    idx, corr = [], []
+    for i in range(0, a.shape[1], chunk):
+        sims = za[:, i : i + chunk].T @ zb  # [chunk, d_b]
+        sims[:, ~ok_b] = -torch.inf
+        if exclude_same:
+            rows = torch.arange(i, min(i + chunk, a.shape[1]))
+            keep = rows < b.shape[1]
+            sims[(rows - i)[keep], rows[keep]] = -torch.inf
+        c, j = sims.max(dim=1)
+        idx.append(j)
+        corr.append(c)
+    index, corr = torch.cat(idx), torch.cat(corr)
+    bad = ~ok_a | torch.isinf(corr)
+    return Matches(torch.where(bad, torch.full_like(index, -1), index), torch.where(bad, torch.nan, corr))
+
+
 def same_number_share(matches: Matches) -> float:
     """Share of features whose best match is the feature with the same number (a sign of a shared
-    initialisation when it is far above ``1 / d_sae``)."""
-    return float((matches.index == torch.arange(len(matches.index))).float().mean())
+    initialisation when it is far above ``1 / d_sae``); features without a match (index -1) are left out."""
+    ok = matches.index >= 0
+    if not ok.any():
+        return float("nan")
+    return float((matches.index == torch.arange(len(matches.index)))[ok].float().mean())
 
 
 def match_shares(cosine, thresholds: Sequence[float] = (0.5, 0.7, 0.9)) -> dict[float, float]:
-    """Share of features whose best-match cosine similarity is at least each threshold."""
+    """Share of features whose best-match similarity is at least each threshold (NaN left out)."""
     c = torch.as_tensor(cosine).float()
+    c = c[~torch.isnan(c)]
     if c.numel() == 0:
-        raise ValueError("no cosine similarities given")
+        raise ValueError("no similarities given (all NaN or empty)")
     return {float(t): float((c >= t).float().mean()) for t in thresholds}
 
 
@@ -406,24 +453,59 @@ def specialisation_summary(pooled, categories: Sequence[str], *, frac: float = S
     ``min_strong`` texts), ``mean_concentration`` and ``share_concentrated`` (share of scored
     features with concentration >= 0.8), from :func:`category_concentration`.
     """
-    from .analysis import category_specialists, specialist_scores
+    from .analysis import category_specialists
 
     arr = _as_matrix(pooled)
-    cats, names = _check_categories(categories, arr.shape[0])
     best = category_specialists(arr, categories, frac=frac)
-    scores = specialist_scores(arr, categories, frac=frac)
-    need = np.array([math.ceil((cats == c).sum() / 2) for c in names])
-    is_specialist = (scores[names].to_numpy() >= need[None, :]).any(1)
     conc = category_concentration(arr, categories, frac=frac, min_strong=min_strong)
     scored = conc[~np.isnan(conc)]
     return {
         "categories_with_specialist": int(best.specialist.sum()),
         "mean_best_score": float(best.score.mean()),
-        "specialist_features": int(is_specialist.sum()),
+        "specialist_features": specialist_feature_count(arr, categories, frac=frac),
         "scored_features": int(scored.size),
         "mean_concentration": float(scored.mean()) if scored.size else float("nan"),
         "share_concentrated": float((scored >= 0.8).mean()) if scored.size else float("nan"),
     }
+
+
+def specialist_feature_count(pooled, categories: Sequence[str], *, frac: float = STRONG_FRAC) -> int:
+    """Number of features that are specialists of some category: strong on at least half the
+    category's texts (rounded up) more often inside it than outside it (chapter 2's rule)."""
+    arr = _as_matrix(pooled)
+    cats, names = _check_categories(categories, arr.shape[0])
+    strong = strong_mask(arr, frac)
+    inside = np.stack([strong[cats == c].sum(0) for c in names])  # [n_categories, d_sae]
+    score = 2 * inside - strong.sum(0)[None, :]
+    need = np.array([math.ceil((cats == c).sum() / 2) for c in names])[:, None]
+    return int((score >= need).any(0).sum())
+
+
+def paired_subsamples(pooled_by_name: Mapping[str, object], categories: Sequence[str],
+                      stat: Callable[[np.ndarray, Sequence[str]], float], *, n: int = 100, frac: float = 0.8,
+                      seed: int = 0) -> pd.DataFrame:
+    """``stat(pooled, categories)`` for every SAE on ``n`` random subsets of the texts, ``[n, n_saes]``.
+
+    Each subset keeps, within every category, ``frac`` of its texts (rounded, at least one), drawn
+    without replacement, and every SAE is scored on the *same* subset, so that the share of subsets
+    in which SAE A beats SAE B measures how robust "A > B" is to the choice of texts. (Drawing
+    without replacement matters: a bootstrap's duplicated texts would inflate threshold counts
+    such as specialist scores, and not equally for every SAE.)"""
+    if not 0.0 < frac <= 1.0:
+        raise ValueError(f"frac must be in (0, 1], got {frac}")
+    mats = {name: _as_matrix(p) for name, p in pooled_by_name.items()}
+    n_rows = {m.shape[0] for m in mats.values()}
+    if len(n_rows) != 1:
+        raise ValueError(f"every SAE must be scored on the same texts, got row counts {sorted(n_rows)}")
+    cats, names = _check_categories(categories, n_rows.pop())
+    groups = [np.flatnonzero(cats == c) for c in names]
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        idx = np.concatenate([np.sort(rng.choice(g, size=max(1, round(frac * len(g))), replace=False)) for g in groups])
+        sub_cats = cats[idx].tolist()
+        rows.append({name: float(stat(m[idx], sub_cats)) for name, m in mats.items()})
+    return pd.DataFrame(rows, columns=list(mats))
 
 
 _EMOJI_RANGES = ((0x1F000, 0x1FAFF), (0x2600, 0x27BF), (0x2300, 0x23FF), (0x2B00, 0x2BFF), (0x3030, 0x303D))
@@ -582,15 +664,15 @@ def density_figure(histograms: Mapping[str, tuple[Sequence[float], Sequence[floa
 def tradeoff_figure(df: pd.DataFrame, *, x: str, y: str, group: str, label: str | None = None,
                     title: str | None = None, xlabel: str = "", ylabel: str = "", log_x: bool = False,
                     height: int | None = 450) -> go.Figure:
-    """A trade-off plot: one marker-and-line series per value of ``group`` (sorted by ``x``),
-    ``label`` as the hover text (and printed next to single points)."""
+    """A trade-off plot: one marker-and-line series per value of ``group`` (sorted by ``x``; a group
+    of one point is a larger diamond), ``label`` as the hover text."""
     traces = []
     for name, sub in df.groupby(group, sort=False):
         sub = sub.sort_values(x)
         text = None if label is None else [str(t) for t in sub[label]]
-        mode = "lines+markers" if len(sub) > 1 else "markers+text"
+        mode = "lines+markers" if len(sub) > 1 else "markers"
         traces.append(go.Scatter(x=sub[x].astype(float).tolist(), y=sub[y].astype(float).tolist(), mode=mode,
-                                 name=str(name), text=text, textposition="top center",
+                                 name=str(name), text=text,
                                  marker=dict(size=10 if len(sub) == 1 else 7,
                                              symbol="diamond" if len(sub) == 1 else "circle")))
     fig = go.Figure(traces)
@@ -621,14 +703,17 @@ def distributions_figure(values: Mapping[str, Sequence[float]], *, bins: int = 5
     return fig
 
 
-CURVE_TITLES = {"loss": "loss", "mse": "MSE", "fve": "variance explained", "l0": "L0",
+CURVE_TITLES = {"loss": "loss (log scale)", "mse": "MSE (log scale)", "fve": "variance explained (batch)", "l0": "L0",
                 "dead_fraction": "dead features", "val_fve": "held-out variance explained"}
 
 
 def curves_figure(histories: Sequence[dict] | Mapping[str, Sequence[dict]], keys: Sequence[str],
-                  *, x: str = "tokens", title: str | None = None, height: int | None = None) -> go.Figure:
+                  *, x: str = "tokens", title: str | None = None, height: int | None = None,
+                  log_y: Sequence[str] = ("loss", "mse")) -> go.Figure:
     """Training curves: one panel per key of ``keys``, against ``x``; ``histories`` is one history
-    (a list of rows) or {name: history} for several runs on the same panels."""
+    (a list of rows) or {name: history} for several runs on the same panels. Rows without a key
+    are skipped on its panel (e.g. ``val_fve``, logged at evaluation steps only). Panels of the
+    keys in ``log_y`` have a logarithmic y axis (a loss spans orders of magnitude)."""
     from plotly.subplots import make_subplots
 
     if not isinstance(histories, Mapping):
@@ -646,6 +731,8 @@ def curves_figure(histories: Sequence[dict] | Mapping[str, Sequence[dict]], keys
             fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[float(p[1]) for p in pts], mode="lines+markers" if len(pts) < 8 else "lines",
                                      name=str(name), legendgroup=str(name), showlegend=bool(name) and i == 0,
                                      line=dict(color=color)), row=i // cols + 1, col=i % cols + 1)
-    for i in range(len(keys)):
+    for i, key in enumerate(keys):
         fig.update_xaxes(title_text=x if i // cols == rows - 1 else None, row=i // cols + 1, col=i % cols + 1)
+        if key in log_y:
+            fig.update_yaxes(type="log", row=i // cols + 1, col=i % cols + 1)
     return _finish(fig, title, height if height is not None else 260 * rows + 80)

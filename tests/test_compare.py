@@ -92,6 +92,35 @@ def test_best_matches_reads_sae_decoders():
     assert torch.allclose(m.cosine, torch.ones(16), atol=1e-5)
 
 
+def test_activation_matches():
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(50, 3, generator=g)
+    a[:, 2] = 0.0  # never fires
+    b = torch.stack([a[:, 1] * 3 + 1, torch.rand(50, generator=g), a[:, 0], torch.zeros(50)], dim=1)
+    m = compare.activation_matches(a, b, chunk=2)
+    assert m.index.tolist() == [2, 0, -1]
+    assert torch.allclose(m.cosine[:2], torch.ones(2), atol=1e-5)  # correlation ignores scale and offset
+    assert math.isnan(m.cosine[2].item())
+    assert compare.match_shares(m.cosine, (0.9,)) == {0.9: 1.0}  # NaN left out
+    assert compare.same_number_share(m) == 0.0
+    # exclude_same: feature 0 of A may not take feature 0 of B
+    m2 = compare.activation_matches(a, a, exclude_same=True)
+    assert (m2.index[:2] != torch.arange(2)).all()
+    assert compare.same_number_share(compare.activation_matches(a, a)) == 1.0
+    with pytest.raises(ValueError):
+        compare.activation_matches(a, b[:10])
+    # a feature firing on a single token is not matched, however well it "correlates"
+    c = torch.zeros(50, 2)
+    c[7, 0] = 1.0
+    c[:, 1] = a[:, 0]
+    d = torch.zeros(50, 2)
+    d[7, 0] = 5.0
+    d[:, 1] = a[:, 0] + 0.5 * torch.rand(50, generator=g)
+    one = compare.activation_matches(c, d, min_active=2)
+    assert one.index[0].item() == -1 and one.index[1].item() == 1
+    assert compare.activation_matches(c, d, min_active=1).index[0].item() == 0
+
+
 def test_match_shares_and_random_baseline():
     shares = compare.match_shares(torch.tensor([0.95, 0.75, 0.6, 0.1]), thresholds=(0.5, 0.7, 0.9))
     assert shares == {0.5: 0.75, 0.7: 0.5, 0.9: 0.25}
@@ -139,6 +168,42 @@ def test_specialisation_summary():
     assert s["scored_features"] == 3
     assert s["mean_concentration"] == pytest.approx((1 + 0.5 + 2 / 3) / 3)
     assert s["share_concentrated"] == pytest.approx(1 / 3)
+
+
+def test_specialist_feature_count_agrees_with_analysis():
+    from interp_lib.analysis import specialist_scores
+
+    rng = np.random.default_rng(0)
+    pooled = rng.exponential(size=(12, 40)) * (rng.random((12, 40)) < 0.3)
+    cats = ["a"] * 4 + ["b"] * 5 + ["c"] * 3
+    scores = specialist_scores(pooled, cats)
+    need = np.array([2, 3, 2])
+    expected = int((scores[["a", "b", "c"]].to_numpy() >= need).any(1).sum())
+    assert compare.specialist_feature_count(pooled, cats) == expected
+    assert compare.specialist_feature_count(_pooled(), CATS) == 1
+
+
+def test_paired_subsamples_are_stratified_paired_and_without_replacement():
+    pooled = _pooled()
+    seen = []
+
+    def stat(p, cats):
+        seen.append(list(cats))
+        return float(p[:, 0].sum())
+
+    cats = CATS
+    out = compare.paired_subsamples({"x": pooled, "y": pooled * 2}, cats, stat, n=30, frac=2 / 3, seed=1)
+    assert out.shape == (30, 2) and list(out.columns) == ["x", "y"]
+    assert all(c == ["a", "a", "b", "b"] for c in seen)  # two of three texts of each category
+    np.testing.assert_allclose(out["y"], 2 * out["x"])  # the same texts for both SAEs
+    # feature 0 is 5, 4, 6 on the "a" texts and 0 on "b": sums of two distinct "a" texts only
+    assert set(out["x"]) <= {9.0, 11.0, 10.0} and out["x"].nunique() > 1
+    again = compare.paired_subsamples({"x": pooled, "y": pooled * 2}, cats, stat, n=30, frac=2 / 3, seed=1)
+    pd.testing.assert_frame_equal(out, again)
+    with pytest.raises(ValueError):
+        compare.paired_subsamples({"x": pooled, "y": pooled[:3]}, cats, stat)
+    with pytest.raises(ValueError):
+        compare.paired_subsamples({"x": pooled}, cats, stat, frac=0)
 
 
 def test_is_emoji_and_emoji_mask():
@@ -280,4 +345,7 @@ def test_figures():
     fig = compare.distributions_figure({"a": [0.0, 0.1, 0.9, 1.0], "b": np.array([0.5, np.nan])}, bins=2, value_range=(0, 1))
     assert list(fig.data[0].y) == [0.5, 0.5] and list(fig.data[1].y) == [0.0, 1.0]  # shares; NaN left out
     fig = compare.curves_figure({"r1": [{"tokens": 1, "loss": 2.0}], "r2": [{"tokens": 1, "loss": 3.0}]}, ["loss"])
-    assert len(fig.data) == 2
+    assert len(fig.data) == 2 and fig.layout.yaxis.type == "log"
+    fig = compare.curves_figure([{"tokens": 1, "l0": 2.0}, {"tokens": 2, "l0": 3.0, "val_fve": 0.5}], ["l0", "val_fve"])
+    assert list(fig.data[0].x) == [1, 2] and list(fig.data[1].x) == [2]  # rows without val_fve skipped
+    assert fig.layout.yaxis.type != "log"

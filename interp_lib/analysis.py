@@ -69,6 +69,18 @@ def check_texts(texts: Sequence[str]) -> list[str]:
     return texts
 
 
+def tokenize_text(model, text: str, index: int = 0) -> tuple[torch.Tensor, str]:
+    """Tokens [1, n] of ``text`` with BOS, truncated to the model's context with a warning (and the kept text)."""
+    toks = model.to_tokens(text, prepend_bos=True, truncate=False)
+    n_ctx = model.cfg.n_ctx
+    if toks.shape[1] > n_ctx:
+        warnings.warn(f"texts[{index}] has {toks.shape[1]} tokens, more than the model's context of {n_ctx}: truncated",
+                      stacklevel=3)
+        toks = toks[:, :n_ctx]
+        text = model.tokenizer.decode(toks[0, 1:])
+    return toks, text
+
+
 @torch.inference_mode()
 def encode_texts(model, sae, texts: Sequence[str], *, progress: bool = False) -> Encoded:
     """Per-token feature activations (with token strings) and per-text max/mean pooled activations."""
@@ -80,14 +92,9 @@ def encode_texts(model, sae, texts: Sequence[str], *, progress: bool = False) ->
 
     stop_at = hook_layer(hook) + 1
     dtype = next(sae.parameters()).dtype
-    n_ctx = model.cfg.n_ctx
     tokens_out, acts_out, kept_texts = [], [], []
     for i, text in enumerate(tqdm(texts, desc="encode", disable=not progress, leave=False)):
-        toks = model.to_tokens(text, prepend_bos=True, truncate=False)
-        if toks.shape[1] > n_ctx:
-            warnings.warn(f"texts[{i}] has {toks.shape[1]} tokens, more than the model's context of {n_ctx}: truncated", stacklevel=2)
-            toks = toks[:, :n_ctx]
-            text = model.tokenizer.decode(toks[0, 1:])
+        toks, text = tokenize_text(model, text, i)
         captured = {}
 
         def grab(act, hook):

@@ -37,7 +37,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from .analysis import STRONG_FRAC, strong_mask
+from .analysis import STRONG_FRAC, strong_mask, tokenize_text
 from .metrics import DENSE_THRESHOLD, SAEMetrics, check_widths
 
 __all__ = [
@@ -227,8 +227,6 @@ def encode_many(model, saes: Mapping[str, object], texts: Sequence[str], *, prog
     :func:`interp_lib.analysis.massive_tokens`). Texts longer than the model's context are
     truncated (with a warning, as in ``encode_texts``).
     """
-    import warnings
-
     from tqdm.auto import tqdm
 
     from .activations import stop_layer
@@ -240,16 +238,11 @@ def encode_many(model, saes: Mapping[str, object], texts: Sequence[str], *, prog
     hooks = {name: check_widths(model, sae) for name, sae in saes.items()}
     distinct = list(dict.fromkeys(hooks.values()))
     stop_at = stop_layer(distinct)
-    n_ctx = model.cfg.n_ctx
     per_sae = {name: [] for name in saes}
     hook_acts = {h: [] for h in distinct}
     tokens_out, kept = [], []
     for i, text in enumerate(tqdm(texts, desc="encode", disable=not progress, leave=False)):
-        toks = model.to_tokens(text, prepend_bos=True, truncate=False)
-        if toks.shape[1] > n_ctx:
-            warnings.warn(f"texts[{i}] has {toks.shape[1]} tokens, more than the model's context of {n_ctx}: truncated", stacklevel=2)
-            toks = toks[:, :n_ctx]
-            text = model.tokenizer.decode(toks[0, 1:])
+        toks, text = tokenize_text(model, text, i)
         captured = {}
 
         def grab(act, hook):

@@ -56,6 +56,8 @@ from typing import Callable, Iterable, NamedTuple, Sequence
 import numpy as np
 import torch
 
+from .interventions import direct_logits
+
 FORMAT_VERSION = 1
 """Bump when :class:`FeatureData` or how it is computed changes (old cache files are then ignored)."""
 N_TOKENS = 32_768
@@ -154,18 +156,6 @@ _SCALARS = ("n_tokens", "n_massive")
 # Computing it
 
 
-def _direct_logits(model, directions: torch.Tensor) -> torch.Tensor:
-    """[n, d_vocab] direct-path logit effect of each row of ``directions`` [n, d_model]: the batched
-    form of :func:`interp_lib.interventions.direct_logits` (centred per row for LayerNorm models)."""
-    d = directions.detach().float().to(model.W_U.device)
-    kind = model.cfg.normalization_type
-    if kind in ("LN", "LNPre"):
-        d = d - d.mean(-1, keepdim=True)
-    if kind in ("LN", "RMS") and hasattr(model.ln_final, "w"):
-        d = d * model.ln_final.w.detach().float()
-    return d @ model.W_U.detach().float()
-
-
 @torch.inference_mode()
 def logit_lens_all(model, sae, k: int = N_LOGITS, chunk: int = 512) -> tuple[torch.Tensor, ...]:
     """Top-``k`` promoted and suppressed token ids (and values) of every feature's decoder row."""
@@ -175,7 +165,7 @@ def logit_lens_all(model, sae, k: int = N_LOGITS, chunk: int = 512) -> tuple[tor
     k = min(k, model.cfg.d_vocab)
     ups, up_vals, downs, down_vals = [], [], [], []
     for i in range(0, W_dec.shape[0], chunk):
-        logits = _direct_logits(model, W_dec[i:i + chunk])
+        logits = direct_logits(model, W_dec[i:i + chunk])
         top, bottom = logits.topk(k, dim=1), (-logits).topk(k, dim=1)
         ups.append(top.indices), up_vals.append(top.values)
         downs.append(bottom.indices), down_vals.append(-bottom.values)

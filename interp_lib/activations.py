@@ -202,13 +202,23 @@ def cached_activations(
             from .models import load_model
 
             model = load_model(model_name)
-        tokens = data.tokenize_corpus(model.tokenizer, docs, ctx_len=ctx_len, max_tokens=n_tokens)
+        tokens = corpus_tokens(model, split, n_tokens, ctx_len)
         fresh = harvest(model, missing, tokens, batch_size=batch_size, progress=progress)
         for h in missing:
             meta = {"model": model_name, "hook": h, "corpus": ckey, "split": split, "ctx_len": ctx_len, "n_tokens": n_tokens}
             save_activations(paths[h], fresh[h], meta)
             result[h] = fresh[h]
     return {h: result[h] for h in hooks}
+
+
+def corpus_tokens(model_or_tokenizer, split: str, n_tokens: int, ctx_len: int = 128) -> torch.Tensor:
+    """Token ids [n_tokens // ctx_len, ctx_len] of the offline corpus's ``split`` ('train' or 'heldout'),
+    BOS first: the text behind :func:`cached_activations` with the same arguments."""
+    from . import data
+
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    return data.tokenize_corpus(model_or_tokenizer, corpus_split(split), ctx_len=ctx_len, max_tokens=n_tokens)
 
 
 _SPLITS: dict[str, list] = {}

@@ -333,7 +333,8 @@ def feature_examples(enc, feature: int, n: int = 5, *, labels: Sequence[str] | N
 
 
 def html_table(df, *, links: dict[str, Sequence[str]] | None = None, floatfmt: str = "{:.2f}", index: bool = False):
-    """A pandas DataFrame as an HTML table; `links` maps a column to one URL per row (the cell becomes a link)."""
+    """A pandas DataFrame as an HTML table; `links` maps a column to one URL per row (the cell becomes a
+    link; a URL of None leaves that cell plain)."""
     import html
 
     from IPython.display import HTML
@@ -357,7 +358,7 @@ def html_table(df, *, links: dict[str, Sequence[str]] | None = None, floatfmt: s
         cells = [cell(idx)] if index else []
         for col in df.columns:
             text = cell(columns[col][i])
-            if col in links:
+            if col in links and links[col][i] is not None:
                 text = f'<a href="{html.escape(str(links[col][i]))}">{text}</a>'
             cells.append(text)
         lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")

@@ -78,3 +78,10 @@ def test_cached_activations_harvests_once_then_reuses(tiny_gpt2, monkeypatch, tm
     assert len(calls) == 2 and torch.equal(third["blocks.1.hook_resid_pre"], first["blocks.1.hook_resid_pre"])
     with pytest.raises(ValueError):
         A.cached_activations("tiny", ["blocks.1.hook_resid_pre"], split="test", **kw)
+    # the tokens behind those activations: same rows, and the activations are those of these tokens
+    tokens = A.corpus_tokens(tiny_gpt2, "train", 64, 16)
+    assert tokens.shape == (4, 16)
+    again = A.harvest(tiny_gpt2, ["blocks.1.hook_resid_pre"], tokens, progress=False)["blocks.1.hook_resid_pre"]
+    torch.testing.assert_close(again.float(), first["blocks.1.hook_resid_pre"].float(), atol=1e-2, rtol=1e-2)
+    with pytest.raises(ValueError, match="'train' or 'heldout'"):
+        A.corpus_tokens(tiny_gpt2, "test", 64, 16)

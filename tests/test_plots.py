@@ -92,3 +92,13 @@ def test_tqdm_disable_silences_notebook_bars_too(monkeypatch):
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert res.stderr == ""
+
+
+def test_html_table_links_and_plain_cells():
+    import pandas as pd
+
+    html = plots.html_table(pd.DataFrame({"feature": [3, 7], "x": [0.5, 1.25]}),
+                            links={"feature": ["../a/3.html", None]}).data
+    assert '<a href="../a/3.html">3</a>' in html and "<td>7</td>" in html and "1.25" in html
+    with pytest.raises(ValueError, match="2 rows"):
+        plots.html_table(pd.DataFrame({"feature": [3, 7]}), links={"feature": ["x"]})

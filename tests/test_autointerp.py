@@ -1,0 +1,128 @@
+"""Automated interpretability: windows, prompts, scores (tiny GPT-2 and hand-made activations)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from interp_lib import autointerp as ai
+
+from .conftest import make_sae
+
+HOOK = "blocks.1.hook_resid_pre"
+
+
+def _dense(n_ctx=6, ctx_len=24):
+    d = torch.zeros(n_ctx, ctx_len)
+    d[0, 20] = 5.0
+    d[2, 5] = 3.0
+    d[2, 9] = 4.0  # context 2 peaks at 9
+    d[4, 12] = 1.0
+    return d
+
+
+def test_top_and_spread_windows_follow_context_maxima():
+    d = _dense()
+    top = ai.top_windows(d, 2)
+    assert [(w.ctx, w.pos, w.act) for w in top] == [(0, 20, 5.0), (2, 9, 4.0)]
+    spread = ai.spread_windows(d, 3)  # only 3 contexts fire: all of them, strong to weak
+    assert [w.ctx for w in spread] == [0, 2, 4]
+    assert ai.spread_windows(d, 1)[0].ctx == 2  # the middle rank
+
+
+def test_negative_windows_are_silent_and_distinct():
+    d = _dense()
+    neg = ai.negative_windows(d, 3, before=4, after=2, seed=1)
+    assert len(neg) == 3 and len({w.ctx for w in neg}) == 3
+    for w in neg:
+        assert (d[w.ctx, max(1, w.pos - 4): w.pos + 3] == 0).all()
+    assert neg == ai.negative_windows(d, 3, before=4, after=2, seed=1)  # seeded
+
+
+def test_corpus_acts_round_trip(tiny_gpt2):
+    from interp_lib.activations import harvest
+
+    sae = make_sae(32, 64, HOOK, k=4)
+    tokens = torch.randint(1, tiny_gpt2.cfg.d_vocab, (3, 10))
+    tokens[:, 0] = 0
+    acts = harvest(tiny_gpt2, [HOOK], tokens, progress=False)[HOOK].float()
+    ca = ai.corpus_acts(sae, acts, tokens, massive_factor=1e9)
+    assert ca.n_scored == 3 * 9 and ca.n_ctx == 3 and ca.ctx_len == 10
+    feats = sae.encode(acts)
+    f = int(feats.count_nonzero(0).argmax())
+    dense = ca.dense(f)
+    assert (dense[:, 0] == 0).all()
+    torch.testing.assert_close(dense[:, 1:].reshape(-1), feats[:, f], atol=1e-5, rtol=1e-4)
+    assert ca.density()[f] == pytest.approx((feats[:, f] > 0).float().mean().item())
+    assert ca.n_contexts()[f] == int((dense > 0).any(1).sum())
+    with pytest.raises(ValueError, match="position 0 left out"):
+        ai.corpus_acts(sae, acts[:-1], tokens)
+
+
+def test_select_features_is_seeded_and_checks_supply():
+    density = torch.tensor([0.0, 0.002, 0.005, 0.5, 0.003, 0.004])
+    n_ctx = torch.tensor([0, 20, 20, 20, 1, 20])
+    picked = ai.select_features(density, n_ctx, band=(1e-3, 1e-2), min_contexts=10, n=2, seed=3)
+    assert set(picked) <= {1, 2, 5} and len(picked) == 2
+    assert picked == ai.select_features(density, n_ctx, band=(1e-3, 1e-2), min_contexts=10, n=2, seed=3)
+    with pytest.raises(ValueError, match="only 3 features are eligible"):
+        ai.select_features(density, n_ctx, band=(1e-3, 1e-2), min_contexts=10, n=4)
+
+
+def test_window_text_marks_the_centre_and_never_shows_bos(tiny_gpt2):
+    tok = tiny_gpt2.tokenizer
+    tokens = tiny_gpt2.to_tokens("the cat sat on the mat", prepend_bos=True)
+    w = ai.Window(0, 2, 1.0)  # centre: "cat"
+    text = ai.window_text(tok, tokens, w, before=5, after=1)
+    assert "<<" in text and "cat>>" in text and "<|endoftext|>" not in text
+    assert "<<" not in ai.window_text(tok, tokens, w, mark=False)
+
+
+def test_token_explanation_names_the_most_common_centre(tiny_gpt2):
+    tokens = tiny_gpt2.to_tokens("the cat sat on the cat mat", prepend_bos=True)
+    windows = [ai.Window(0, 2, 1.0), ai.Window(0, 6, 1.0), ai.Window(0, 3, 1.0)]  # cat, cat, sat
+    assert ai.token_explanation(tiny_gpt2.tokenizer, tokens, windows) == 'The marked tokens are the token "cat".'
+    with pytest.raises(ValueError):
+        ai.token_explanation(tiny_gpt2.tokenizer, tokens, [])
+
+
+def test_auroc_and_derangement():
+    assert ai.auroc([3, 2, 1, 0], [1, 1, 0, 0]) == 1.0
+    assert ai.auroc([0, 1, 2, 3], [1, 1, 0, 0]) == 0.0
+    assert ai.auroc([1, 1, 1, 1], [1, 0, 1, 0]) == 0.5  # ties count half
+    assert ai.auroc([2, 0, 1, 3], [1, 0, 1, 0]) == 0.5
+    with pytest.raises(ValueError, match="positive and one negative"):
+        ai.auroc([1, 2], [1, 1])
+    with pytest.raises(ValueError, match="labels"):
+        ai.auroc([1, 2, 3], [1, 0])
+    perm = ai.derangement(5)
+    assert sorted(perm) == list(range(5)) and all(p != i for i, p in enumerate(perm))
+    with pytest.raises(ValueError):
+        ai.derangement(1)
+
+
+def test_detection_scores_batching_matches_one_by_one(tiny_gpt2):
+    texts = ["the cat", "the dog sat on the mat", "hello world", "x = 1 + 2", "print ( y )"]
+    answers = ("cat", "dog")  # single tokens of the tiny vocabulary
+    batched = ai.detection_scores(tiny_gpt2, "the cat", texts, batch_size=2, answers=answers)
+    single = torch.cat([ai.detection_scores(tiny_gpt2, "the cat", [t], answers=answers) for t in texts])
+    assert batched.shape == (5,)
+    tok = tiny_gpt2.tokenizer
+    ids = torch.tensor([ai._ids(tok, ai.detection_prompt(tok, "the cat", texts[1]))])
+    full = tiny_gpt2(ids)[0, -1]
+    cat, dog = ai.answer_ids(tok, answers)
+    assert batched[1].item() == pytest.approx((full[cat] - full[dog]).item(), abs=1e-4)
+    torch.testing.assert_close(batched, single, atol=1e-4, rtol=1e-4)
+    per_text = ai.detection_scores(tiny_gpt2, ["the cat"] * 5, texts, answers=answers)
+    torch.testing.assert_close(per_text, single, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="2 explanations for 5 texts"):
+        ai.detection_scores(tiny_gpt2, ["a", "b"], texts, answers=answers)
+    with pytest.raises(ValueError, match="not one"):
+        ai.answer_ids(tiny_gpt2.tokenizer, ("the cat", "dog"))
+
+
+@pytest.mark.slow
+def test_explain_returns_one_line_after_the_prefix(smollm):
+    examples = ["    def<< __init__>>(self):", "class Foo:\\n    def<< __init__>>(self, x):"]
+    out = ai.explain(smollm, examples, max_new_tokens=12)
+    assert out.startswith(ai.EXPLAIN_PREFIX) and len(out) > len(ai.EXPLAIN_PREFIX) and "\n" not in out

@@ -4,7 +4,7 @@
 * ``eval DIR``: the foundation metrics of the SAE in DIR on held-out text.
 * ``bench [--quick] [--json PATH]``: training and harvesting speed, measured in one run.
 * ``train-zoo``: retrain the project's shipped SAEs from their recipe (same seed, same corpus).
-* ``zoo``: list the shipped SAEs with their held-out quality.
+* ``zoo [--reevaluate]``: list the shipped SAEs with their held-out quality (recomputed with --reevaluate).
 """
 
 from __future__ import annotations
@@ -67,9 +67,14 @@ def main_train_zoo(argv: list[str] | None = None) -> int:
 
 
 def main_zoo(argv: list[str] | None = None) -> int:
-    """``python -m interp_lib zoo``: the shipped SAEs and their held-out quality."""
-    from .zoo import zoo_table
+    """``python -m interp_lib zoo [--reevaluate]``: the shipped SAEs and their held-out quality."""
+    from .zoo import reevaluate_zoo, zoo_table
 
+    parser = argparse.ArgumentParser(prog="python -m interp_lib zoo", description=main_zoo.__doc__)
+    parser.add_argument("--reevaluate", action="store_true",
+                        help="recompute every shipped SAE's held-out metrics and rewrite its metrics.json")
+    if parser.parse_args(argv).reevaluate:
+        reevaluate_zoo()
     print(zoo_table())
     return 0
 

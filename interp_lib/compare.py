@@ -38,7 +38,7 @@ import plotly.graph_objects as go
 import torch
 
 from .analysis import STRONG_FRAC, strong_mask, tokenize_text
-from .metrics import DENSE_THRESHOLD, SAEMetrics, check_widths
+from .metrics import DENSE_THRESHOLD, SAEMetrics, check_widths, typical_fve
 
 __all__ = [
     "sae_label",
@@ -128,8 +128,8 @@ def splice_metrics(model, saes: Mapping[str, object], tokens: torch.Tensor, *, b
         m = re.fullmatch(r"blocks\.(\d+)\.hook_resid_pre", hook)
         start[hook] = int(m.group(1)) if m and int(m.group(1)) > 0 else None
     acc = {name: {"fires": torch.zeros(sae.cfg.d_sae, dtype=torch.float64), "l0": 0.0, "sse": 0.0,
-                  "loss": []} for name, sae in saes.items()}
-    var = {hook: {"sum_x": None, "sum_x2": 0.0} for hook in distinct}
+                  "loss": [], "err": []} for name, sae in saes.items()}
+    var = {hook: {"sum_x": None, "sum_x2": 0.0, "rows": []} for hook in distinct}
     clean_losses, zero_losses, n_rows = [], {hook: [] for hook in distinct}, 0
 
     def run_with(hook, batch, full, fn):
@@ -162,6 +162,7 @@ def splice_metrics(model, saes: Mapping[str, object], tokens: torch.Tensor, *, b
             v = var[hook]
             v["sum_x"] = x.sum(0).double() if v["sum_x"] is None else v["sum_x"] + x.sum(0).double()
             v["sum_x2"] += x.double().pow(2).sum().item()
+            v["rows"].append(x.cpu())
             zero_losses[hook].append(run_with(hook, batch, captured[hook], torch.zeros_like)[:, 1:].reshape(-1).double())
         n_rows += batch.shape[0] * (batch.shape[1] - 1)
         for name, sae in saes.items():
@@ -175,7 +176,9 @@ def splice_metrics(model, saes: Mapping[str, object], tokens: torch.Tensor, *, b
             active = feats > 0
             a["fires"] += active.sum(0).double()
             a["l0"] += active.sum().item()
-            a["sse"] += (x - x_hat).pow(2).sum().item()
+            err = (x - x_hat).pow(2).sum(-1)
+            a["sse"] += err.sum().item()
+            a["err"].append(err.double().cpu())
 
             def reconstruct(act, sae=sae, dtype=dtype):
                 return sae.decode(sae.encode(act.to(dtype))).to(act.dtype)
@@ -192,9 +195,12 @@ def splice_metrics(model, saes: Mapping[str, object], tokens: torch.Tensor, *, b
         ce_zero = torch.cat(zero_losses[hook]).mean().item()
         ce_sae = torch.cat(a["loss"]).mean().item()
         density = (a["fires"] / n_rows).numpy()
+        fve_typ, massive = typical_fve(torch.cat(v["rows"]), torch.cat(a["err"]))
         out[name] = SAEMetrics(
             l0=a["l0"] / n_rows,
             fve=1.0 - a["sse"] / total_var,
+            fve_typical=fve_typ,
+            massive_fraction=massive,
             mse=a["sse"] / (n_rows * sae.cfg.d_in),
             ce_clean=ce_clean,
             ce_sae=ce_sae,
@@ -268,6 +274,7 @@ def encode_many(model, saes: Mapping[str, object], texts: Sequence[str], *, prog
 METRIC_COLUMNS = {
     "l0": "L0",
     "fve": "variance explained",
+    "fve_typical": "variance explained (typical tokens)",
     "ce_recovered": "CE-loss recovered",
     "ce_increase": "loss increase (nats)",
     "dead_fraction": "dead",

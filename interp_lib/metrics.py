@@ -22,6 +22,9 @@ import torch
 DENSE_THRESHOLD = 0.1
 """A feature firing on more than this share of tokens counts as dense."""
 
+MASSIVE_FACTOR = 10.0
+"""A token whose activation norm exceeds this many times the median norm counts as massive."""
+
 
 class SAEMetrics(NamedTuple):
     """Quality of one SAE on a token set (positions >= 1 only)."""
@@ -30,6 +33,11 @@ class SAEMetrics(NamedTuple):
     """Mean number of active features per token."""
     fve: float
     """Fraction of variance explained: 1 - sum|x - x_hat|^2 / sum|x - mean x|^2."""
+    fve_typical: float
+    """The same over typical tokens only: massive ones (norm > MASSIVE_FACTOR x median) left out.
+    On SmolLM2 a handful of such tokens (second attention sinks) can carry most of the variance."""
+    massive_fraction: float
+    """Share of scored tokens that are massive."""
     mse: float
     """Mean squared reconstruction error per activation dimension (raw scale)."""
     ce_clean: float
@@ -54,6 +62,18 @@ class SAEMetrics(NamedTuple):
     def summary(self) -> dict[str, float]:
         """The scalar metrics as a dict (for tables and JSON)."""
         return {k: v for k, v in self._asdict().items() if k != "density"}
+
+
+def typical_fve(x: torch.Tensor, sq_err: torch.Tensor, factor: float = MASSIVE_FACTOR) -> tuple[float, float]:
+    """(FVE over typical tokens, share of massive tokens) from activations ``x`` [n, d] and per-token
+    squared reconstruction errors ``sq_err`` [n]; massive: norm > ``factor`` x the median norm."""
+    if x.ndim != 2 or sq_err.shape != (x.shape[0],):
+        raise ValueError(f"need x [n, d] and sq_err [n], got {tuple(x.shape)} and {tuple(sq_err.shape)}")
+    typical = x.float().norm(dim=-1) <= factor * x.float().norm(dim=-1).median()
+    x_typ = x[typical].double()
+    var_typ = (x_typ - x_typ.mean(0)).pow(2).sum().item()
+    fve = 1.0 - sq_err[typical].double().sum().item() / var_typ if var_typ > 0 else float("nan")
+    return fve, float((~typical).double().mean())
 
 
 def sae_hook(sae) -> str:
@@ -89,6 +109,7 @@ def sae_metrics(model, sae, tokens: torch.Tensor, *, batch_size: int = 8, progre
     n_feat = sae.cfg.d_sae
     fires = torch.zeros(n_feat, dtype=torch.float64)
     sums = dict(l0=0.0, sse=0.0, n=0, sum_x=None, sum_x2=0.0)
+    rows = {"x": [], "err": []}  # per token, for the typical-token FVE
     losses = {"clean": [], "sae": [], "zero": []}
 
     def splice(fn):
@@ -120,7 +141,10 @@ def sae_metrics(model, sae, tokens: torch.Tensor, *, batch_size: int = 8, progre
         active = feats > 0
         fires += active.sum(0).double()
         sums["l0"] += active.sum().item()
-        sums["sse"] += (x - x_hat).pow(2).sum().item()
+        err = (x - x_hat).pow(2).sum(-1)
+        sums["sse"] += err.sum().item()
+        rows["x"].append(x.cpu())
+        rows["err"].append(err.double().cpu())
         sums["sum_x"] = x.sum(0).double() if sums["sum_x"] is None else sums["sum_x"] + x.sum(0).double()
         sums["sum_x2"] += x.double().pow(2).sum().item()
         sums["n"] += x.shape[0]
@@ -144,10 +168,13 @@ def sae_metrics(model, sae, tokens: torch.Tensor, *, batch_size: int = 8, progre
     total_var = sums["sum_x2"] - (sums["sum_x"].pow(2).sum().item() / n)
     ce = {k: torch.cat(v).mean().item() for k, v in losses.items()}
     density = (fires / n).numpy()
+    fve_typ, massive = typical_fve(torch.cat(rows["x"]), torch.cat(rows["err"]))
     recovered = (ce["zero"] - ce["sae"]) / (ce["zero"] - ce["clean"]) if ce["zero"] != ce["clean"] else float("nan")
     return SAEMetrics(
         l0=sums["l0"] / n,
         fve=1.0 - sums["sse"] / total_var,
+        fve_typical=fve_typ,
+        massive_fraction=massive,
         mse=sums["sse"] / (n * sae.cfg.d_in),
         ce_clean=ce["clean"],
         ce_sae=ce["sae"],

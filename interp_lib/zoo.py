@@ -195,10 +195,9 @@ ZOO_RECIPE: dict = {
 
 def heldout_tokens(model, n_tokens: int, ctx_len: int = 128):
     """Held-out corpus tokens [n_tokens // ctx_len, ctx_len] (files never used in training)."""
-    from . import data
-    from .activations import corpus_split
+    from .activations import corpus_tokens
 
-    return data.tokenize_corpus(model.tokenizer, corpus_split("heldout"), ctx_len=ctx_len, max_tokens=n_tokens)
+    return corpus_tokens(model, "heldout", n_tokens, ctx_len)
 
 
 def evaluate_sae(sae, model, *, n_tokens: int = ZOO_RECIPE["eval_tokens"], ctx_len: int = 128, progress: bool = True) -> dict:
@@ -258,9 +257,29 @@ def train_zoo(releases: list[str] | None = None, *, sae_ids: list[str] | None = 
     return rows
 
 
+def reevaluate_zoo(*, progress: bool = True) -> list[dict]:
+    """Recompute the held-out metrics of every shipped SAE and rewrite their ``metrics.json``
+    (training fields kept): for when the metrics gain a field, without retraining."""
+    from .models import load_model
+
+    rows, models = [], {}
+    for release, sae_id in list_saes(pretrained=False):
+        meta = sae_metadata(release, sae_id)
+        model_name = RELEASES[release].model
+        if model_name not in models:
+            models[model_name] = load_model(model_name)
+        model = models[model_name]
+        ctx_len = meta.get("recipe", ZOO_RECIPE)["ctx_len"]
+        fresh = evaluate_sae(load_sae(release, sae_id), model, ctx_len=ctx_len, progress=progress)
+        meta = {"release": release, "sae_id": sae_id, **{k: v for k, v in meta.items() if k not in fresh}, **fresh}
+        (sae_path(release, sae_id) / "metrics.json").write_text(json.dumps(meta, indent=1) + "\n")
+        rows.append(meta)
+    return rows
+
+
 def zoo_table(markdown: bool = True) -> str:
     """The zoo's held-out quality table (from each SAE's metrics.json)."""
-    head = ["release", "sae_id", "L0", "FVE", "CE recovered", "loss increase (nats)", "dead", "dense"]
+    head = ["release", "sae_id", "L0", "FVE", "FVE typical", "CE recovered", "loss increase (nats)", "dead", "dense"]
     lines = []
     for release, sae_id in list_saes(pretrained=False):
         try:
@@ -269,7 +288,8 @@ def zoo_table(markdown: bool = True) -> str:
             continue
         if not m:
             continue
-        lines.append([release, sae_id, f"{m['l0']:.1f}", f"{m['fve']:.3f}", f"{m['ce_recovered']:.3f}",
+        lines.append([release, sae_id, f"{m['l0']:.1f}", f"{m['fve']:.3f}",
+                      f"{m['fve_typical']:.3f}" if "fve_typical" in m else "-", f"{m['ce_recovered']:.3f}",
                       f"{m['ce_increase']:.3f}", f"{m['dead_fraction']:.1%}", f"{m['dense_fraction']:.1%}"])
     if not markdown:
         return "\n".join("\t".join(row) for row in [head, *lines])

@@ -24,7 +24,7 @@ def test_sae_label():
 
 
 def _metrics(l0=3.0, fve=0.9):
-    return SAEMetrics(l0=l0, fve=fve, mse=0.1, ce_clean=2.0, ce_sae=2.5, ce_zero=7.0, ce_recovered=0.9,
+    return SAEMetrics(l0=l0, fve=fve, fve_typical=fve, massive_fraction=0.0, mse=0.1, ce_clean=2.0, ce_sae=2.5, ce_zero=7.0, ce_recovered=0.9,
                       ce_increase=0.5, dead_fraction=0.25, dense_fraction=0.0, density=np.zeros(4), n_tokens=10)
 
 

@@ -43,6 +43,7 @@ def _tokens(model):
 def test_perfect_sae_recovers_everything(tiny_gpt2):
     m = sae_metrics(tiny_gpt2, IdentitySAE(32, HOOK), _tokens(tiny_gpt2), progress=False)
     assert m.fve == pytest.approx(1.0, abs=1e-5)
+    assert m.fve_typical == pytest.approx(1.0, abs=1e-5)
     assert m.ce_recovered == pytest.approx(1.0, abs=1e-4)
     assert m.ce_increase == pytest.approx(0.0, abs=1e-4)
     assert m.n_tokens == 4 * 11
@@ -55,6 +56,22 @@ def test_random_sae_is_judged_poor(tiny_gpt2):
     assert m.fve < 0.5 and m.mse > 0
     assert 0 <= m.dead_fraction <= 1 and m.density.shape == (128,)
     assert all(map(lambda v: v == v, (m.ce_clean, m.ce_sae, m.ce_zero)))
+
+
+def test_typical_fve_leaves_out_massive_tokens():
+    from interp_lib.metrics import typical_fve
+
+    torch.manual_seed(0)
+    x = torch.randn(1000, 8)
+    x[:3] *= 1000  # three massive tokens carry almost all the variance
+    sq_err = torch.full((1000,), 8.0)  # typical tokens: error as large as their variance
+    sq_err[:3] = 0.0  # the massive ones reconstructed perfectly
+    fve_all = 1 - sq_err.sum() / (x - x.mean(0)).pow(2).sum()
+    fve_typ, massive = typical_fve(x, sq_err)
+    assert fve_all > 0.99  # the flattering number
+    assert fve_typ == pytest.approx(0.0, abs=0.15) and massive == pytest.approx(0.003)
+    with pytest.raises(ValueError, match="sq_err"):
+        typical_fve(x, sq_err[:10])
 
 
 def test_width_mismatch_names_both_numbers(tiny_gpt2):

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 
 from .feature_pages import MASSIVE_FACTOR, sparse_encode, token_strings
+from .metrics import typical_rows
 
 __all__ = [
     "CorpusActs",
-    "typical_rows",
     "Window",
     "corpus_acts",
     "select_features",
@@ -96,12 +96,6 @@ class CorpusActs(NamedTuple):
         return out
 
 
-def typical_rows(acts: torch.Tensor, massive_factor: float = MASSIVE_FACTOR) -> torch.Tensor:
-    """[rows] True where a row's norm is at most ``massive_factor`` x the median norm (not an attention sink)."""
-    norms = acts.float().norm(dim=-1)
-    return norms <= massive_factor * norms.median()
-
-
 @torch.inference_mode()
 def corpus_acts(sae, acts: torch.Tensor, tokens: torch.Tensor, *, massive_factor: float = MASSIVE_FACTOR) -> CorpusActs:
     """Encode ``acts`` [n_ctx * (ctx_len - 1), d_in] (what activations.harvest returns for ``tokens``) with ``sae``."""
@@ -109,10 +103,10 @@ def corpus_acts(sae, acts: torch.Tensor, tokens: torch.Tensor, *, massive_factor
     if acts.shape[0] != n_ctx * (ctx_len - 1):
         raise ValueError(f"{acts.shape[0]} activation rows for {n_ctx} contexts of {ctx_len} tokens "
                          f"(expected {n_ctx * (ctx_len - 1)}: position 0 left out)")
-    massive = ~typical_rows(acts, massive_factor)
+    typical = typical_rows(acts, massive_factor)
     rows, feats, vals = sparse_encode(sae, acts)
-    keep = ~massive[rows]
-    return CorpusActs(tokens, rows[keep], feats[keep], vals[keep], int(sae.cfg.d_sae), int((~massive).sum()))
+    keep = typical[rows]
+    return CorpusActs(tokens, rows[keep], feats[keep], vals[keep], int(sae.cfg.d_sae), int(typical.sum()))
 
 
 def select_features(density: torch.Tensor, n_contexts: torch.Tensor, *, band: tuple[float, float],

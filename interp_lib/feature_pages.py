@@ -207,7 +207,7 @@ def compute_feature_data(model, sae, acts: torch.Tensor, tokens: torch.Tensor, *
     [n_ctx, ctx_len] with position 0 dropped, row ``c * (ctx_len - 1) + p - 1`` being position ``p``
     of context ``c`` (what :func:`interp_lib.activations.harvest` returns).
     """
-    from .metrics import sae_hook
+    from .metrics import sae_hook, typical_rows
 
     hook = hook or sae_hook(sae)
     n_ctx, ctx_len = tokens.shape
@@ -215,8 +215,7 @@ def compute_feature_data(model, sae, acts: torch.Tensor, tokens: torch.Tensor, *
     if acts.shape[0] != n_ctx * per_ctx:
         raise ValueError(f"{acts.shape[0]} activation rows for {n_ctx} contexts of {ctx_len} tokens (expected {n_ctx * per_ctx})")
     d_sae = sae.cfg.d_sae
-    norms = acts.float().norm(dim=-1)
-    massive = norms > MASSIVE_FACTOR * norms.median()
+    massive = ~typical_rows(acts, MASSIVE_FACTOR)
     n = max(1, int((~massive).sum()))
     rows, feats, vals = sparse_encode(sae, acts)
     sink = massive[rows]

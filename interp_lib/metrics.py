@@ -64,12 +64,18 @@ class SAEMetrics(NamedTuple):
         return {k: v for k, v in self._asdict().items() if k != "density"}
 
 
+def typical_rows(x: torch.Tensor, factor: float = MASSIVE_FACTOR) -> torch.Tensor:
+    """[n] True where a row of ``x`` [n, d] has a norm of at most ``factor`` x the median norm (not massive)."""
+    norms = x.float().norm(dim=-1)
+    return norms <= factor * norms.median()
+
+
 def typical_fve(x: torch.Tensor, sq_err: torch.Tensor, factor: float = MASSIVE_FACTOR) -> tuple[float, float]:
     """(FVE over typical tokens, share of massive tokens) from activations ``x`` [n, d] and per-token
     squared reconstruction errors ``sq_err`` [n]; massive: norm > ``factor`` x the median norm."""
     if x.ndim != 2 or sq_err.shape != (x.shape[0],):
         raise ValueError(f"need x [n, d] and sq_err [n], got {tuple(x.shape)} and {tuple(sq_err.shape)}")
-    typical = x.float().norm(dim=-1) <= factor * x.float().norm(dim=-1).median()
+    typical = typical_rows(x, factor)
     x_typ = x[typical].double()
     var_typ = (x_typ - x_typ.mean(0)).pow(2).sum().item()
     fve = 1.0 - sq_err[typical].double().sum().item() / var_typ if var_typ > 0 else float("nan")

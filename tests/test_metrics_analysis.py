@@ -68,6 +68,9 @@ def test_typical_fve_leaves_out_massive_tokens():
     sq_err[:3] = 0.0  # the massive ones reconstructed perfectly
     fve_all = 1 - sq_err.sum() / (x - x.mean(0)).pow(2).sum()
     fve_typ, massive = typical_fve(x, sq_err)
+    from interp_lib.metrics import typical_rows
+
+    assert typical_rows(x).tolist() == [False] * 3 + [True] * 997
     assert fve_all > 0.99  # the flattering number
     assert fve_typ == pytest.approx(0.0, abs=0.15) and massive == pytest.approx(0.003)
     with pytest.raises(ValueError, match="sq_err"):

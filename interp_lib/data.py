@@ -57,6 +57,7 @@ position is an attention sink with a huge activation norm; the rest of the libra
 
 from __future__ import annotations
 
+import email
 import functools
 import hashlib
 import importlib.metadata
@@ -299,11 +300,16 @@ def _corpus_top_levels() -> frozenset[str]:
 
 @functools.lru_cache(maxsize=1)
 def _metadata_entries() -> tuple[tuple[str, str], ...]:
-    """(name, description) for each installed distribution, first one on sys.path wins."""
+    """(name, description) for each installed distribution, first one on sys.path wins.
+
+    The METADATA file is parsed here rather than read through ``dist.metadata``: once the
+    ``importlib_metadata`` backport is imported (Jupyter Book does), that property dedents the
+    description, and the corpus (with its key and every activation cache) would differ between a
+    script and the book build."""
     seen: dict[str, str] = {}
     for dist in importlib.metadata.distributions():
         try:
-            meta = dist.metadata
+            meta = email.message_from_string(dist.read_text("METADATA") or dist.read_text("PKG-INFO") or "")
             name = meta["Name"]
         except Exception:  # a broken dist-info must not break the corpus
             continue

@@ -378,3 +378,19 @@ def test_tokenize_bad_arguments(tokenizer):
         tokenize_corpus(tokenizer, ["hi"], ctx_len=128)
     with pytest.raises(TypeError):
         tokenize_corpus(tokenizer, [123], ctx_len=8)
+
+
+def test_package_descriptions_do_not_depend_on_the_importlib_metadata_backport():
+    """Jupyter Book imports the backport, which dedents ``dist.metadata``'s description: the corpus
+    (and so every activation cache key) must read the same in a script and in the book build."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("importlib_metadata")
+    code = ("import hashlib, json, sys\n"
+            "if sys.argv[1] == 'backport': import importlib_metadata\n"
+            "from interp_lib import data\n"
+            "print(hashlib.sha256(json.dumps(data._metadata_entries()).encode()).hexdigest())\n")
+    digests = {mode: subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, check=True).stdout
+               for mode in ("plain", "backport")}
+    assert digests["plain"] and digests["plain"] == digests["backport"]

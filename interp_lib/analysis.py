@@ -436,11 +436,12 @@ def encode_activations(sae, acts: Sequence[torch.Tensor], tokens: Sequence[Seque
 
 def massive_tokens(acts: Sequence[torch.Tensor], factor: float = 5.0) -> list[torch.Tensor]:
     """Per text, a bool mask of tokens whose activation norm exceeds ``factor`` x the median norm of all tokens."""
-    norms = [a.float().norm(dim=-1) for a in acts]
-    if not norms or not sum(len(n) for n in norms):
+    from .metrics import typical_rows
+
+    if not acts or not sum(len(a) for a in acts):
         raise ValueError("no tokens given")
-    median = torch.cat(norms).median()
-    return [n > factor * median for n in norms]
+    massive = ~typical_rows(torch.cat([a.reshape(len(a), -1) for a in acts]), factor)
+    return list(massive.split([len(a) for a in acts]))
 
 
 def mask_tokens(enc: Encoded, mask: Sequence[torch.Tensor]) -> Encoded:

@@ -66,7 +66,7 @@ class SAEMetrics(NamedTuple):
 
 def typical_rows(x: torch.Tensor, factor: float = MASSIVE_FACTOR) -> torch.Tensor:
     """[n] True where a row of ``x`` [n, d] has a norm of at most ``factor`` x the median norm (not massive)."""
-    norms = x.float().norm(dim=-1)
+    norms = torch.cat([x[i : i + 65536].float().norm(dim=-1) for i in range(0, x.shape[0], 65536)])  # no fp32 copy of x
     return norms <= factor * norms.median()
 
 

@@ -185,10 +185,11 @@ def _generators(seed: int) -> tuple[torch.Generator, torch.Generator, torch.Gene
 
 def _drop_outliers(acts: Tensor, factor: float | None) -> tuple[Tensor, int]:
     """``acts`` without the rows whose norm is above ``factor`` x the median (and how many)."""
+    from .metrics import typical_rows
+
     if factor is None:
         return acts, 0
-    norms = torch.cat([acts[i : i + 65536].float().norm(dim=-1) for i in range(0, acts.shape[0], 65536)])
-    keep = norms <= factor * norms.median()
+    keep = typical_rows(acts, factor)
     n_drop = int((~keep).sum())
     return (acts[keep] if n_drop else acts), n_drop
 

@@ -187,3 +187,15 @@ def test_main_train_saves_a_loadable_sae(tmp_path, monkeypatch, data):
     log = json.loads((out / "training_log.json").read_text())
     assert log["history"] and "val_fve" in log["metrics"]
     assert log["metadata"]["train_config"]["k"] == 3
+
+
+def test_max_norm_factor_leaves_massive_rows_out(data):
+    x, _ = data
+    x = x.clone()
+    x[:5] *= 200  # five attention-sink-like rows
+    cfg = TrainConfig(arch="topk", d_sae=64, k=3, batch_size=256, epochs=0.5, seed=0, max_norm_factor=10)
+    kept = train_sae(x, cfg, progress=False)
+    everything = train_sae(x, TrainConfig(**{**cfg.__dict__, "max_norm_factor": None}), progress=False)
+    assert kept.metrics["rows_dropped"] == 5 and everything.metrics["rows_dropped"] == 0
+    # the normalisation (mean norm) is set by typical rows only: 5 rows at 200x lift the mean norm by ~8%
+    assert kept.scale / everything.scale == pytest.approx(1 + 5 * 199 / len(x), abs=0.02)

@@ -8,12 +8,7 @@ import torch
 from interp_lib import bench
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_matmul_gflops_is_a_plausible_rate(monkeypatch):

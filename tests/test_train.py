@@ -20,13 +20,7 @@ def sparse_dictionary_data(n, d=32, m=96, k=3, seed=0, dictionary_seed=0):
     return (coef @ D) * 10 + 3.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny problems run fastest on one thread (and a busy shared CPU makes 2 threads stall)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from .analysis import STRONG_FRAC, strong_mask, tokenize_text
+from .analysis import STRONG_FRAC, _as_matrix, _check_categories, strong_mask, tokenize_text
 from .metrics import DENSE_THRESHOLD, SAEMetrics, check_widths, typical_fve
 
 __all__ = [
@@ -70,23 +70,6 @@ __all__ = [
     "tradeoff_figure",
     "curves_figure",
 ]
-
-def _as_matrix(pooled) -> np.ndarray:
-    """A [n_texts, d_sae] float64 numpy copy of a torch tensor or array-like."""
-    if isinstance(pooled, torch.Tensor):
-        pooled = pooled.detach().float().cpu().numpy()
-    arr = np.asarray(pooled, dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[0] == 0:
-        raise ValueError(f"expected a non-empty [n_texts, d_sae] matrix, got shape {arr.shape}")
-    return arr
-
-
-def _check_categories(categories: Sequence[str], n_rows: int) -> tuple[np.ndarray, list[str]]:
-    cats = np.asarray(list(categories), dtype=object)
-    if len(cats) != n_rows:
-        raise ValueError(f"got {len(cats)} categories for {n_rows} texts")
-    return cats, list(dict.fromkeys(cats.tolist()))
-
 
 _HOOK = re.compile(r"^blocks\.(\d+)\.hook_(.+)$")
 _SITE_NAMES = {"resid_pre": "resid", "mlp_out": "mlp_out", "attn_out": "attn_out", "resid_post": "resid_post"}
@@ -304,6 +287,18 @@ def recorded_metrics(release: str, sae_id: str) -> dict:
         return sae_metadata(release, sae_id)
     except (FileNotFoundError, ValueError):
         return {}
+
+
+def training_recipe(release: str, sae_id: str) -> dict:
+    """How a shipped SAE was trained (``{"training tokens": N, "passes": E}``, from its recorded
+    recipe); ``{}`` for an SAE without one."""
+    from .zoo import sae_recipe
+
+    recipe = recorded_metrics(release, sae_id).get("recipe")
+    if not recipe:
+        return {}
+    own = sae_recipe(sae_id, recipe)
+    return {"training tokens": int(own["train_tokens"]), "passes": float(own["epochs"])}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -57,10 +57,13 @@ def main_train_zoo(argv: list[str] | None = None) -> int:
     parser.add_argument("--release", action="append", choices=sorted(RELEASES), help="only this release (repeatable)")
     parser.add_argument("--sae-id", action="append", help="only this SAE, e.g. blocks.20.hook_resid_pre (repeatable)")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is available")
-    parser.add_argument("--tokens", type=int, default=None, help="override the recipe's training tokens")
+    parser.add_argument("--tokens", type=int, default=None, help="train every selected SAE on N tokens (overrides the recipe's per-SAE budgets)")
     parser.add_argument("--out", default=None, help="write into this folder instead of interp_lib/saes")
     args = parser.parse_args(argv)
-    recipe = {"train_tokens": args.tokens} if args.tokens else None
+    recipe = None
+    if args.tokens:  # one budget for every SAE: drop the per-SAE token budgets
+        recipe = {"train_tokens": args.tokens, "by_sae": {sae_id: {k: v for k, v in over.items() if k != "train_tokens"}
+                                                          for sae_id, over in ZOO_RECIPE["by_sae"].items()}}
     train_zoo(args.release, sae_ids=args.sae_id, recipe=recipe, device=args.device, out_root=args.out)
     print(zoo_table())
     return 0

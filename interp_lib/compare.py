@@ -290,15 +290,15 @@ def recorded_metrics(release: str, sae_id: str) -> dict:
 
 
 def training_recipe(release: str, sae_id: str) -> dict:
-    """How a shipped SAE was trained (``{"training tokens": N, "passes": E}``, from its recorded
-    recipe); ``{}`` for an SAE without one."""
+    """How a shipped SAE was trained (``{"training tokens": N, "passes": E, "batch size": B}``, from
+    its recorded recipe); ``{}`` for an SAE without one."""
     from .zoo import sae_recipe
 
     recipe = recorded_metrics(release, sae_id).get("recipe")
     if not recipe:
         return {}
     own = sae_recipe(sae_id, recipe)
-    return {"training tokens": int(own["train_tokens"]), "passes": float(own["epochs"])}
+    return {"training tokens": int(own["train_tokens"]), "passes": float(own["epochs"]), "batch size": int(own["batch_size"])}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -40,6 +40,16 @@ def test_recorded_metrics_of_unshipped_release_is_empty():
     assert compare.recorded_metrics("gpt2-small-res-jb", "blocks.6.hook_resid_pre") == {}
 
 
+def test_training_recipe_of_shipped_and_unshipped_saes():
+    from interp_lib.zoo import sae_metadata, sae_recipe
+
+    assert compare.training_recipe("gpt2-small-res-jb", "blocks.6.hook_resid_pre") == {}
+    for sae_id in ("blocks.5.hook_resid_pre", "blocks.25.hook_resid_pre"):
+        recorded = sae_recipe(sae_id, sae_metadata("smollm2-135m-res", sae_id)["recipe"])
+        assert compare.training_recipe("smollm2-135m-res", sae_id) == {
+            "training tokens": recorded["train_tokens"], "passes": recorded["epochs"], "batch size": recorded["batch_size"]}
+
+
 # ---------------------------------------------------------------------------------------------
 # decoder geometry
 def test_decoder_directions_are_unit_rows():

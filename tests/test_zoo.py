@@ -80,3 +80,61 @@ def test_profiles_name_real_saes(monkeypatch):
     monkeypatch.setenv("INTERP_PROFILE", "nope")
     with pytest.raises(ValueError, match="embedded"):
         profiles.current()
+
+
+def test_sae_recipe_resolves_per_sae_overrides():
+    from interp_lib.zoo import ZOO_RECIPE, sae_recipe
+
+    for release, sae_id in list_saes(pretrained=False):
+        own = sae_recipe(sae_id)
+        for key in ("train_tokens", "epochs", "batch_size", "lr", "k", "seed"):
+            assert own[key] == ZOO_RECIPE["by_sae"].get(sae_id, {}).get(key, ZOO_RECIPE.get(key)), key
+        assert "by_sae" not in own
+    # recipes recorded before "by_sae" (in metrics.json) carried epochs_by_sae / train_tokens_by_sae
+    old = {"train_tokens": 384_000, "epochs": 3.0, "epochs_by_sae": {"blocks.20.hook_resid_pre": 6.0},
+           "train_tokens_by_sae": {"blocks.20.hook_resid_pre": 10}}
+    assert sae_recipe("blocks.20.hook_resid_pre", old) == {"train_tokens": 10, "epochs": 6.0, "batch_size": 4096, "lr": None}
+    assert sae_recipe("blocks.5.hook_resid_pre", old)["epochs"] == 3.0
+
+
+def test_train_zoo_cli_tokens_override_every_budget(monkeypatch):
+    import interp_lib.zoo as zoo_module
+    from interp_lib.__main__ import main_train_zoo
+
+    seen = {}
+    monkeypatch.setattr(zoo_module, "train_zoo", lambda *a, recipe=None, **k: seen.update(recipe=recipe) or [])
+    main_train_zoo(["--tokens", "5000", "--out", "/nonexistent"])
+    for _, sae_id in list_saes(pretrained=False):
+        assert zoo_module.sae_recipe(sae_id, {**zoo_module.ZOO_RECIPE, **seen["recipe"]})["train_tokens"] == 5000
+
+
+def test_train_zoo_rejects_unknown_sae_id(tmp_path):
+    from interp_lib.zoo import train_zoo
+
+    with pytest.raises(ValueError, match="blocks.15.hook_mlp_out"):
+        train_zoo(["smollm2-135m-mlp"], sae_ids=["blocks.14.hook_mlp_out"], out_root=tmp_path)
+
+
+@pytest.mark.slow
+def test_train_zoo_end_to_end_on_a_tiny_recipe(tmp_path, monkeypatch, smollm):
+    """train-zoo harvests, trains, saves in SAELens format and evaluates, with the SAE's own token budget."""
+    import json
+
+    from sae_lens import SAE
+
+    import interp_lib.activations as activations
+    from interp_lib.zoo import train_zoo
+
+    monkeypatch.setattr(activations, "cache_dir", lambda: tmp_path / "cache")
+    recipe = {"d_sae": 64, "k": 4, "train_tokens": 1024, "epochs": 1.0, "batch_size": 256, "eval_tokens": 512,
+              "by_sae": {"blocks.15.hook_mlp_out": {"train_tokens": 2048, "lr": 1e-3}}}
+    rows = train_zoo(["smollm2-135m-mlp"], recipe=recipe, out_root=tmp_path / "saes", progress=False)
+    assert [r["sae_id"] for r in rows] == ["blocks.15.hook_mlp_out"]
+    folder = tmp_path / "saes" / "smollm2-135m-mlp" / "blocks.15.hook_mlp_out"
+    sae = SAE.load_from_disk(folder)
+    assert sae.cfg.d_sae == 64 and sae.cfg.metadata.hook_name == "blocks.15.hook_mlp_out"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["n_tokens"] == 4 * 127 and metrics["l0"] <= 4  # eval_tokens honoured, BOS left out
+    assert metrics["recipe"]["by_sae"] == {"blocks.15.hook_mlp_out": {"train_tokens": 2048, "lr": 1e-3}}
+    cfg = json.loads((folder / "cfg.json").read_text())
+    assert cfg["metadata"]["dataset_path"].endswith(f"{16 * 127} tokens (BOS excluded)")  # its own 2048-token budget

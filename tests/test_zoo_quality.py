@@ -13,12 +13,12 @@ from interp_lib.zoo import RELEASES, ZOO_RECIPE, heldout_tokens
 
 SHIPPED = [(r, s) for r, s in list_saes(pretrained=False)]
 BAR = {"fve": 0.90, "ce_recovered_floor": 0.90, "ce_recovered_target": 0.95, "l0": 64, "dead_fraction": 0.10}
-# Where the shipped SAE misses the project's bar, the measured shortfall is recorded here (and in the
-# README's zoo table), so the test still fails if quality slips further. Deeper residual layers and
-# the MLP output are harder to reconstruct at this width and L0 with 381k training tokens.
+# Where the shipped SAE misses the project's bar, the measured shortfall is recorded here (and in
+# interp_lib/saes/README.md, with what was tried), so the test still fails if quality slips further:
+# layer 25 and the MLP output do not reach FVE 0.90 at this width and L0 with 1.98M training tokens.
 KNOWN_SHORTFALLS = {
-    ("smollm2-135m-res", "blocks.25.hook_resid_pre"): {"fve": 0.84},
-    ("smollm2-135m-mlp", "blocks.15.hook_mlp_out"): {"fve": 0.76, "ce_recovered_target": 0.92},
+    ("smollm2-135m-res", "blocks.25.hook_resid_pre"): {"fve": 0.875},
+    ("smollm2-135m-mlp", "blocks.15.hook_mlp_out"): {"fve": 0.81, "ce_recovered_target": 0.94},
 }
 
 
@@ -68,3 +68,14 @@ def test_quick_requality_on_fresh_tokens(smollm):
     assert m.l0 <= BAR["l0"] and m.fve >= BAR["fve"] - 0.03
     assert m.ce_recovered >= BAR["ce_recovered_floor"] - 0.03
     assert abs(m.fve - recorded["fve"]) < 0.05
+
+
+@pytest.mark.parametrize("readme", ["README.md", "interp_lib/saes/README.md"])
+def test_readme_quality_tables_match_metrics_json(readme):
+    """The quality tables in the READMEs are `python -m interp_lib zoo`'s output, never typed by hand."""
+    from pathlib import Path
+
+    from interp_lib.zoo import zoo_table
+
+    text = (Path(__file__).parents[1] / readme).read_text()
+    assert zoo_table() in text, f"{readme}: paste the output of `python -m interp_lib zoo` as its quality table"

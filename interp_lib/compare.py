@@ -38,7 +38,7 @@ import plotly.graph_objects as go
 import torch
 
 from .analysis import STRONG_FRAC, _as_matrix, _check_categories, strong_mask, tokenize_text
-from .metrics import DENSE_THRESHOLD, SAEMetrics, check_widths, typical_fve
+from .metrics import DENSE_THRESHOLD, SAEMetrics, _fve, check_widths, typical_fve
 
 __all__ = [
     "sae_label",
@@ -112,7 +112,7 @@ def splice_metrics(model, saes: Mapping[str, object], tokens: torch.Tensor, *, b
         start[hook] = int(m.group(1)) if m and int(m.group(1)) > 0 else None
     acc = {name: {"fires": torch.zeros(sae.cfg.d_sae, dtype=torch.float64), "l0": 0.0, "sse": 0.0,
                   "loss": [], "err": []} for name, sae in saes.items()}
-    var = {hook: {"sum_x": None, "sum_x2": 0.0, "rows": []} for hook in distinct}
+    xs = {hook: [] for hook in distinct}  # activations per hook, for both FVEs
     clean_losses, zero_losses, n_rows = [], {hook: [] for hook in distinct}, 0
 
     def run_with(hook, batch, full, fn):
@@ -142,10 +142,7 @@ def splice_metrics(model, saes: Mapping[str, object], tokens: torch.Tensor, *, b
         clean_losses.append(clean[:, 1:].reshape(-1).double())
         for hook in distinct:
             x = captured[hook][:, 1:].reshape(-1, captured[hook].shape[-1]).float()
-            v = var[hook]
-            v["sum_x"] = x.sum(0).double() if v["sum_x"] is None else v["sum_x"] + x.sum(0).double()
-            v["sum_x2"] += x.double().pow(2).sum().item()
-            v["rows"].append(x.cpu())
+            xs[hook].append(x.cpu())
             zero_losses[hook].append(run_with(hook, batch, captured[hook], torch.zeros_like)[:, 1:].reshape(-1).double())
         n_rows += batch.shape[0] * (batch.shape[1] - 1)
         for name, sae in saes.items():
@@ -170,18 +167,18 @@ def splice_metrics(model, saes: Mapping[str, object], tokens: torch.Tensor, *, b
         bar.update(batch.shape[0])
     bar.close()
     ce_clean = torch.cat(clean_losses).mean().item()
+    xs = {hook: torch.cat(rows) for hook, rows in xs.items()}
     out = {}
     for name, sae in saes.items():
         hook, a = hooks[name], acc[name]
-        v = var[hook]
-        total_var = v["sum_x2"] - v["sum_x"].pow(2).sum().item() / n_rows
         ce_zero = torch.cat(zero_losses[hook]).mean().item()
         ce_sae = torch.cat(a["loss"]).mean().item()
         density = (a["fires"] / n_rows).numpy()
-        fve_typ, massive = typical_fve(torch.cat(v["rows"]), torch.cat(a["err"]))
+        err = torch.cat(a["err"])
+        fve_typ, massive = typical_fve(xs[hook], err)
         out[name] = SAEMetrics(
             l0=a["l0"] / n_rows,
-            fve=1.0 - a["sse"] / total_var,
+            fve=_fve(xs[hook], err),
             fve_typical=fve_typ,
             massive_fraction=massive,
             mse=a["sse"] / (n_rows * sae.cfg.d_in),

@@ -76,10 +76,14 @@ def typical_fve(x: torch.Tensor, sq_err: torch.Tensor, factor: float = MASSIVE_F
     if x.ndim != 2 or sq_err.shape != (x.shape[0],):
         raise ValueError(f"need x [n, d] and sq_err [n], got {tuple(x.shape)} and {tuple(sq_err.shape)}")
     typical = typical_rows(x, factor)
-    x_typ = x[typical].double()
-    var_typ = (x_typ - x_typ.mean(0)).pow(2).sum().item()
-    fve = 1.0 - sq_err[typical].double().sum().item() / var_typ if var_typ > 0 else float("nan")
-    return fve, float((~typical).double().mean())
+    return _fve(x[typical], sq_err[typical]), float((~typical).double().mean())
+
+
+def _fve(x: torch.Tensor, sq_err: torch.Tensor) -> float:
+    """1 - sum(sq_err) / sum|x - mean x|^2, in float64 (NaN where ``x`` has no variance)."""
+    x = x.double()
+    var = (x - x.mean(0)).pow(2).sum().item()
+    return 1.0 - sq_err.double().sum().item() / var if var > 0 else float("nan")
 
 
 def sae_hook(sae) -> str:
@@ -114,8 +118,8 @@ def sae_metrics(model, sae, tokens: torch.Tensor, *, batch_size: int = 8, progre
     dtype = next(sae.parameters()).dtype
     n_feat = sae.cfg.d_sae
     fires = torch.zeros(n_feat, dtype=torch.float64)
-    sums = dict(l0=0.0, sse=0.0, n=0, sum_x=None, sum_x2=0.0)
-    rows = {"x": [], "err": []}  # per token, for the typical-token FVE
+    sums = dict(l0=0.0, sse=0.0, n=0)
+    rows = {"x": [], "err": []}  # per token: activations and squared errors, for both FVEs
     losses = {"clean": [], "sae": [], "zero": []}
 
     def splice(fn):
@@ -151,8 +155,6 @@ def sae_metrics(model, sae, tokens: torch.Tensor, *, batch_size: int = 8, progre
         sums["sse"] += err.sum().item()
         rows["x"].append(x.cpu())
         rows["err"].append(err.double().cpu())
-        sums["sum_x"] = x.sum(0).double() if sums["sum_x"] is None else sums["sum_x"] + x.sum(0).double()
-        sums["sum_x2"] += x.double().pow(2).sum().item()
         sums["n"] += x.shape[0]
         if start_layer is not None:
             # Fast path for residual-stream hooks: rerun only the layers after the hook.
@@ -171,14 +173,14 @@ def sae_metrics(model, sae, tokens: torch.Tensor, *, batch_size: int = 8, progre
         bar.update(batch.shape[0])
     bar.close()
     n = sums["n"]
-    total_var = sums["sum_x2"] - (sums["sum_x"].pow(2).sum().item() / n)
     ce = {k: torch.cat(v).mean().item() for k, v in losses.items()}
     density = (fires / n).numpy()
-    fve_typ, massive = typical_fve(torch.cat(rows["x"]), torch.cat(rows["err"]))
+    x_all, err_all = torch.cat(rows["x"]), torch.cat(rows["err"])
+    fve_typ, massive = typical_fve(x_all, err_all)
     recovered = (ce["zero"] - ce["sae"]) / (ce["zero"] - ce["clean"]) if ce["zero"] != ce["clean"] else float("nan")
     return SAEMetrics(
         l0=sums["l0"] / n,
-        fve=1.0 - sums["sse"] / total_var,
+        fve=_fve(x_all, err_all),
         fve_typical=fve_typ,
         massive_fraction=massive,
         mse=sums["sse"] / (n * sae.cfg.d_in),

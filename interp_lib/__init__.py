@@ -1,15 +1,38 @@
 """interp_lib: the small library behind the hands-on book on sparse-autoencoder interpretability.
 
 One module per idea, named after what a reader looks for:
-models (load a language model), data (probe texts, offline corpus), activations (harvest & cache),
-zoo (load SAEs), sae (an SAE written from scratch), train (train one), metrics (judge one),
-analysis (read features out), plots (figures).
+
+* ``models``: load a language model (the embedded SmolLM2-135M offline, GPT-2 small online).
+* ``profiles``: which model and SAEs a chapter uses (``INTERP_PROFILE``).
+* ``data``: the probe texts (``data.probes``) and the offline corpus (``data.corpus``).
+* ``hooks``: hook names, their layers and widths; which hook an SAE reads.
+* ``activations``: harvest a model's activations in one pass, and cache them on disk.
+* ``zoo``: the SAEs to load (the project's shipped releases, SAELens's registry), their records.
+* ``train_zoo``: retrain the shipped SAEs from their recipe and record their quality.
+* ``sae``: an SAE written from scratch (ReLU and TopK), with a dense reference forward.
+* ``kernels``: the sparse (CSR) kernels behind the TopK SAE's fast path.
+* ``saelens_format``: save and load the library's SAEs in SAELens's on-disk format.
+* ``train``: the homebrew trainer; ``train_saelens``: SAELens's own trainer on the same data.
+* ``metrics``: the one evaluator (L0, variance explained, CE-loss recovered, KL, dead features).
+* ``encoding``: the one encoder, from texts to per-token feature activations.
+* ``tokens``: token ids as display strings, one convention for split characters.
+* ``analysis``: which features matter over a set of texts (rankings, categories, specialists).
+* ``similarity``: match features across SAEs (decoder cosine, activation correlation).
+* ``steering``, ``attribution``, ``logit_lens``, ``interventions``: change the model through
+  features and measure what changes (``interventions`` holds what the three share).
+* ``feature_stats``: per-feature statistics over a corpus, cached; ``feature_pages``: their HTML.
+* ``autointerp``: explain features with the model itself and score the explanations.
+* ``plots``: the book's figures and the set-up that puts them on the static site.
+* ``bench``: speed of harvesting and training, measured in one run.
+
+The heavy libraries (transformers, transformer_lens' loaders, sae_lens) are imported where they
+are first used, so that ``import interp_lib`` stays quick.
 """
 
 from . import profiles
-from .analysis import encode_texts
+from .encoding import encode_texts
 from .data import probe_texts
-from .metrics import sae_metrics
+from .metrics import evaluate
 from .models import DEFAULT_MODEL, HubUnavailableError, cache_dir, load_model
 from .zoo import RELEASES, feature_url, list_saes, load_sae, sae_path
 
@@ -19,9 +42,9 @@ __all__ = [
     "RELEASES",
     "cache_dir",
     "encode_texts",
+    "evaluate",
     "probe_texts",
     "profiles",
-    "sae_metrics",
     "feature_url",
     "list_saes",
     "load_model",

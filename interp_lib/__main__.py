@@ -14,6 +14,12 @@ import json
 import sys
 import warnings
 
+from .bench import main as main_bench
+from .models import load_model
+from .train import main_train
+from .train_zoo import heldout_record, reevaluate_zoo, train_zoo
+from .zoo import RELEASES, ZOO_RECIPE, load_sae, zoo_table
+
 
 def main_eval(argv: list[str] | None = None) -> int:
     """``python -m interp_lib eval DIR [--tokens N] [--json PATH]``."""
@@ -24,18 +30,15 @@ def main_eval(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="model name (default: the one in the SAE's metadata)")
     parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     args = parser.parse_args(argv)
-    from .models import load_model
-    from .zoo import evaluate_sae, load_sae
-
     sae = load_sae(args.path)
     model_name = args.model or sae.cfg.metadata.model_name
     if not model_name:
         parser.error("the SAE's metadata names no model: pass --model")
     model = load_model(model_name)
-    metrics = evaluate_sae(sae, model, n_tokens=args.tokens)
+    metrics = heldout_record(sae, model, n_tokens=args.tokens)
     labels = {"l0": "L0", "fve": "variance explained", "mse": "MSE", "ce_clean": "CE loss, clean",
               "ce_sae": "CE loss, SAE spliced", "ce_zero": "CE loss, zero-ablated", "ce_recovered": "CE-loss recovered",
-              "ce_increase": "loss increase (nats)", "dead_fraction": "dead features", "dense_fraction": "dense features (>10%)",
+              "ce_increase": "loss increase (nats)", "kl_div": "KL to clean (nats)", "dead_fraction": "dead features", "dense_fraction": "dense features (>10%)",
               "n_tokens": "tokens scored"}
     print(f"{args.path}  ({model_name}, {sae.cfg.metadata.hook_name}, d_sae={sae.cfg.d_sae})")
     for key, label in labels.items():
@@ -50,8 +53,6 @@ def main_eval(argv: list[str] | None = None) -> int:
 
 def main_train_zoo(argv: list[str] | None = None) -> int:
     """``python -m interp_lib train-zoo [--release R ...] [--device cuda] [--tokens N]``."""
-    from .zoo import RELEASES, ZOO_RECIPE, train_zoo, zoo_table
-
     parser = argparse.ArgumentParser(prog="python -m interp_lib train-zoo",
                                      description=f"Retrain the shipped SAEs from one recipe: {ZOO_RECIPE}")
     parser.add_argument("--release", action="append", choices=sorted(RELEASES), help="only this release (repeatable)")
@@ -71,8 +72,6 @@ def main_train_zoo(argv: list[str] | None = None) -> int:
 
 def main_zoo(argv: list[str] | None = None) -> int:
     """``python -m interp_lib zoo [--reevaluate]``: the shipped SAEs and their held-out quality."""
-    from .zoo import reevaluate_zoo, zoo_table
-
     parser = argparse.ArgumentParser(prog="python -m interp_lib zoo", description=main_zoo.__doc__)
     parser.add_argument("--reevaluate", action="store_true",
                         help="recompute every shipped SAE's held-out metrics and rewrite its metrics.json")
@@ -94,12 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     if command == "train":
-        from .train import main_train
-
         return main_train(rest)
     if command == "bench":
-        from .bench import main as main_bench
-
         return main_bench(rest)
     if command == "eval":
         return main_eval(rest)

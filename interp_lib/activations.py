@@ -14,46 +14,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import tempfile
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
-from .models import cache_dir
+from . import data
+from .hooks import check_hooks, hook_layer, hook_width, stop_layer
+from .models import cache_dir, load_model
 
-_HOOK_LAYER = re.compile(r"^blocks\.(\d+)\.")
 FORMAT_VERSION = 1
-
-
-def hook_layer(hook: str) -> int:
-    """Layer index of a ``blocks.N.*`` hook name."""
-    match = _HOOK_LAYER.match(hook)
-    if not match:
-        raise ValueError(f"Hook {hook!r} is not a per-layer hook (expected 'blocks.N.hook_...')")
-    return int(match.group(1))
-
-
-def _check_hooks(model, hooks: Sequence[str]) -> list[str]:
-    if isinstance(hooks, str):
-        hooks = [hooks]
-    hooks = list(dict.fromkeys(hooks))
-    if not hooks:
-        raise ValueError("harvest needs at least one hook name")
-    valid = set(model.hook_dict)
-    for hook in hooks:
-        if hook not in valid:
-            examples = ", ".join(sorted(h for h in valid if h.startswith("blocks.0."))[:8])
-            raise ValueError(f"Unknown hook {hook!r} for this model. Hooks look like: {examples}, ...")
-    return hooks
-
-
-def stop_layer(hooks: Iterable[str]) -> int:
-    """Smallest ``stop_at_layer`` that still fires every hook in ``hooks``."""
-    return max(hook_layer(h) + 1 for h in hooks)
 
 
 @torch.inference_mode()
@@ -68,15 +42,13 @@ def harvest(
     progress: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Activations at ``hooks`` for ``tokens`` [n_ctx, ctx_len] -> {hook: [n_ctx * (ctx_len - 1), d]}."""
-    from tqdm.auto import tqdm
-
-    hooks = _check_hooks(model, hooks)
+    hooks = check_hooks(model, hooks)
     if tokens.ndim != 2:
         raise ValueError(f"tokens must be [n_contexts, ctx_len], got shape {tuple(tokens.shape)}")
     start = 1 if drop_bos else 0
     n_ctx, ctx_len = tokens.shape
     n_rows = n_ctx * (ctx_len - start)
-    out = {h: torch.empty(n_rows, _width(model, h), dtype=dtype) for h in hooks}
+    out = {h: torch.empty(n_rows, hook_width(model, h), dtype=dtype) for h in hooks}
     stop_at = stop_layer(hooks)
     last_resid = f"blocks.{stop_at - 1}.hook_resid_pre"
     # If the deepest hook is a resid_pre, the stream returned at stop_at - 1 *is* that hook: skip a block.
@@ -85,18 +57,13 @@ def harvest(
         returned = last_resid
     else:
         returned = None
-    captured: dict[str, torch.Tensor] = {}
-
-    def save(act: torch.Tensor, hook) -> None:
-        captured[hook.name] = act
-
-    fwd_hooks = [(h, save) for h in hooks if h != returned]
+    cached = [h for h in hooks if h != returned]
     row = 0
     bar = tqdm(total=n_ctx * ctx_len, unit="tok", desc="harvest", disable=not progress, leave=False)
     for i in range(0, n_ctx, batch_size):
         batch = tokens[i : i + batch_size].to(model.cfg.device)
-        captured.clear()
-        resid = model.run_with_hooks(batch, fwd_hooks=fwd_hooks, stop_at_layer=stop_at)
+        resid, cache = model.run_with_cache(batch, names_filter=cached, stop_at_layer=stop_at)
+        captured = {h: cache[h] for h in cached}
         if returned is not None:
             captured[returned] = resid
         n = batch.shape[0] * (ctx_len - start)
@@ -106,15 +73,6 @@ def harvest(
         bar.update(batch.numel())
     bar.close()
     return out
-
-
-def _width(model, hook: str) -> int:
-    """Width of the activation at ``hook`` (d_model for resid/mlp_out/attn_out, d_mlp for mlp post)."""
-    if re.search(r"mlp\.hook_(pre|post)$", hook):
-        return model.cfg.d_mlp
-    if re.search(r"attn\.hook_z$", hook):
-        return model.cfg.n_heads * model.cfg.d_head
-    return model.cfg.d_model
 
 
 # ----------------------------------------------------------------------------------------------
@@ -180,8 +138,6 @@ def cached_activations(
     Returns {hook: fp16 [rows, d]} with rows = n_contexts * (ctx_len - 1) (position 0 dropped),
     n_contexts = n_tokens // ctx_len. Hooks missing from the cache are harvested together in one pass.
     """
-    from . import data
-
     hooks = [hooks] if isinstance(hooks, str) else list(dict.fromkeys(hooks))
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
@@ -199,8 +155,6 @@ def cached_activations(
     missing = [h for h in hooks if h not in result]
     if missing:
         if model is None:
-            from .models import load_model
-
             model = load_model(model_name)
         tokens = corpus_tokens(model, split, n_tokens, ctx_len)
         fresh = harvest(model, missing, tokens, batch_size=batch_size, progress=progress)
@@ -214,8 +168,6 @@ def cached_activations(
 def corpus_tokens(model_or_tokenizer, split: str, n_tokens: int, ctx_len: int = 128) -> torch.Tensor:
     """Token ids [n_tokens // ctx_len, ctx_len] of the offline corpus's ``split`` ('train' or 'heldout'),
     BOS first: the text behind :func:`cached_activations` with the same arguments."""
-    from . import data
-
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
     return data.tokenize_corpus(model_or_tokenizer, corpus_split(split), ctx_len=ctx_len, max_tokens=n_tokens)
@@ -226,8 +178,6 @@ _SPLITS: dict[str, list] = {}
 
 def corpus_split(split: str) -> list:
     """The offline corpus's 'train' or 'heldout' documents (built once per process)."""
-    from . import data
-
     if not _SPLITS:
         train, heldout = data.split_corpus(data.build_corpus())
         _SPLITS.update(train=train, heldout=heldout)

@@ -16,7 +16,7 @@ explanation, the baseline that the real explanations have to beat.
 
 Everything works on :class:`CorpusActs`, the sparse feature activations of a tokenised corpus
 (:func:`corpus_acts`), with position 0 (BOS) and tokens of massive activation norm (attention sinks,
-see :data:`interp_lib.feature_pages.MASSIVE_FACTOR`) left out, as everywhere in the book.
+see :data:`interp_lib.feature_stats.MASSIVE_FACTOR`) left out, as everywhere in the book.
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
+from scipy.stats import mannwhitneyu
 
-from .feature_pages import MASSIVE_FACTOR, sparse_encode, token_strings
+from .feature_stats import MASSIVE_FACTOR, sparse_encode
 from .metrics import typical_rows
+from .tokens import token_strings
 
 __all__ = [
     "CorpusActs",
@@ -88,7 +90,8 @@ class CorpusActs(NamedTuple):
         return torch.bincount(pairs // self.n_ctx, minlength=self.d_sae)
 
     def dense(self, feature: int) -> torch.Tensor:
-        """[n_ctx, ctx_len] activations of one feature (0 at position 0 and where it does not fire)."""
+        """[n_ctx, ctx_len] activations of one feature (0 at position 0 and where it does not
+        fire)."""
         keep = self.feats == int(feature)
         out = torch.zeros(self.n_ctx, self.ctx_len)
         rows = self.rows[keep]
@@ -97,23 +100,27 @@ class CorpusActs(NamedTuple):
 
 
 @torch.inference_mode()
-def corpus_acts(sae, acts: torch.Tensor, tokens: torch.Tensor, *, massive_factor: float = MASSIVE_FACTOR) -> CorpusActs:
-    """Encode ``acts`` [n_ctx * (ctx_len - 1), d_in] (what activations.harvest returns for ``tokens``) with ``sae``."""
+def corpus_acts(sae, acts: torch.Tensor, tokens: torch.Tensor, *,
+                massive_factor: float = MASSIVE_FACTOR) -> CorpusActs:
+    """Encode ``acts`` [n_ctx * (ctx_len - 1), d_in] (what activations.harvest returns for
+    ``tokens``) with ``sae``."""
     n_ctx, ctx_len = tokens.shape
     if acts.shape[0] != n_ctx * (ctx_len - 1):
-        raise ValueError(f"{acts.shape[0]} activation rows for {n_ctx} contexts of {ctx_len} tokens "
-                         f"(expected {n_ctx * (ctx_len - 1)}: position 0 left out)")
+        raise ValueError(f"{acts.shape[0]} activation rows for {n_ctx} contexts of {ctx_len} "
+                         f"tokens (expected {n_ctx * (ctx_len - 1)}: position 0 left out)")
     typical = typical_rows(acts, massive_factor)
     rows, feats, vals = sparse_encode(sae, acts)
     keep = typical[rows]
-    return CorpusActs(tokens, rows[keep], feats[keep], vals[keep], int(sae.cfg.d_sae), int(typical.sum()))
+    return CorpusActs(tokens, rows[keep], feats[keep], vals[keep], int(sae.cfg.d_sae),
+                      int(typical.sum()))
 
 
 def select_features(density: torch.Tensor, n_contexts: torch.Tensor, *, band: tuple[float, float],
                     min_contexts: int, n: int, seed: int = 0) -> list[int]:
     """``n`` features drawn at random (seeded) among those with ``band[0] <= density < band[1]``
     and firing in at least ``min_contexts`` contexts (of another sample, e.g. held-out text)."""
-    eligible = torch.nonzero((density >= band[0]) & (density < band[1]) & (n_contexts >= min_contexts)).flatten()
+    eligible = torch.nonzero((density >= band[0]) & (density < band[1])
+                             & (n_contexts >= min_contexts)).flatten()
     if len(eligible) < n:
         raise ValueError(f"only {len(eligible)} features are eligible, {n} wanted")
     g = torch.Generator().manual_seed(seed)
@@ -122,7 +129,8 @@ def select_features(density: torch.Tensor, n_contexts: torch.Tensor, *, band: tu
 
 
 class Window(NamedTuple):
-    """A place in the corpus: context, position of the token shown as the centre, activation there."""
+    """A place in the corpus: context, position of the token shown as the centre, activation
+    there."""
 
     ctx: int
     pos: int
@@ -130,7 +138,8 @@ class Window(NamedTuple):
 
 
 def _context_peaks(dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Contexts where the feature fires, sorted by their maximum (descending), with peak positions."""
+    """Contexts where the feature fires, sorted by their maximum (descending), with peak
+    positions."""
     cmax, cpos = dense.max(dim=1)
     order = torch.argsort(cmax, descending=True, stable=True)
     order = order[cmax[order] > 0]
@@ -138,13 +147,15 @@ def _context_peaks(dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tor
 
 
 def top_windows(dense: torch.Tensor, n: int) -> list[Window]:
-    """The ``n`` contexts with the largest activation of the feature (``dense`` [n_ctx, ctx_len]), one window each at its peak."""
+    """The ``n`` contexts with the largest activation of the feature (``dense`` [n_ctx, ctx_len]),
+    one window each at its peak."""
     ctx, pos, val = _context_peaks(dense)
     return [Window(int(c), int(p), float(v)) for c, p, v in zip(ctx[:n], pos[:n], val[:n])]
 
 
 def spread_windows(dense: torch.Tensor, n: int) -> list[Window]:
-    """``n`` contexts where the feature fires, at evenly spaced ranks of their maxima (strong to weak), one window each at its peak."""
+    """``n`` contexts where the feature fires, at evenly spaced ranks of their maxima (strong to
+    weak), one window each at its peak."""
     ctx, pos, val = _context_peaks(dense)
     m = len(ctx)
     if m <= n:
@@ -156,7 +167,8 @@ def spread_windows(dense: torch.Tensor, n: int) -> list[Window]:
 
 def negative_windows(dense: torch.Tensor, n: int, *, before: int = BEFORE, after: int = AFTER,
                      seed: int = 0) -> list[Window]:
-    """``n`` random windows (seeded, distinct contexts) in which the feature is zero on every token."""
+    """``n`` random windows (seeded, distinct contexts) in which the feature is zero on every
+    token."""
     n_ctx, ctx_len = dense.shape
     g = torch.Generator().manual_seed(seed)
     out: list[Window] = []
@@ -178,9 +190,10 @@ def _show(piece: str) -> str:
     return piece.replace("\n", "\\n")
 
 
-def window_text(tokenizer, tokens: torch.Tensor, window: Window, *, before: int = BEFORE, after: int = AFTER,
-                mark: bool = True) -> str:
-    """The text of a window (never BOS); with ``mark``, its centre token inside :data:`MARK`; newlines shown as ``\\n``."""
+def window_text(tokenizer, tokens: torch.Tensor, window: Window, *, before: int = BEFORE,
+                after: int = AFTER, mark: bool = True) -> str:
+    """The text of a window (never BOS); with ``mark``, its centre token inside :data:`MARK`;
+    newlines shown as ``\\n``."""
     ctx_len = tokens.shape[1]
     lo, hi = max(1, window.pos - before), min(ctx_len, window.pos + after + 1)
     pieces = token_strings(tokenizer, tokens[window.ctx, lo:hi].tolist())
@@ -192,17 +205,19 @@ def window_text(tokenizer, tokens: torch.Tensor, window: Window, *, before: int 
 
 def chat_prompt(tokenizer, user: str, *, answer_prefix: str = "") -> str:
     """``user`` as one user turn in the tokenizer's chat template, ready for the answer (plain
-    ``User:/Assistant:`` lines if the tokenizer has no template); ``answer_prefix`` starts the answer."""
+    ``User:/Assistant:`` lines if the tokenizer has no template); ``answer_prefix`` starts the
+    answer."""
     if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template([{"role": "user", "content": user}], add_generation_prompt=True,
-                                             tokenize=False)
+        text = tokenizer.apply_chat_template([{"role": "user", "content": user}],
+                                             add_generation_prompt=True, tokenize=False)
     else:
         text = f"User: {user}\nAssistant:" + (" " if answer_prefix else "")
     return text + answer_prefix
 
 
 def _ids(tokenizer, text: str) -> list[int]:
-    """Token ids of a prompt that carries its own special tokens (none added; BOS first if the template has none)."""
+    """Token ids of a prompt that carries its own special tokens (none added; BOS first if the
+    template has none)."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     bos = tokenizer.bos_token_id
     if bos is not None and (not ids or ids[0] != bos):
@@ -211,8 +226,9 @@ def _ids(tokenizer, text: str) -> list[int]:
 
 
 EXPLAIN_INSTRUCTIONS = (
-    "Below are short excerpts of text. In each one, a single token is marked like <<this>>. The marked "
-    "tokens are where one hidden feature of a language model is most active.\n\n{examples}\n\n"
+    "Below are short excerpts of text. In each one, a single token is marked like <<this>>. "
+    "The marked tokens are where one hidden feature of a language model is most active."
+    "\n\n{examples}\n\n"
     "What do the marked tokens have in common? Answer with one short sentence."
 )
 EXPLAIN_PREFIX = "The marked tokens are"
@@ -221,18 +237,21 @@ keeps a small model on the task and its answer to one line."""
 
 
 def explain_prompt(tokenizer, examples: Sequence[str]) -> str:
-    """The explainer's prompt for a feature's examples (each already marked by :func:`window_text`)."""
+    """The explainer's prompt for a feature's examples (each marked by :func:`window_text`)."""
     listed = "\n".join(f"{i + 1}. {e}" for i, e in enumerate(examples))
-    return chat_prompt(tokenizer, EXPLAIN_INSTRUCTIONS.format(examples=listed), answer_prefix=EXPLAIN_PREFIX)
+    return chat_prompt(tokenizer, EXPLAIN_INSTRUCTIONS.format(examples=listed),
+                       answer_prefix=EXPLAIN_PREFIX)
 
 
 @torch.inference_mode()
 def explain(model, examples: Sequence[str], *, max_new_tokens: int = 24) -> str:
-    """One-line explanation of a feature from its marked examples: greedy decoding, cut at the first line or sentence end."""
+    """One-line explanation of a feature from its marked examples: greedy decoding, cut at the
+    first line or sentence end."""
     tok = model.tokenizer
     ids = torch.tensor([_ids(tok, explain_prompt(tok, examples))], device=model.cfg.device)
-    out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, use_past_kv_cache=True,
-                         verbose=False, return_type="tokens", stop_at_eos=True)
+    out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
+                         use_past_kv_cache=True, verbose=False, return_type="tokens",
+                         stop_at_eos=True)
     new = out[0, ids.shape[1]:].tolist()
     for stop in {tok.eos_token_id, getattr(tok, "pad_token_id", None)} - {None}:
         if stop in new:
@@ -266,11 +285,12 @@ def answer_ids(tokenizer, answers: tuple[str, str] = ("Yes", "No")) -> tuple[int
 
 
 @torch.inference_mode()
-def detection_scores(model, explanation: str | Sequence[str], texts: Sequence[str], *, batch_size: int = 16,
+def detection_scores(model, explanation: str | Sequence[str], texts: Sequence[str], *,
+                     batch_size: int = 16,
                      answers: tuple[str, str] = ("Yes", "No")) -> torch.Tensor:
-    """[len(texts)] ``logit(answers[0]) - logit(answers[1])`` at the first answer token, one prompt per text
-    (``explanation``: one for all texts or one per text). Prompts are batched, padded at the end (harmless
-    to a causal model read at each prompt's own last position)."""
+    """[len(texts)] ``logit(answers[0]) - logit(answers[1])`` at the first answer token, one prompt
+    per text (``explanation``: one for all texts or one per text). Prompts are batched, padded at
+    the end (harmless to a causal model read at each prompt's own last position)."""
     tok = model.tokenizer
     texts = list(texts)
     expl = [explanation] * len(texts) if isinstance(explanation, str) else list(explanation)
@@ -287,19 +307,19 @@ def detection_scores(model, explanation: str | Sequence[str], texts: Sequence[st
         batch = torch.full((len(idx), width), pad, dtype=torch.long)
         for r, i in enumerate(idx):
             batch[r, : len(prompts[i])] = torch.tensor(prompts[i])
-        # Only the answer position needs logits: unembed that one row per prompt, not every position.
+        # Only the answer position needs logits: unembed one row per prompt, not every position.
         resid = model(batch.to(model.cfg.device), stop_at_layer=model.cfg.n_layers)
         last = torch.tensor([len(prompts[i]) - 1 for i in idx], device=resid.device)
-        final = model.unembed(model.ln_final(resid[torch.arange(len(idx)), last][:, None]))[:, 0].float().cpu()
+        answer = resid[torch.arange(len(idx)), last][:, None]
+        final = model.unembed(model.ln_final(answer))[:, 0].float().cpu()
         out[torch.tensor(idx)] = final[:, yes] - final[:, no]
     return out
 
 
 def auroc(scores, labels) -> float:
-    """Area under the ROC curve: the chance that a random positive scores above a random negative (ties
-    count half), which is the Mann-Whitney U statistic over n_pos * n_neg (scipy computes U)."""
-    from scipy.stats import mannwhitneyu
-
+    """Area under the ROC curve: the chance that a random positive scores above a random negative
+    (ties count half), which is the Mann-Whitney U statistic over n_pos * n_neg (scipy computes
+    U)."""
     s = np.asarray(scores, dtype=np.float64).ravel()
     y = np.asarray(labels).astype(bool).ravel()
     if s.shape != y.shape:
@@ -310,16 +330,18 @@ def auroc(scores, labels) -> float:
 
 
 def derangement(n: int, shift: int = 1) -> list[int]:
-    """A permutation of ``range(n)`` that moves every element (a cyclic shift): whose explanation each feature gets in the baseline."""
+    """A permutation of ``range(n)`` that moves every element (a cyclic shift): whose explanation
+    each feature gets in the baseline."""
     if n < 2 or shift % n == 0:
         raise ValueError("a derangement needs n >= 2 and a shift that is not a multiple of n")
     return [(i + shift) % n for i in range(n)]
 
 
 def token_explanation(tokenizer, tokens: torch.Tensor, windows: Sequence[Window]) -> str:
-    """A control explanation that needs no explainer: the token seen most often at the windows' centres
-    (ties: the first seen), as ``'The marked tokens are the token "x".'``. On a feature that fires on one
-    token it is close to a perfect explanation, so it tells how well the scorer can score at all."""
+    """A control explanation that needs no explainer: the token seen most often at the windows'
+    centres (ties: the first seen), as ``'The marked tokens are the token "x".'``. On a feature that
+    fires on one token it is close to a perfect explanation, so it tells how well the scorer can
+    score at all."""
     if not windows:
         raise ValueError("need at least one window")
     pieces = [token_strings(tokenizer, [int(tokens[w.ctx, w.pos])])[0] for w in windows]

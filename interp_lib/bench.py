@@ -29,6 +29,14 @@ from typing import Any
 
 import torch
 
+from . import data
+from .activations import cached_activations, corpus_split, harvest
+from .hooks import hook_layer
+from .metrics import reconstruction_metrics
+from .models import load_model
+from .train import TrainConfig, train_sae
+from .train_saelens import train_saelens
+
 __all__ = [
     "matmul_gflops",
     "transformer_flops_per_token",
@@ -81,8 +89,6 @@ def transformer_flops_per_token(cfg: Any, n_layers: int, ctx_len: int) -> float:
 def layers_run(hook: str) -> int:
     """Blocks a forward pass runs to produce ``hook`` (``blocks.N.hook_resid_pre`` is the stream
     *before* block N, so N blocks; any other ``blocks.N.*`` hook needs N + 1)."""
-    from .activations import hook_layer
-
     layer = hook_layer(hook)
     return layer if hook.endswith("hook_resid_pre") else layer + 1
 
@@ -98,7 +104,6 @@ def peak_rss_mb() -> float:
 # --------------------------------------------------------------------------------------------
 def bench_harvest(model, tokens: torch.Tensor, hook: str = HOOK, batch_size: int = 16) -> dict:
     """Time :func:`interp_lib.activations.harvest` on ``tokens [n_ctx, ctx_len]``."""
-    from .activations import harvest
 
     harvest(model, [hook], tokens[:2], batch_size=2, progress=False)  # warm-up (first-call costs)
     t0 = time.perf_counter()
@@ -118,7 +123,6 @@ def bench_harvest(model, tokens: torch.Tensor, hook: str = HOOK, batch_size: int
 def bench_training(acts: torch.Tensor, val: torch.Tensor, *, epochs: float, d_sae: int = 4608, k: int = 32,
                    batch_size: int = 4096, seed: int = 0, progress: bool = False) -> dict:
     """Train the same TopK SAE with both trainers on ``acts``; evaluate both on ``val``."""
-    from .train import TrainConfig, evaluate, train_sae, train_saelens
 
     cfg = TrainConfig(arch="topk", d_sae=d_sae, k=k, batch_size=batch_size, epochs=epochs, seed=seed)
     out: dict[str, Any] = {"train_config": {"arch": cfg.arch, "d_in": acts.shape[1], "d_sae": d_sae, "k": k,
@@ -126,7 +130,7 @@ def bench_training(acts: torch.Tensor, val: torch.Tensor, *, epochs: float, d_sa
                                             "dtype": "float32", "train_rows": acts.shape[0], "val_rows": val.shape[0]}}
     for name, trainer in (("homebrew", train_sae), ("saelens", train_saelens)):
         result = trainer(acts, cfg, progress=progress)
-        quality = evaluate(result.sae, val, result.scale)
+        quality = reconstruction_metrics(result.sae, val, result.scale)
         out[f"train_tokens_per_s_{name}"] = result.metrics["tokens_per_s"]
         out[f"train_seconds_{name}"] = result.metrics["train_seconds"]
         out[f"train_tokens_{name}"] = result.metrics["train_tokens"]
@@ -145,9 +149,6 @@ def run_bench(quick: bool = True, json_path: str | None = None, *, progress: boo
     ``val_fve_homebrew``, ``val_fve_saelens``, ``harvest_tokens_per_s``,
     ``harvest_roofline_fraction``, ``matmul_gflops``, ``peak_rss_mb``.
     """
-    from . import data
-    from .activations import cached_activations, corpus_split
-    from .models import load_model
 
     t_start = time.perf_counter()
     res: dict[str, Any] = {

@@ -1,29 +1,39 @@
 """Judge an SAE: sparsity, reconstruction, and what splicing it into the model costs.
 
-Variance explained alone flatters SAEs (a small error in the wrong direction can still wreck the
-model's predictions), so :func:`sae_metrics` also splices the SAE's reconstruction into the forward
-pass and reports CE-loss recovered::
+One evaluator, :func:`evaluate`, scores one SAE or several over the same tokens, sharing one clean
+forward pass. Variance explained alone flatters SAEs (a small error in the wrong direction can
+still wreck the model's predictions), so it also splices each SAE's reconstruction into the
+forward pass and reports CE-loss recovered and the KL divergence to the clean model::
 
     CE recovered = (L_zero - L_sae) / (L_zero - L_clean)
+    KL           = mean over positions of KL(p_clean || p_sae)
 
 where L_clean is the model's next-token loss, L_sae the loss with the activation at the SAE's hook
 replaced by its reconstruction, and L_zero the loss with that activation zeroed. The BOS position
 (an attention sink on SmolLM2) is left out everywhere: not spliced, not scored.
+
+:func:`reconstruction_metrics` is the part of the evaluator that needs no model (variance
+explained, L0, dead latents on a matrix of activations): training's held-out check uses it.
 """
 
 from __future__ import annotations
 
-import re
-from typing import NamedTuple
+from typing import Mapping, NamedTuple
 
 import numpy as np
+import pandas as pd
 import torch
+from tqdm.auto import tqdm
+
+from .hooks import check_widths, resid_pre_layer
 
 DENSE_THRESHOLD = 0.1
 """A feature firing on more than this share of tokens counts as dense."""
 
 MASSIVE_FACTOR = 10.0
-"""A token whose activation norm exceeds this many times the median norm counts as massive."""
+"""The attention-sink threshold: a token whose activation norm exceeds this many times the median
+norm is *massive* (an attention sink, or a second one later in the text). Metrics, training and
+chapters leave such tokens out with this factor; the two places that use another say why."""
 
 
 class SAEMetrics(NamedTuple):
@@ -50,6 +60,8 @@ class SAEMetrics(NamedTuple):
     """(ce_zero - ce_sae) / (ce_zero - ce_clean): 1 is perfect, 0 is no better than zeroing."""
     ce_increase: float
     """ce_sae - ce_clean, in nats."""
+    kl_div: float
+    """Mean KL divergence (nats) from the clean next-token distribution to the spliced one."""
     dead_fraction: float
     """Share of features that never fired on these tokens."""
     dense_fraction: float
@@ -64,10 +76,23 @@ class SAEMetrics(NamedTuple):
         return {k: v for k, v in self._asdict().items() if k != "density"}
 
 
+# ----------------------------------------------------------------------------------------------
+# Variance explained and the massive-token mask
+
+
 def typical_rows(x: torch.Tensor, factor: float = MASSIVE_FACTOR) -> torch.Tensor:
-    """[n] True where a row of ``x`` [n, d] has a norm of at most ``factor`` x the median norm (not massive)."""
-    norms = torch.cat([x[i : i + 65536].float().norm(dim=-1) for i in range(0, x.shape[0], 65536)])  # no fp32 copy of x
+    """[n] True where a row of ``x`` [n, d] has a norm of at most ``factor`` x the median norm."""
+    # Norms in chunks: no fp32 copy of the whole of x.
+    norms = torch.cat([x[i : i + 65536].float().norm(dim=-1) for i in range(0, x.shape[0], 65536)])
     return norms <= factor * norms.median()
+
+
+def fve(x: torch.Tensor, sq_err: torch.Tensor) -> float:
+    """1 - sum(sq_err) / sum|x - mean x|^2 for ``x`` [n, d] and ``sq_err`` [n], in float64
+    (NaN where ``x`` has no variance)."""
+    x = x.double()
+    var = (x - x.mean(0)).pow(2).sum().item()
+    return 1.0 - sq_err.double().sum().item() / var if var > 0 else float("nan")
 
 
 def typical_fve(x: torch.Tensor, sq_err: torch.Tensor, factor: float = MASSIVE_FACTOR) -> tuple[float, float]:
@@ -76,124 +101,201 @@ def typical_fve(x: torch.Tensor, sq_err: torch.Tensor, factor: float = MASSIVE_F
     if x.ndim != 2 or sq_err.shape != (x.shape[0],):
         raise ValueError(f"need x [n, d] and sq_err [n], got {tuple(x.shape)} and {tuple(sq_err.shape)}")
     typical = typical_rows(x, factor)
-    return _fve(x[typical], sq_err[typical]), float((~typical).double().mean())
+    return fve(x[typical], sq_err[typical]), float((~typical).double().mean())
 
 
-def _fve(x: torch.Tensor, sq_err: torch.Tensor) -> float:
-    """1 - sum(sq_err) / sum|x - mean x|^2, in float64 (NaN where ``x`` has no variance)."""
-    x = x.double()
-    var = (x - x.mean(0)).pow(2).sum().item()
-    return 1.0 - sq_err.double().sum().item() / var if var > 0 else float("nan")
+class _Reconstruction:
+    """Running totals of one SAE's reconstruction of activation rows (L0, errors, firing counts)."""
+
+    def __init__(self, d_sae: int):
+        self.fires = torch.zeros(d_sae, dtype=torch.float64)
+        self.l0 = 0.0
+        self.sse = 0.0
+        self.errors: list[torch.Tensor] = []
+        self.n = 0
+
+    def add(self, x: torch.Tensor, feats: torch.Tensor, x_hat: torch.Tensor) -> None:
+        """Count rows ``x`` [n, d] with latents ``feats`` [n, d_sae] and reconstruction ``x_hat``."""
+        active = feats > 0
+        self.fires += active.sum(0).double().cpu()
+        self.l0 += active.sum().item()
+        err = (x - x_hat).pow(2).sum(-1)
+        self.sse += err.sum().item()
+        self.errors.append(err.double().cpu())
+        self.n += x.shape[0]
+
+    def result(self, x: torch.Tensor, factor: float = MASSIVE_FACTOR) -> dict[str, float | np.ndarray]:
+        """L0, FVE (all and typical rows), massive share, SSE, density over all rows ``x`` [n, d]."""
+        err = torch.cat(self.errors)
+        fve_typ, massive = typical_fve(x, err, factor)
+        density = (self.fires / self.n).numpy()
+        return {"l0": self.l0 / self.n, "fve": fve(x, err), "fve_typical": fve_typ,
+                "massive_fraction": massive, "sse": self.sse, "density": density,
+                "dead_fraction": float((density == 0).mean()),
+                "dense_fraction": float((density > DENSE_THRESHOLD).mean())}
 
 
-def sae_hook(sae) -> str:
-    """Hook name an SAE was trained on (from its SAELens metadata)."""
-    name = getattr(getattr(sae.cfg, "metadata", None), "hook_name", None)
-    if not name:
-        raise ValueError("This SAE's cfg.metadata.hook_name is empty: cannot tell where it reads the model")
-    return name
+def _sae_dtype(sae) -> torch.dtype:
+    return next(sae.parameters()).dtype
 
 
-def check_widths(model, sae) -> str:
-    """Raise ValueError unless the SAE's input width matches the model's width at the SAE's hook."""
-    from .activations import _width
+def _encode_decode(sae, x: torch.Tensor, scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(latents, reconstruction) of rows ``x`` [n, d] (float32), for a ``sae_lens.SAE`` or, with
+    ``scale``, for one of the library's own SAEs (which sees ``x * scale``)."""
+    if scale is not None:
+        feats = sae.encode(x * scale)
+        return feats, sae.decode(feats) / scale
+    dtype = _sae_dtype(sae)
+    feats = sae.encode(x.to(dtype)).float()
+    return feats, sae.decode(feats.to(dtype)).float()
 
-    hook = sae_hook(sae)
-    if hook not in model.hook_dict:
-        raise ValueError(f"The SAE reads hook {hook!r}, which this model does not have")
-    width = _width(model, hook)
-    if sae.cfg.d_in != width:
-        raise ValueError(f"SAE input width d_in={sae.cfg.d_in} does not match the model's width {width} at {hook}")
-    return hook
+
+@torch.no_grad()
+def reconstruction_metrics(sae, acts: torch.Tensor, scale: float | None = None, *,
+                           batch_size: int = 8192) -> dict[str, float]:
+    """Reconstruction of raw activations ``acts`` [n, d_in] by ``sae``, with no model involved.
+
+    ``sae``: a ``sae_lens.SAE`` (``scale`` only converts its MSE to normalised units), or one of
+    the library's own SAEs with its input ``scale``. Returns ``fve`` and ``fve_typical`` (massive
+    rows left out, see :data:`MASSIVE_FACTOR`), ``mse`` (per token, normalised units), ``l0``,
+    ``dead_fraction`` and ``outlier_fraction`` (the share of massive rows).
+    """
+    ours = not hasattr(sae, "cfg")
+    if ours and scale is None:
+        raise ValueError("reconstruction_metrics needs the input scale for an interp_lib SAE")
+    dev = next(sae.parameters()).device
+    acc = _Reconstruction(sae.d_sae if ours else sae.cfg.d_sae)
+    for i in range(0, acts.shape[0], batch_size):
+        x = acts[i : i + batch_size].to(dev, torch.float32)
+        feats, x_hat = _encode_decode(sae, x, scale if ours else None)
+        acc.add(x, feats, x_hat)
+    r = acc.result(acts)
+    s = 1.0 if scale is None else float(scale)
+    return {"fve": r["fve"], "fve_typical": r["fve_typical"], "mse": r["sse"] * s * s / acc.n,
+            "l0": r["l0"], "dead_fraction": r["dead_fraction"], "outlier_fraction": r["massive_fraction"]}
+
+
+# ----------------------------------------------------------------------------------------------
+# The evaluator
+
+
+def _kl(clean_logprobs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Per position KL(p_clean || p) in nats, positions >= 1, flattened (float64)."""
+    logprobs = logits[:, 1:].float().log_softmax(-1)
+    return (clean_logprobs.exp() * (clean_logprobs - logprobs)).sum(-1).reshape(-1).double()
 
 
 @torch.inference_mode()
-def sae_metrics(model, sae, tokens: torch.Tensor, *, batch_size: int = 8, progress: bool = True, fast: bool = True) -> SAEMetrics:
-    """L0, FVE, MSE, CE-loss recovered, loss increase, dead/dense fractions for ``sae`` on ``tokens`` [n, ctx]."""
-    from tqdm.auto import tqdm
+def evaluate(model, saes, tokens: torch.Tensor, *, batch_size: int = 8,
+             progress: bool = True) -> SAEMetrics | dict[str, SAEMetrics]:
+    """L0, FVE, MSE, CE-loss recovered, loss increase, KL, dead/dense fractions on ``tokens`` [n, ctx].
 
-    hook = check_widths(model, sae)
+    ``saes``: one ``sae_lens.SAE`` (returns its :class:`SAEMetrics`) or a mapping {name: SAE}
+    (returns {name: SAEMetrics}); SAEs may read different hooks. Per batch the clean pass runs once
+    (caching every hook), the zero-ablated pass once per hook and one spliced pass per SAE; for
+    ``blocks.N.hook_resid_pre`` the ablated and spliced passes restart at layer N.
+    """
+    single = not isinstance(saes, Mapping)
+    named = {"sae": saes} if single else dict(saes)
+    if not named:
+        raise ValueError("saes is empty: pass at least one SAE")
     if tokens.ndim != 2 or tokens.shape[1] < 3:
         raise ValueError(f"tokens must be [n_contexts, ctx_len >= 3], got shape {tuple(tokens.shape)}")
-    dtype = next(sae.parameters()).dtype
-    n_feat = sae.cfg.d_sae
-    fires = torch.zeros(n_feat, dtype=torch.float64)
-    sums = dict(l0=0.0, sse=0.0, n=0)
-    rows = {"x": [], "err": []}  # per token: activations and squared errors, for both FVEs
-    losses = {"clean": [], "sae": [], "zero": []}
+    hooks = {name: check_widths(model, sae) for name, sae in named.items()}
+    distinct = list(dict.fromkeys(hooks.values()))
+    acc = {name: _Reconstruction(sae.cfg.d_sae) for name, sae in named.items()}
+    sae_losses = {name: [] for name in named}
+    kls = {name: [] for name in named}
+    xs = {hook: [] for hook in distinct}  # activations per hook, for both FVEs
+    clean_losses, zero_losses = [], {hook: [] for hook in distinct}
 
-    def splice(fn):
-        def hook_fn(act, hook):
+    def run_with(hook, batch, full, fn):
+        """(logits, loss per token) with ``fn`` applied to positions >= 1 of the activation at hook."""
+        start = resid_pre_layer(hook)
+        if start is not None:
+            resid = full.clone()
+            resid[:, 1:] = fn(resid[:, 1:])
+            return model(resid, start_at_layer=start, tokens=batch, return_type="both", loss_per_token=True)
+
+        def splice(act, hook):
             act = act.clone()
             act[:, 1:] = fn(act[:, 1:])
             return act
 
-        return hook_fn
+        with model.hooks(fwd_hooks=[(hook, splice)]):
+            return model(batch, return_type="both", loss_per_token=True)
 
-    def reconstruct(x):
-        return sae.decode(sae.encode(x.to(dtype))).to(x.dtype)
-
-    match = re.fullmatch(r"blocks\.(\d+)\.hook_resid_pre", hook)
-    start_layer = int(match.group(1)) if match and fast and int(match.group(1)) > 0 else None
     bar = tqdm(total=tokens.shape[0], unit="ctx", desc="metrics", disable=not progress, leave=False)
     for i in range(0, tokens.shape[0], batch_size):
         batch = tokens[i : i + batch_size].to(model.cfg.device)
-        captured = {}
+        (logits, clean), cache = model.run_with_cache(batch, names_filter=distinct, return_type="both",
+                                                      loss_per_token=True)
+        clean_logprobs = logits[:, 1:].float().log_softmax(-1)
+        del logits
+        clean_losses.append(clean[:, 1:].reshape(-1).double())
+        for hook in distinct:
+            full = cache[hook]
+            xs[hook].append(full[:, 1:].reshape(-1, full.shape[-1]).float().cpu())
+            _, zeroed = run_with(hook, batch, full, torch.zeros_like)
+            zero_losses[hook].append(zeroed[:, 1:].reshape(-1).double())
+        for name, sae in named.items():
+            full = cache[hooks[name]]
+            x = full[:, 1:].reshape(-1, full.shape[-1]).float()
+            acc[name].add(x, *_encode_decode(sae, x))
 
-        def grab(act, hook):
-            captured["full"] = act
-            captured["x"] = act[:, 1:].reshape(-1, act.shape[-1]).float()
+            def reconstruct(act, sae=sae):
+                return sae.decode(sae.encode(act.to(_sae_dtype(sae)))).to(act.dtype)
 
-        clean = model.run_with_hooks(batch, return_type="loss", loss_per_token=True, fwd_hooks=[(hook, grab)])
-        x = captured["x"]
-        feats = sae.encode(x.to(dtype)).float()
-        x_hat = sae.decode(feats.to(dtype)).float()
-        active = feats > 0
-        fires += active.sum(0).double()
-        sums["l0"] += active.sum().item()
-        err = (x - x_hat).pow(2).sum(-1)
-        sums["sse"] += err.sum().item()
-        rows["x"].append(x.cpu())
-        rows["err"].append(err.double().cpu())
-        sums["n"] += x.shape[0]
-        if start_layer is not None:
-            # Fast path for residual-stream hooks: rerun only the layers after the hook.
-            def rerun(fn):
-                resid = captured["full"].clone()
-                resid[:, 1:] = fn(resid[:, 1:])
-                return model(resid, start_at_layer=start_layer, tokens=batch, return_type="loss", loss_per_token=True)
-
-            with_sae, zeroed = rerun(reconstruct), rerun(torch.zeros_like)
-        else:
-            with_sae = model.run_with_hooks(batch, return_type="loss", loss_per_token=True, fwd_hooks=[(hook, splice(reconstruct))])
-            zeroed = model.run_with_hooks(batch, return_type="loss", loss_per_token=True, fwd_hooks=[(hook, splice(torch.zeros_like))])
-        # loss_per_token[:, j] is the loss predicting token j+1 from position j; position 0 is not scored.
-        for key, loss in (("clean", clean), ("sae", with_sae), ("zero", zeroed)):
-            losses[key].append(loss[:, 1:].reshape(-1).double())
+            spliced_logits, spliced = run_with(hooks[name], batch, full, reconstruct)
+            sae_losses[name].append(spliced[:, 1:].reshape(-1).double())
+            kls[name].append(_kl(clean_logprobs, spliced_logits))
         bar.update(batch.shape[0])
     bar.close()
-    n = sums["n"]
-    ce = {k: torch.cat(v).mean().item() for k, v in losses.items()}
-    density = (fires / n).numpy()
-    x_all, err_all = torch.cat(rows["x"]), torch.cat(rows["err"])
-    fve_typ, massive = typical_fve(x_all, err_all)
-    recovered = (ce["zero"] - ce["sae"]) / (ce["zero"] - ce["clean"]) if ce["zero"] != ce["clean"] else float("nan")
-    return SAEMetrics(
-        l0=sums["l0"] / n,
-        fve=_fve(x_all, err_all),
-        fve_typical=fve_typ,
-        massive_fraction=massive,
-        mse=sums["sse"] / (n * sae.cfg.d_in),
-        ce_clean=ce["clean"],
-        ce_sae=ce["sae"],
-        ce_zero=ce["zero"],
-        ce_recovered=recovered,
-        ce_increase=ce["sae"] - ce["clean"],
-        dead_fraction=float((density == 0).mean()),
-        dense_fraction=float((density > DENSE_THRESHOLD).mean()),
-        density=density,
-        n_tokens=n,
-    )
+    ce_clean = torch.cat(clean_losses).mean().item()
+    xs = {hook: torch.cat(rows) for hook, rows in xs.items()}
+    out = {}
+    for name, sae in named.items():
+        r = acc[name].result(xs[hooks[name]])
+        ce_zero = torch.cat(zero_losses[hooks[name]]).mean().item()
+        ce_sae = torch.cat(sae_losses[name]).mean().item()
+        out[name] = SAEMetrics(
+            l0=r["l0"], fve=r["fve"], fve_typical=r["fve_typical"], massive_fraction=r["massive_fraction"],
+            mse=r["sse"] / (acc[name].n * sae.cfg.d_in),
+            ce_clean=ce_clean, ce_sae=ce_sae, ce_zero=ce_zero,
+            ce_recovered=(ce_zero - ce_sae) / (ce_zero - ce_clean) if ce_zero != ce_clean else float("nan"),
+            ce_increase=ce_sae - ce_clean,
+            kl_div=torch.cat(kls[name]).mean().item(),
+            dead_fraction=r["dead_fraction"], dense_fraction=r["dense_fraction"],
+            density=r["density"], n_tokens=acc[name].n,
+        )
+    return out["sae"] if single else out
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables and histograms of the results
+
+METRIC_COLUMNS = {
+    "l0": "L0",
+    "fve": "variance explained",
+    "fve_typical": "variance explained (typical tokens)",
+    "ce_recovered": "CE-loss recovered",
+    "ce_increase": "loss increase (nats)",
+    "dead_fraction": "dead",
+    "dense_fraction": "dense",
+}
+"""The metrics the book tabulates, and their column titles."""
+
+
+def metrics_table(results: Mapping[str, SAEMetrics | Mapping],
+                  columns: Mapping[str, str] = METRIC_COLUMNS) -> pd.DataFrame:
+    """One row per SAE (index: its name) with the ``columns`` metrics, from SAEMetrics or dicts
+    (e.g. :func:`interp_lib.zoo.recorded_metrics`; a missing metric is NaN)."""
+    rows = {}
+    for name, m in results.items():
+        d = m.summary() if isinstance(m, SAEMetrics) else dict(m)
+        rows[name] = {title: float(d[key]) if d.get(key) is not None else float("nan")
+                      for key, title in columns.items()}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=list(columns.values()))
 
 
 def log_density_histogram(density: np.ndarray, bins: int = 40) -> tuple[np.ndarray, np.ndarray]:

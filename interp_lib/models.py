@@ -29,8 +29,11 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 EMBEDDED_MODELS: dict[str, str] = {
     "smollm2-135m": "SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -121,7 +124,7 @@ def _convert_gguf(name: str, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        with _quiet():
+        with quiet_loading():
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
             quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
             config = quantized.config
@@ -152,7 +155,7 @@ def _load_local(folder: Path, *, device: str, snapshot: bool = False) -> "Hooked
     """
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"{folder} has no config.json: not a Hugging Face model folder")
-    with _quiet():
+    with quiet_loading():
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
@@ -235,7 +238,7 @@ def _load_snapshot(snap: Path, tokenizer) -> "HookedTransformer | None":
     return model
 
 
-class _quiet:
+class quiet_loading:
     """Silence warnings, HF logging and progress bars, and stray prints while loading."""
 
     def __enter__(self):
@@ -272,30 +275,40 @@ def hub_reachable(timeout: float = 5.0) -> bool:
         return False
 
 
+def from_hub(load: Callable[[], T], what: str, instead: str) -> T:
+    """``load()``, a loader that reads the Hugging Face hub (``from_pretrained``), run quietly.
+
+    Offline it still works when the hub cache already holds what ``load`` needs; otherwise it
+    fails at once with a :class:`HubUnavailableError` naming ``what`` could not be loaded and what
+    to use ``instead``, rather than hanging on retries.
+    """
+    start = time.monotonic()
+    if hub_reachable():
+        with quiet_loading():
+            return load()
+    import huggingface_hub.constants as hub_constants  # heavy: only on the online path
+
+    previous = hub_constants.HF_HUB_OFFLINE
+    hub_constants.HF_HUB_OFFLINE = True
+    try:
+        with quiet_loading():
+            return load()
+    except Exception as exc:  # noqa: BLE001 - any failure here means "not cached"
+        raise HubUnavailableError(
+            f"Cannot load {what}: the Hugging Face hub ({HUB_HOST}) cannot be reached from this machine "
+            f"and it is not in the local hub cache (checked in {time.monotonic() - start:.0f} s). "
+            f"Use {instead} instead, which needs no network."
+        ) from exc
+    finally:
+        hub_constants.HF_HUB_OFFLINE = previous
+
+
 def _load_from_hub(name: str, *, device: str) -> "HookedTransformer":
     """The reader's online path: ``HookedTransformer.from_pretrained`` (needs the hub or its cache)."""
-    start = time.monotonic()
-    if not hub_reachable():
-        # Offline: still fine if the hub cache already holds the model; otherwise fail now, not later.
-        import huggingface_hub.constants as hub_constants
 
-        previous = hub_constants.HF_HUB_OFFLINE
-        hub_constants.HF_HUB_OFFLINE = True
-        try:
-            with _quiet():
-                from transformer_lens import HookedTransformer
-
-                return HookedTransformer.from_pretrained(name, device=device)
-        except Exception as exc:  # noqa: BLE001 - any failure here means "not cached"
-            raise HubUnavailableError(
-                f"Cannot load {name!r}: the Hugging Face hub ({HUB_HOST}) cannot be reached from this "
-                f"machine and the model is not in the local hub cache (checked in "
-                f"{time.monotonic() - start:.0f} s). Use the embedded model instead: "
-                f"load_model({DEFAULT_MODEL!r}), which needs no network."
-            ) from exc
-        finally:
-            hub_constants.HF_HUB_OFFLINE = previous
-    with _quiet():
-        from transformer_lens import HookedTransformer
+    def load():
+        from transformer_lens import HookedTransformer  # heavy: imported where first used
 
         return HookedTransformer.from_pretrained(name, device=device)
+
+    return from_hub(load, repr(name), f"the embedded model, load_model({DEFAULT_MODEL!r})")

@@ -23,20 +23,31 @@ Every chapter starts with one hidden cell::
    (``stderr_output: warn`` + ``-W``): new noise must be looked at, then silenced here on purpose.
 
 The figure helpers (`bar`, `grouped_bar`, `heatmap`, `histogram`, `line`, `scatter`) give the book one
-look. `token_highlights` and `html_table` return plain HTML (inline styles, no script), which the
+look; `density_figure`, `tradeoff_figure`, `distributions_figure` and `curves_figure` draw SAE
+comparisons and training curves, and `LiveCurves` redraws those curves while a trainer runs. `token_highlights` and `html_table` return plain HTML (inline styles, no script), which the
 static site shows as it is.
 """
 
 from __future__ import annotations
 
+import html
 import logging
+import math
 import os
+import time
 import warnings
-from typing import Sequence
+from typing import Mapping, Sequence
 
+import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
+import torch
 import plotly.io as pio
 from plotly.io._base_renderers import MimetypeRenderer
+from plotly.subplots import make_subplots
+from tqdm import std
+
+from .analysis import top_activating
 
 __all__ = [
     "RENDERER",
@@ -58,6 +69,11 @@ __all__ = [
     "token_highlights",
     "feature_examples",
     "html_table",
+    "LiveCurves",
+    "density_figure",
+    "distributions_figure",
+    "tradeoff_figure",
+    "curves_figure",
 ]
 
 #: Name under which the static-site renderer is registered with plotly.io.
@@ -122,8 +138,6 @@ def silence_progress_bars() -> None:
 
     Patches tqdm's base class, so it also reaches bars of modules imported before this call.
     """
-    from tqdm import std
-
     if getattr(std.tqdm, "_interp_lib_silenced", False):
         return
     original = std.tqdm.__init__
@@ -224,8 +238,6 @@ def scatter(x: Sequence, y: Sequence, *, text: Sequence | None = None, color: Se
 def binned_histogram(values, *, nbins: int = 60, title: str | None = None, xlabel: str = "", ylabel: str = "count",
                      log_y: bool = False, height: int | None = 400) -> go.Figure:
     """A histogram binned here (numpy), so the page stores ``nbins`` bars instead of every value."""
-    import numpy as np
-
     if hasattr(values, "detach"):
         values = values.detach().float().cpu().numpy()
     arr = np.asarray(values, dtype=np.float64).ravel()
@@ -257,8 +269,6 @@ HIGHLIGHT_RGB = (230, 97, 0)
 
 
 def _token_span(token: str, value: float, vmax: float) -> str:
-    import html
-
     alpha = 0.0 if vmax <= 0 or value <= 0 else min(1.0, value / vmax)
     shown = token.replace("\n", "\u21b5\n")  # a visible return sign, then the line break itself
     tip = f"{token!r}: {value:.2f}"
@@ -276,9 +286,7 @@ def token_highlights(rows: Sequence[tuple[str, Sequence[str], Sequence[float]]],
     hovering a token shows its activation. ``vmax`` (default: the largest activation shown) is
     the activation drawn at full colour. ``caption`` heads the block, as a link if ``caption_url``.
     """
-    import html
-
-    from IPython.display import HTML
+    from IPython.display import HTML  # optional dependency: only notebooks display HTML
 
     rows = [(str(label), list(tokens), [float(v) for v in values]) for label, tokens, values in rows]
     for label, tokens, values in rows:
@@ -318,8 +326,6 @@ def _merge_pieces(tokens: Sequence[str], values: Sequence[float]) -> tuple[list[
 def feature_examples(enc, feature: int, n: int = 5, *, labels: Sequence[str] | None = None,
                      url: str | None = None, vmax: float | None = None):
     """The ``n`` texts of ``enc`` (an ``analysis.Encoded``) on which ``feature`` is strongest, tokens shaded by it."""
-    from .analysis import top_activating
-
     feature = int(feature)
     top = top_activating(enc, feature, n)
     rows = []
@@ -335,9 +341,7 @@ def feature_examples(enc, feature: int, n: int = 5, *, labels: Sequence[str] | N
 def html_table(df, *, links: dict[str, Sequence[str]] | None = None, floatfmt: str = "{:.2f}", index: bool = False):
     """A pandas DataFrame as an HTML table; `links` maps a column to one URL per row (the cell becomes a
     link; a URL of None leaves that cell plain)."""
-    import html
-
-    from IPython.display import HTML
+    from IPython.display import HTML  # optional dependency: only notebooks display HTML
 
     links = links or {}
     for col, urls in links.items():
@@ -364,3 +368,134 @@ def html_table(df, *, links: dict[str, Sequence[str]] | None = None, floatfmt: s
         lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     lines.append("</tbody></table>")
     return HTML("\n".join(lines))
+
+
+# ----------------------------------------------------------------------------------------------
+# SAE comparisons and training curves
+
+
+class LiveCurves:
+    """A training callback that redraws curves while the trainer runs.
+
+    Pass it as ``callback=`` to :func:`interp_lib.train.train_sae` / ``train_saelens``: it keeps
+    every history row (``.rows``) and, in an interactive notebook, redraws :func:`curves_figure`
+    of ``keys`` at most every ``every_s`` seconds. While the book is built (see
+    :func:`building_book`) it only collects; call :meth:`figure` afterwards.
+    """
+
+    def __init__(self, keys: Sequence[str] = ("loss", "fve", "l0", "dead_fraction"), *, title: str | None = None,
+                 every_s: float = 2.0, live: bool | None = None):
+        self.keys, self.title, self.every_s = list(keys), title, every_s
+        self.live = (not building_book()) if live is None else live
+        self.rows: list[dict] = []
+        self._handle = None
+        self._last = 0.0
+
+    def __call__(self, row: dict) -> None:
+        self.rows.append(dict(row))
+        if not self.live or time.monotonic() - self._last < self.every_s:
+            return
+        self._last = time.monotonic()
+        from IPython.display import display  # IPython only where a notebook draws live
+
+        fig = self.figure()
+        if self._handle is None:
+            self._handle = display(fig, display_id=True)
+        else:
+            self._handle.update(fig)
+
+    def figure(self) -> go.Figure:
+        """The curves of every row so far."""
+        return curves_figure(self.rows, self.keys, title=self.title)
+
+
+def density_figure(histograms: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, title: str | None = None,
+                   height: int | None = 420, dash: Mapping[str, str] | None = None) -> go.Figure:
+    """Feature-density histograms as lines: {name: (counts, bin_edges)} over log10 firing frequency
+    (e.g. from :func:`interp_lib.metrics.log_density_histogram` or a metrics.json)."""
+    dash = dash or {}
+    traces = []
+    for name, (counts, edges) in histograms.items():
+        edges = np.asarray(edges, dtype=float)
+        centres = (edges[:-1] + edges[1:]) / 2
+        traces.append(go.Scatter(x=centres.tolist(), y=[float(c) for c in counts], mode="lines", name=str(name),
+                                 line=dict(shape="hvh", dash=dash.get(name))))
+    fig = go.Figure(traces)
+    fig.update_xaxes(title="log10 of the share of tokens a feature fires on")
+    fig.update_yaxes(title="features")
+    return _finish(fig, title, height)
+
+
+def tradeoff_figure(df: pd.DataFrame, *, x: str, y: str, group: str, label: str | None = None,
+                    title: str | None = None, xlabel: str = "", ylabel: str = "", log_x: bool = False,
+                    height: int | None = 450) -> go.Figure:
+    """A trade-off plot: one marker-and-line series per value of ``group`` (sorted by ``x``; a group
+    of one point is a larger diamond), ``label`` as the hover text."""
+    traces = []
+    for name, sub in df.groupby(group, sort=False):
+        sub = sub.sort_values(x)
+        text = None if label is None else [str(t) for t in sub[label]]
+        mode = "lines+markers" if len(sub) > 1 else "markers"
+        traces.append(go.Scatter(x=sub[x].astype(float).tolist(), y=sub[y].astype(float).tolist(), mode=mode,
+                                 name=str(name), text=text,
+                                 marker=dict(size=10 if len(sub) == 1 else 7,
+                                             symbol="diamond" if len(sub) == 1 else "circle")))
+    fig = go.Figure(traces)
+    fig.update_xaxes(title=xlabel or x, type="log" if log_x else None)
+    fig.update_yaxes(title=ylabel or y)
+    return _finish(fig, title, height)
+
+
+def distributions_figure(values: Mapping[str, Sequence[float]], *, bins: int = 50, value_range: tuple[float, float] | None = None,
+                         title: str | None = None, xlabel: str = "", ylabel: str = "share", height: int | None = 420,
+                         dash: Mapping[str, str] | None = None) -> go.Figure:
+    """Several distributions on one axis, each as a step line of bin shares (binned here with numpy,
+    common bins: the page stores ``bins`` numbers per series, not every value)."""
+    arrays = {k: np.asarray(torch.as_tensor(v).float().numpy() if not isinstance(v, np.ndarray) else v, dtype=np.float64).ravel()
+              for k, v in values.items()}
+    arrays = {k: a[~np.isnan(a)] for k, a in arrays.items()}
+    if not arrays or not any(a.size for a in arrays.values()):
+        raise ValueError("no values to draw")
+    if value_range is None:
+        lo = min(float(a.min()) for a in arrays.values() if a.size)
+        hi = max(float(a.max()) for a in arrays.values() if a.size)
+        value_range = (lo, hi if hi > lo else lo + 1.0)
+    edges = np.linspace(value_range[0], value_range[1], bins + 1)
+    hists = {k: (np.histogram(a, bins=edges)[0] / max(a.size, 1), edges) for k, a in arrays.items()}
+    fig = density_figure(hists, title=title, height=height, dash=dash)
+    fig.update_xaxes(title=xlabel)
+    fig.update_yaxes(title=ylabel)
+    return fig
+
+
+CURVE_TITLES = {"loss": "loss (log scale)", "mse": "MSE (log scale)", "fve": "variance explained (batch)", "l0": "L0",
+                "dead_fraction": "dead features", "val_fve": "held-out variance explained"}
+
+
+def curves_figure(histories: Sequence[dict] | Mapping[str, Sequence[dict]], keys: Sequence[str],
+                  *, x: str = "tokens", title: str | None = None, height: int | None = None,
+                  log_y: Sequence[str] = ("loss", "mse")) -> go.Figure:
+    """Training curves: one panel per key of ``keys``, against ``x``; ``histories`` is one history
+    (a list of rows) or {name: history} for several runs on the same panels. Rows without a key
+    are skipped on its panel (e.g. ``val_fve``, logged at evaluation steps only). Panels of the
+    keys in ``log_y`` have a logarithmic y axis (a loss spans orders of magnitude)."""
+    if not isinstance(histories, Mapping):
+        histories = {"": histories}
+    keys = list(keys)
+    cols = min(len(keys), 2)
+    rows = math.ceil(len(keys) / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[CURVE_TITLES.get(k, k) for k in keys],
+                        horizontal_spacing=0.12, vertical_spacing=0.18)
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+    for j, (name, history) in enumerate(histories.items()):
+        color = palette[j % len(palette)]
+        for i, key in enumerate(keys):
+            pts = [(r[x], r[key]) for r in history if key in r and r[key] is not None]
+            fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[float(p[1]) for p in pts], mode="lines+markers" if len(pts) < 8 else "lines",
+                                     name=str(name), legendgroup=str(name), showlegend=bool(name) and i == 0,
+                                     line=dict(color=color)), row=i // cols + 1, col=i % cols + 1)
+    for i, key in enumerate(keys):
+        fig.update_xaxes(title_text=x if i // cols == rows - 1 else None, row=i // cols + 1, col=i % cols + 1)
+        if key in log_y:
+            fig.update_yaxes(type="log", row=i // cols + 1, col=i % cols + 1)
+    return _finish(fig, title, height if height is not None else 260 * rows + 80)

@@ -8,9 +8,10 @@ Two models, each a small class of its own:
 * :class:`TopKSAE`: Gao et al. 2024, "Scaling and evaluating sparse autoencoders": keep the
   ``k`` largest pre-activations of every token, zero the rest. Sparsity is set directly by
   ``k``, so there is no L1 term to tune. Because only ``k`` of ``d_sae`` latents are non-zero,
-  the decoder and the encoder's backward pass are computed *sparsely* (see
-  :func:`sparse_decode` and :func:`select_preacts`): on CPU that is several times cheaper
-  than the dense matrix products.
+  the decoder and the encoder's backward pass are computed *sparsely* by the kernels in
+  :mod:`interp_lib.kernels`: on CPU that is several times cheaper than the dense matrix
+  products. :meth:`TopKSAE.forward_dense` is the same forward pass in plain dense torch, the
+  reference to read (and to test the kernels against).
 
 A third variant (BatchTopK, JumpReLU) is left out on purpose: each would add one more training
 device (a batch-level threshold to estimate; a straight-through estimator for a step function)
@@ -20,7 +21,8 @@ Conventions shared by both (and by SAELens, so saving is a copy):
 
 * ``x``: ``[batch, d_in]`` activations, already multiplied by the input-normalisation ``scale``
   (:func:`input_scale`) so that their mean norm is ``sqrt(d_in)``. The SAE never sees raw
-  activations; :func:`save_saelens` folds ``scale`` into the weights for shipping.
+  activations; :func:`interp_lib.saelens_format.save_saelens` folds ``scale`` into the
+  weights for shipping.
 * ``W_enc``: the encoder is an ``nn.Linear(d_in, d_sae)``; its weight is ``[d_sae, d_in]``,
   one row per latent (SAELens stores the transpose, ``[d_in, d_sae]``).
 * ``W_dec``: ``[d_sae, d_in]``, one row per latent: latent ``i`` writes the direction
@@ -32,30 +34,23 @@ Conventions shared by both (and by SAELens, so saving is a copy):
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import warnings
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .kernels import SparsePattern, select_preacts, sparse_decode
 
 __all__ = [
     "ReluSAE",
     "TopKSAE",
     "ReluOutput",
     "TopKOutput",
-    "SparsePattern",
-    "select_preacts",
-    "sparse_decode",
     "geometric_median",
     "initial_b_dec",
     "input_scale",
-    "save_saelens",
-    "load_saelens_as_homebrew",
 ]
 
 
@@ -219,6 +214,7 @@ class ReluSAE(_SAEBase):
 
     @property
     def b_enc(self) -> Tensor:
+        """``[d_sae]`` encoder bias."""
         return self.encoder.bias
 
     def encode(self, x: Tensor) -> Tensor:
@@ -230,6 +226,7 @@ class ReluSAE(_SAEBase):
         return latents @ self.W_dec + self.b_dec
 
     def forward(self, x: Tensor) -> ReluOutput:
+        """Encode, decode and score ``x: [batch, d_in]`` (see :class:`ReluOutput`)."""
         latents = self.encode(x)
         x_hat = self.decode(latents)
         mse = (x_hat - x).pow(2).sum(dim=-1).mean()
@@ -237,7 +234,8 @@ class ReluSAE(_SAEBase):
         return ReluOutput(x_hat, latents, mse, l1, mse + self.l1_coeff * l1)
 
     @torch.no_grad()
-    def resample_dead_(self, dead: Tensor, x: Tensor, optimizer: torch.optim.Optimizer | None = None,
+    def resample_dead_(self, dead: Tensor, x: Tensor,
+                       optimizer: torch.optim.Optimizer | None = None,
                        generator: torch.Generator | None = None, enc_scale: float = 0.2) -> int:
         """Re-initialise dead latents on inputs the SAE reconstructs badly (Bricken et al. 2023).
 
@@ -253,7 +251,8 @@ class ReluSAE(_SAEBase):
         if n_dead == 0:
             return 0
         err = torch.cat([(self(xc).x_hat - xc).pow(2).sum(dim=-1) for xc in x.split(4096)])
-        pick = torch.multinomial(err / err.sum(), n_dead, replacement=n_dead > len(x), generator=generator)
+        pick = torch.multinomial(err / err.sum(), n_dead, replacement=n_dead > len(x),
+                                 generator=generator)
         direction = x[pick] - self.b_dec
         direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-8)
         alive = ~dead
@@ -269,126 +268,6 @@ class ReluSAE(_SAEBase):
                     if key in state:
                         state[key][rows] = 0.0
         return n_dead
-
-
-# --------------------------------------------------------------------------------------------
-# Sparse kernels for TopK: gradients only through the k chosen latents of each token
-# --------------------------------------------------------------------------------------------
-def _csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:
-    with warnings.catch_warnings():  # torch calls all of sparse CSR "beta"; we use its stable core
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, col, values, size, check_invariants=False)
-
-
-class SparsePattern:
-    """Which latents are active in which token: ``indices: [batch, k]`` (each row sorted).
-
-    Seen as a ``[batch, d_sae]`` matrix with ``k`` non-zeros per row, the sparse products the
-    TopK SAE needs are ``A @ W`` (decode), ``A^T @ X`` (weight gradients) and "``X @ W^T``
-    only at the non-zeros" (gradients of the chosen activations). This class builds the
-    compressed-sparse-row (CSR) layouts of the matrix and its transpose once per batch.
-    """
-
-    def __init__(self, indices: Tensor, d_sae: int):
-        self.indices = indices  # [batch, k], int64, ascending along k
-        self.batch, self.k = indices.shape
-        self.d_sae = d_sae
-        dev = indices.device
-        self.crow = torch.arange(0, self.batch * self.k + 1, self.k, device=dev)
-        self.col = indices.reshape(-1)
-        self._t: tuple[Tensor, Tensor, Tensor] | None = None
-
-    def csr(self, values: Tensor) -> Tensor:
-        """``values: [batch, k]`` -> sparse CSR ``[batch, d_sae]``."""
-        return _csr(self.crow, self.col, values.reshape(-1), (self.batch, self.d_sae))
-
-    def csr_t(self, values: Tensor) -> Tensor:
-        """``values: [batch, k]`` -> sparse CSR of the transpose, ``[d_sae, batch]``."""
-        if self._t is None:  # sort the non-zeros by latent, once per batch (shared by all backwards)
-            order = torch.sort(self.col, stable=True).indices
-            rows = torch.div(order, self.k, rounding_mode="floor")
-            counts = torch.bincount(self.col, minlength=self.d_sae)
-            crow = torch.zeros(self.d_sae + 1, dtype=torch.int64, device=self.col.device)
-            crow[1:] = counts.cumsum(0)
-            self._t = (order, crow, rows)
-        order, crow, rows = self._t
-        return _csr(crow, rows, values.reshape(-1)[order], (self.d_sae, self.batch))
-
-    def sampled_matmul(self, a: Tensor, b_t: Tensor) -> Tensor:
-        """``(a @ b_t.T)`` at the pattern's non-zeros only: ``a: [batch, n]``, ``b_t: [d_sae, n]``
-        -> ``[batch, k]``. Costs ``batch * k * n`` instead of ``batch * d_sae * n``."""
-        zeros = torch.zeros(self.batch * self.k, dtype=a.dtype, device=a.device)
-        out = torch.sparse.sampled_addmm(self.csr(zeros), a, b_t.T, beta=0.0)
-        return out.values().view(self.batch, self.k)
-
-
-class _SelectPreacts(torch.autograd.Function):
-    """Pre-activations of the chosen latents, with a sparse backward.
-
-    Forward: the values were already computed by the dense encoder matmul (which must look at
-    every latent to choose the top k); this just hands them on. Backward: the gradient reaches
-    only the chosen ``[batch, k]`` entries, so ``grad W_enc = G^T (x - b_dec)`` and
-    ``grad b_enc`` touch ``batch * k`` rows instead of a dense ``[batch, d_sae]`` matrix.
-    """
-
-    @staticmethod
-    def forward(ctx, x, b_dec, W_enc, b_enc, values, pattern):
-        ctx.pattern = pattern
-        ctx.save_for_backward(x, b_dec, W_enc)
-        return values.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, b_dec, W_enc = ctx.saved_tensors
-        pat: SparsePattern = ctx.pattern
-        grad = grad.contiguous()
-        g_x = g_bdec = g_W = g_b = None
-        if ctx.needs_input_grad[2]:
-            g_W = pat.csr_t(grad) @ (x - b_dec)  # [d_sae, d_in]
-        per_latent = torch.zeros(pat.d_sae, dtype=grad.dtype, device=grad.device)
-        per_latent.index_add_(0, pat.col, grad.reshape(-1))  # sum over the batch, per latent
-        if ctx.needs_input_grad[3]:
-            g_b = per_latent
-        if ctx.needs_input_grad[1]:
-            g_bdec = -(per_latent @ W_enc)  # d/d b_dec of (x - b_dec) W_enc^T, summed over batch
-        if ctx.needs_input_grad[0]:
-            g_x = pat.csr(grad) @ W_enc
-        return g_x, g_bdec, g_W, g_b, None, None
-
-
-def select_preacts(x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, values: Tensor,
-                   pattern: SparsePattern) -> Tensor:
-    """``values[b, j] = (x[b] - b_dec) . W_enc[idx[b, j]] + b_enc[idx[b, j]]`` (given, already
-    computed) with gradients flowing sparsely into ``W_enc``, ``b_enc``, ``b_dec`` (and ``x``)."""
-    return _SelectPreacts.apply(x, b_dec, W_enc, b_enc, values, pattern)
-
-
-class _SparseDecode(torch.autograd.Function):
-    """``x_hat[b] = sum_j acts[b, j] * W_dec[idx[b, j]]``, forward and backward sparse."""
-
-    @staticmethod
-    def forward(ctx, acts, W_dec, pattern):
-        ctx.pattern = pattern
-        ctx.save_for_backward(acts, W_dec)
-        return F.embedding_bag(pattern.indices, W_dec, per_sample_weights=acts, mode="sum")
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        acts, W_dec = ctx.saved_tensors
-        pat: SparsePattern = ctx.pattern
-        grad_out = grad_out.contiguous()
-        g_acts = g_W = None
-        if ctx.needs_input_grad[0]:
-            g_acts = pat.sampled_matmul(grad_out, W_dec)  # [batch, k]
-        if ctx.needs_input_grad[1]:
-            g_W = pat.csr_t(acts) @ grad_out  # [d_sae, d_in]
-        return g_acts, g_W, None
-
-
-def sparse_decode(acts: Tensor, W_dec: Tensor, pattern: SparsePattern) -> Tensor:
-    """``[batch, k]`` activations at ``pattern.indices`` -> ``[batch, d_in]`` (no bias)."""
-    return _SparseDecode.apply(acts, W_dec, pattern)
-
 
 # --------------------------------------------------------------------------------------------
 # TopK SAE
@@ -415,8 +294,8 @@ class TopKSAE(_SAEBase):
 
     .. math::
 
-        f = \\mathrm{ReLU}\\Big(\\mathrm{TopK}_k\\big((x - b_{dec}) W_{enc}^\\top + b_{enc}\\big)\\Big)
-        \\qquad \\hat x = f\\, W_{dec} + b_{dec}
+        f = \\mathrm{ReLU}\\Big(\\mathrm{TopK}_k\\big((x - b_{dec}) W_{enc}^\\top
+        + b_{enc}\\big)\\Big) \\qquad \\hat x = f\\, W_{dec} + b_{dec}
 
     ``TopK_k`` keeps the ``k`` largest entries of each row and zeroes the rest, so every token
     has at most ``k`` active latents. Shapes as in :class:`ReluSAE`.
@@ -450,6 +329,7 @@ class TopKSAE(_SAEBase):
 
     @property
     def b_enc(self) -> Tensor:
+        """``[d_sae]`` encoder bias."""
         return self.encoder.bias
 
     def _preacts(self, x: Tensor) -> Tensor:
@@ -474,13 +354,20 @@ class TopKSAE(_SAEBase):
     def encode(self, x: Tensor) -> Tensor:
         """``[batch, d_in] -> [batch, d_sae]`` dense latent activations (at most k non-zero)."""
         acts, idx = self.encode_sparse(x)
-        return torch.zeros(x.shape[0], self.d_sae, dtype=acts.dtype, device=acts.device).scatter_(-1, idx, acts)
+        dense = torch.zeros(x.shape[0], self.d_sae, dtype=acts.dtype, device=acts.device)
+        return dense.scatter_(-1, idx, acts)
 
     def decode(self, latents: Tensor) -> Tensor:
         """``[batch, d_sae] -> [batch, d_in]`` (dense; for analysis, not training)."""
         return latents @ self.W_dec + self.b_dec
 
     def forward(self, x: Tensor, dead_mask: Tensor | None = None) -> TopKOutput:
+        """Encode, decode and score ``x: [batch, d_in]`` with the sparse kernels (the fast path).
+
+        ``dead_mask: [d_sae]`` bool marks the latents AuxK should train (``None``: no AuxK).
+        One dense matmul chooses the top ``k``; everything after it, gradients included, touches
+        only the chosen ``[batch, k]`` entries. Same result as :meth:`forward_dense`.
+        """
         pre = self._preacts(x)
         acts, pattern = self._select(x, pre, self.k)
         x_hat = sparse_decode(acts, self.W_dec, pattern) + self.b_dec
@@ -488,7 +375,32 @@ class TopKSAE(_SAEBase):
         auxk = self._auxk_loss(x, pre, x_hat, dead_mask)
         return TopKOutput(x_hat, acts, pattern.indices, mse, auxk, mse + self.auxk_coeff * auxk)
 
-    def _auxk_loss(self, x: Tensor, pre: Tensor, x_hat: Tensor, dead_mask: Tensor | None) -> Tensor:
+    def forward_dense(self, x: Tensor, dead_mask: Tensor | None = None) -> TopKOutput:
+        """:meth:`forward` written with plain dense torch ops: the readable reference.
+
+        Builds the full ``[batch, d_sae]`` latent matrix and lets autograd differentiate it, so
+        it costs ``batch * d_sae * d_in`` in the decoder and in every backward product, where
+        :meth:`forward` pays ``batch * k * d_in``. Same outputs and gradients (up to rounding).
+        """
+        pre = (x - self.b_dec) @ self.W_enc.T + self.b_enc  # [batch, d_sae]
+        vals, idx = pre.topk(self.k, dim=-1)  # [batch, k]
+        idx, order = idx.sort(dim=-1)  # ascending, as forward returns them
+        top_acts = F.relu(vals.gather(-1, order))
+        latents = torch.zeros_like(pre).scatter(-1, idx, top_acts)  # [batch, d_sae], <= k non-zero
+        x_hat = latents @ self.W_dec + self.b_dec
+        mse = (x_hat - x).pow(2).sum(dim=-1).mean()
+        auxk = x.new_zeros(())
+        n_dead = 0 if dead_mask is None else int(dead_mask.sum())
+        if n_dead > 0:
+            e = (x - x_hat).detach()  # the residual the dead latents are asked to explain
+            aux_vals, aux_idx = pre.masked_fill(~dead_mask, -torch.inf).topk(
+                min(self.k_aux, n_dead), dim=-1)
+            e_hat = torch.zeros_like(pre).scatter(-1, aux_idx, F.relu(aux_vals)) @ self.W_dec
+            auxk = (e_hat - e).pow(2).sum(dim=-1).mean() * min(n_dead / self.k_aux, 1.0)
+        return TopKOutput(x_hat, top_acts, idx, mse, auxk, mse + self.auxk_coeff * auxk)
+
+    def _auxk_loss(self, x: Tensor, pre: Tensor, x_hat: Tensor,
+                   dead_mask: Tensor | None) -> Tensor:
         """AuxK (Gao et al. 2024, appendix A.2).
 
         The residual ``e = x - x_hat`` (no gradient) is reconstructed by the top ``k_aux``
@@ -510,153 +422,3 @@ class TopKSAE(_SAEBase):
         acts, pattern = self._select(x, aux_pre, k_aux)
         e_hat = sparse_decode(acts, self.W_dec, pattern)
         return (e_hat - e).pow(2).sum(dim=-1).mean() * min(n_dead / self.k_aux, 1.0)
-
-
-# --------------------------------------------------------------------------------------------
-# Saving in SAELens's format (scale folded into the weights)
-# --------------------------------------------------------------------------------------------
-def folded_weights(sae: ReluSAE | TopKSAE, scale: float) -> dict[str, Tensor]:
-    """The SAE's weights in SAELens's layout, rewritten to take *raw* activations.
-
-    Our SAE sees ``x_n = s * x`` (``s = scale``). With ``W_enc`` as SAELens stores it
-    (``[d_in, d_sae]``):
-
-    * pre-activations: ``(s x - b_dec) W_enc + b_enc = (x - b_dec / s) (s W_enc) + b_enc``
-    * reconstruction in raw units: ``x_hat_n / s = f (W_dec / s) + b_dec / s``
-
-    So ``W_enc' = s W_enc``, ``W_dec' = W_dec / s``, ``b_dec' = b_dec / s`` (the same vector
-    in both places, as SAELens requires) and ``b_enc`` unchanged: the latents are identical,
-    the reconstruction comes out in raw units. (Decoder rows then have norm ``1/s``.)
-    """
-    s = float(scale)
-    return {
-        "W_enc": (sae.W_enc.detach().T * s).contiguous(),
-        "b_enc": sae.b_enc.detach().clone(),
-        "W_dec": (sae.W_dec.detach() / s).contiguous(),
-        "b_dec": (sae.b_dec.detach() / s).contiguous(),
-    }
-
-
-def _to_jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_to_jsonable(v) for v in obj]
-    if isinstance(obj, Tensor):
-        return obj.tolist()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
-        return obj.item()
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
-
-
-def _saelens_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("sae-lens")
-    except Exception:  # sae-lens not installed: the format is SAELens 6's
-        return "6.0.0"
-
-
-def save_saelens(sae: ReluSAE | TopKSAE, path: str | os.PathLike, *, hook_name: str, model_name: str,
-                 scale: float, dataset: str = "", dtype: str = "float32", load_dtype: str = "float32",
-                 context_size: int | None = None, extra_metadata: dict | None = None,
-                 history: list[dict] | None = None, metrics: dict | None = None) -> Path:
-    """Write ``sae`` in SAELens 6's on-disk format so ``sae_lens.SAE.load_from_disk(path)``
-    works on *raw* activations.
-
-    Files: ``cfg.json``, ``sae_weights.safetensors`` (``W_enc [d_in, d_sae]``, ``b_enc``,
-    ``W_dec [d_sae, d_in]``, ``b_dec``; ``scale`` folded in by :func:`folded_weights`) and
-    ``training_log.json`` (scale, metrics, history, metadata).
-
-    ``dtype``: how the weights are *stored*: ``"float32"``, or ``"float16"`` / ``"bfloat16"`` to
-    ship half the bytes. ``load_dtype``: the ``dtype`` written into ``cfg.json``, i.e. what
-    ``load_from_disk`` gives by default (SAELens casts the stored tensors to it). The default
-    ``"float32"`` loads cleanly on any machine and takes fp32 activations; pass
-    ``load_from_disk(path, dtype="float16")`` to run in half precision. Returns the folder.
-    """
-    from safetensors.torch import save_file
-
-    for name, value in (("dtype", dtype), ("load_dtype", load_dtype)):
-        if value not in ("float32", "float16", "bfloat16"):
-            raise ValueError(f"{name} must be float32, float16 or bfloat16, got {value!r}")
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
-    tdtype = getattr(torch, dtype)
-    weights = {k: v.to("cpu", tdtype).contiguous() for k, v in folded_weights(sae, scale).items()}
-
-    metadata = {
-        # SAELens treats a config without a 6.x version as pre-6.0 and rewrites it on load.
-        "sae_lens_version": _saelens_version(),
-        "sae_lens_training_version": None,
-        "model_name": model_name,
-        "hook_name": hook_name,
-        "hook_head_index": None,
-        "prepend_bos": True,
-        "dataset_path": dataset,
-        "context_size": context_size,
-        "input_scale_folded": float(scale),
-        "weights_dtype": dtype,
-        "trained_with": "interp_lib",
-        **(extra_metadata or {}),
-    }
-    cfg: dict[str, Any] = {
-        "architecture": sae.architecture,
-        "d_in": sae.d_in,
-        "d_sae": sae.d_sae,
-        "dtype": load_dtype,
-        "device": "cpu",
-        "apply_b_dec_to_input": True,
-        "normalize_activations": "none",
-        "reshape_activations": "none",
-        "metadata": metadata,
-    }
-    if isinstance(sae, TopKSAE):
-        cfg["k"] = sae.k
-        cfg["rescale_acts_by_decoder_norm"] = False
-    save_file(weights, str(out / "sae_weights.safetensors"))
-    (out / "cfg.json").write_text(json.dumps(_to_jsonable(cfg), indent=2) + "\n")
-    log = {
-        "architecture": sae.architecture,
-        "d_in": sae.d_in,
-        "d_sae": sae.d_sae,
-        "scale": float(scale),
-        "hook_name": hook_name,
-        "model_name": model_name,
-        "metrics": metrics or {},
-        "history": history or [],
-        "metadata": metadata,
-    }
-    if isinstance(sae, TopKSAE):
-        log["k"] = sae.k
-    else:
-        log["l1_coeff"] = sae.l1_coeff
-    (out / "training_log.json").write_text(json.dumps(_to_jsonable(log), indent=1) + "\n")
-    return out
-
-
-def load_saelens_as_homebrew(path: str | os.PathLike) -> tuple[ReluSAE | TopKSAE, float]:
-    """Inverse of :func:`save_saelens`: ``(sae, scale)`` with the scale unfolded again
-    (needs ``training_log.json`` or ``metadata.input_scale_folded``; scale 1.0 otherwise)."""
-    from safetensors.torch import load_file
-
-    p = Path(path)
-    cfg = json.loads((p / "cfg.json").read_text())
-    scale = float(cfg.get("metadata", {}).get("input_scale_folded", 1.0))
-    w = {k: v.float() for k, v in load_file(str(p / "sae_weights.safetensors")).items()}
-    if cfg["architecture"] == "topk":
-        sae: ReluSAE | TopKSAE = TopKSAE(cfg["d_in"], cfg["d_sae"], k=cfg["k"])
-    elif cfg["architecture"] == "standard":
-        sae = ReluSAE(cfg["d_in"], cfg["d_sae"])
-    else:
-        raise ValueError(f"unsupported architecture {cfg['architecture']!r}")
-    with torch.no_grad():
-        sae.encoder.weight.copy_(w["W_enc"].T / scale)
-        sae.encoder.bias.copy_(w["b_enc"])
-        sae.W_dec.copy_(w["W_dec"] * scale)
-        sae.b_dec.copy_(w["b_dec"] * scale)
-    return sae, scale

@@ -11,9 +11,15 @@ the weights when the SAE is saved.
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 from typing import Iterator, NamedTuple
+
+import torch
+
+from .activations import corpus_tokens
+from .models import from_hub
 
 SAE_ROOT = Path(__file__).parent / "saes"
 BOOK_URL = "https://interp-book.github.io/sae-book"
@@ -54,7 +60,8 @@ def _pretrained_directory() -> dict:
     return get_pretrained_saes_directory()
 
 
-def _check_release(release: str, sae_id: str | None) -> None:
+def check_release(release: str, sae_id: str | None) -> None:
+    """Raise ValueError unless ``release`` (and ``sae_id``, if given) is known, naming the valid ones."""
     if release in RELEASES:
         if sae_id is not None and sae_id not in RELEASES[release].sae_ids:
             raise ValueError(f"Unknown sae_id {sae_id!r} for release {release!r}. Valid ids: {list(RELEASES[release].sae_ids)}")
@@ -86,10 +93,10 @@ def list_saes(*, pretrained: bool = True) -> Iterator[tuple[str, str]]:
 def sae_path(release: str, sae_id: str) -> Path:
     """On-disk folder (SAELens format) of one of the project's shipped SAEs."""
     if release not in RELEASES:
-        _check_release(release, None)  # unknown -> ValueError naming the valid ones
+        check_release(release, None)  # unknown -> ValueError naming the valid ones
         raise ValueError(f"{release!r} is a SAELens pretrained release; it lives on the hub, not on disk. "
                          f"Shipped releases: {sorted(RELEASES)}")
-    _check_release(release, sae_id)
+    check_release(release, sae_id)
     path = SAE_ROOT / release / sae_id
     if not (path / "cfg.json").exists():
         raise FileNotFoundError(f"{path} is missing: the SAE {release}/{sae_id} has not been trained into this checkout")
@@ -98,8 +105,6 @@ def sae_path(release: str, sae_id: str) -> Path:
 
 def load_sae(release_or_path: str | Path, sae_id: str | None = None, *, device: str = "cpu", dtype: str = "float32"):
     """Load an SAE as ``sae_lens.SAE``: ``load_sae(release, sae_id)`` or ``load_sae(folder)``."""
-    from sae_lens import SAE
-
     if isinstance(release_or_path, Path) or (sae_id is None and ("/" in str(release_or_path) or Path(str(release_or_path)).exists())):
         path = Path(release_or_path).expanduser()
         if not (path / "cfg.json").exists():
@@ -107,11 +112,11 @@ def load_sae(release_or_path: str | Path, sae_id: str | None = None, *, device: 
         return _load_disk(path, device, dtype)
     release = str(release_or_path)
     if sae_id is None:
-        _check_release(release, None)
+        check_release(release, None)
         raise ValueError(f"load_sae({release!r}) needs an sae_id; valid ids: {[s for r, s in list_saes() if r == release][:8]}")
     if release in RELEASES:
         return _load_disk(sae_path(release, sae_id), device, dtype)
-    _check_release(release, sae_id)
+    check_release(release, sae_id)
     return _load_from_hub(release, sae_id, device, dtype)
 
 
@@ -125,36 +130,47 @@ def _load_disk(path: Path, device: str, dtype: str):
 
 def _load_from_hub(release: str, sae_id: str, device: str, dtype: str):
     """The online path: ``SAE.from_pretrained``; offline it fails fast unless the hub cache has it."""
-    from sae_lens import SAE
+    from sae_lens import SAE  # heavy: imported where first used
 
-    from .models import HubUnavailableError, hub_reachable
-
-    if not hub_reachable():
-        import huggingface_hub.constants as hub_constants
-
-        previous = hub_constants.HF_HUB_OFFLINE
-        hub_constants.HF_HUB_OFFLINE = True
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return SAE.from_pretrained(release, sae_id, device=device, dtype=dtype)
-        except Exception as exc:  # noqa: BLE001 - any failure here means "not cached"
-            raise HubUnavailableError(
-                f"Cannot load SAE {release}/{sae_id}: the Hugging Face hub cannot be reached and it is not "
-                f"in the local hub cache. Offline, use the project's own SAEs: {sorted(RELEASES)} "
-                "(for the embedded model smollm2-135m)."
-            ) from exc
-        finally:
-            hub_constants.HF_HUB_OFFLINE = previous
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return SAE.from_pretrained(release, sae_id, device=device, dtype=dtype)
+    return from_hub(lambda: SAE.from_pretrained(release, sae_id, device=device, dtype=dtype),
+                    f"SAE {release}/{sae_id}",
+                    f"the project's own SAEs {sorted(RELEASES)} (for the embedded model smollm2-135m)")
 
 
-def sae_metadata(release: str, sae_id: str) -> dict:
-    """The ``metrics.json`` stored beside a shipped SAE (quality on held-out text, training set-up)."""
-    path = sae_path(release, sae_id) / "metrics.json"
+def recorded_metrics(release: str, sae_id: str) -> dict:
+    """The ``metrics.json`` stored beside a shipped SAE (quality on held-out text, training set-up);
+    ``{}`` for an SAE that is not shipped with the project (e.g. SAELens's pretrained releases)."""
+    if release not in RELEASES:
+        return {}
+    try:
+        path = sae_path(release, sae_id) / "metrics.json"
+    except (FileNotFoundError, ValueError):
+        return {}
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def training_recipe(release: str, sae_id: str) -> dict:
+    """How a shipped SAE was trained (``{"training tokens": N, "passes": E, "batch size": B}``, from
+    its recorded recipe); ``{}`` for an SAE without one."""
+    recipe = recorded_metrics(release, sae_id).get("recipe")
+    if not recipe:
+        return {}
+    own = sae_recipe(sae_id, recipe)
+    return {"training tokens": int(own["train_tokens"]), "passes": float(own["epochs"]),
+            "batch size": int(own["batch_size"])}
+
+
+_HOOK = re.compile(r"^blocks\.(\d+)\.hook_(.+)$")
+_SITE_NAMES = {"resid_pre": "resid", "mlp_out": "mlp_out", "attn_out": "attn_out", "resid_post": "resid_post"}
+
+
+def sae_label(release: str, sae_id: str) -> str:
+    """A short name for tables and legends: ``"resid 15"``, ``"mlp_out 15"`` (the sae_id if not a hook)."""
+    match = _HOOK.match(sae_id)
+    if not match:
+        return sae_id
+    layer, site = match.groups()
+    return f"{_SITE_NAMES.get(site, site)} {layer}"
 
 
 def feature_slug(release: str, sae_id: str) -> str:
@@ -166,7 +182,7 @@ def feature_url(release: str, sae_id: str, feature: int, *, base: str | None = N
     """Page that shows what ``feature`` does: Neuronpedia for SAELens releases, the book's page for ours."""
     if not isinstance(feature, int) or isinstance(feature, bool) or feature < 0:
         raise ValueError(f"feature must be a non-negative int, got {feature!r}")
-    _check_release(release, sae_id)
+    check_release(release, sae_id)
     if release in RELEASES:
         return f"{(base if base is not None else BOOK_URL).rstrip('/')}/features/{feature_slug(release, sae_id)}/{feature}.html"
     neuronpedia_id = _pretrained_directory()[release].neuronpedia_id.get(sae_id)
@@ -213,104 +229,9 @@ def sae_recipe(sae_id: str, recipe: dict | None = None) -> dict:
     return {"batch_size": 4096, "lr": None, **own, **legacy, **recipe.get("by_sae", {}).get(sae_id, {})}
 
 
-def heldout_tokens(model, n_tokens: int, ctx_len: int = 128):
+def heldout_tokens(model, n_tokens: int, ctx_len: int = 128) -> torch.Tensor:
     """Held-out corpus tokens [n_tokens // ctx_len, ctx_len] (files never used in training)."""
-    from .activations import corpus_tokens
-
     return corpus_tokens(model, "heldout", n_tokens, ctx_len)
-
-
-def evaluate_sae(sae, model, *, n_tokens: int = ZOO_RECIPE["eval_tokens"], ctx_len: int = 128, progress: bool = True) -> dict:
-    """The foundation metrics (interp_lib.metrics.sae_metrics) on held-out text, as a flat dict."""
-    from .metrics import log_density_histogram, sae_metrics
-
-    tokens = heldout_tokens(model, n_tokens, ctx_len)
-    result = sae_metrics(model, sae, tokens, progress=progress)
-    counts, edges = log_density_histogram(result.density)
-    return {**result.summary(), "log10_density_hist": {"counts": counts.tolist(), "edges": edges.tolist()},
-            "eval": f"held-out split of the offline corpus, {result.n_tokens} tokens (BOS excluded)"}
-
-
-def train_zoo(releases: list[str] | None = None, *, sae_ids: list[str] | None = None, recipe: dict | None = None,
-              device: str = "cpu", out_root: Path | None = None, progress: bool = True) -> list[dict]:
-    """Retrain the project's releases from the recipe (same seed, same corpus), save and evaluate each."""
-    from .activations import cached_activations
-    from .models import load_model
-
-    recipe = {**ZOO_RECIPE, **(recipe or {})}
-    releases = releases or list(RELEASES)
-    for r in releases:
-        _check_release(r, None)
-    known = [s for r in releases for s in RELEASES[r].sae_ids]
-    unknown = [s for s in (sae_ids or []) if s not in known]
-    if unknown:
-        raise ValueError(f"Unknown sae_id(s) {unknown} for releases {releases}. Valid ids: {known}")
-    out_root = Path(out_root) if out_root else SAE_ROOT
-    rows = []
-    by_model: dict[str, list[tuple[str, str]]] = {}
-    for r in releases:
-        by_model.setdefault(RELEASES[r].model, []).extend(
-            (r, s) for s in RELEASES[r].sae_ids if sae_ids is None or s in sae_ids)
-    for model_name, pairs in by_model.items():
-        if not pairs:
-            continue
-        model = load_model(model_name)
-        by_tokens: dict[int, list[tuple[str, str]]] = {}  # one harvest per token budget
-        for pair in pairs:
-            by_tokens.setdefault(sae_recipe(pair[1], recipe)["train_tokens"], []).append(pair)
-        for n_tokens, group in by_tokens.items():
-            acts = cached_activations(model_name, [s for _, s in group], n_tokens=n_tokens, ctx_len=recipe["ctx_len"],
-                                      model=model, progress=progress)
-            for release, sae_id in group:
-                rows.append(_train_one(release, sae_id, acts.pop(sae_id), model, model_name, recipe, device,
-                                       out_root, progress))
-    return rows
-
-
-def _train_one(release: str, sae_id: str, acts, model, model_name: str, recipe: dict, device: str,
-               out_root: Path, progress: bool) -> dict:
-    """Train, save (SAELens format, fp16) and evaluate one SAE of a release."""
-    from sae_lens import SAE
-
-    from .sae import save_saelens
-    from .train import TrainConfig, train_sae
-
-    own = sae_recipe(sae_id, recipe)
-    cfg = TrainConfig(arch=own["arch"], d_sae=own["d_sae"], k=own["k"], epochs=own["epochs"], seed=own["seed"],
-                      batch_size=own["batch_size"], lr=own["lr"], device=device)
-    result = train_sae(acts.float(), cfg, progress=progress)
-    path = save_saelens(
-        result.sae, out_root / release / sae_id, hook_name=sae_id, model_name=model_name, scale=result.scale,
-        dataset=f"interp_lib offline corpus, train split, {acts.shape[0]} tokens (BOS excluded)",
-        dtype="float16", context_size=own["ctx_len"], history=result.history, metrics=result.metrics,
-        extra_metadata={"release": release, "recipe": recipe},
-    )
-    sae = SAE.load_from_disk(path, dtype="float32")
-    metrics = {"release": release, "sae_id": sae_id, **evaluate_sae(sae, model, n_tokens=own["eval_tokens"], ctx_len=own["ctx_len"],
-                                                                        progress=progress),
-               "train_tokens_per_s": result.metrics.get("tokens_per_s"), "recipe": recipe}
-    (path / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    return metrics
-
-
-def reevaluate_zoo(*, progress: bool = True) -> list[dict]:
-    """Recompute the held-out metrics of every shipped SAE and rewrite their ``metrics.json``
-    (training fields kept): for when the metrics gain a field, without retraining."""
-    from .models import load_model
-
-    rows, models = [], {}
-    for release, sae_id in list_saes(pretrained=False):
-        meta = sae_metadata(release, sae_id)
-        model_name = RELEASES[release].model
-        if model_name not in models:
-            models[model_name] = load_model(model_name)
-        model = models[model_name]
-        ctx_len = meta.get("recipe", ZOO_RECIPE)["ctx_len"]
-        fresh = evaluate_sae(load_sae(release, sae_id), model, ctx_len=ctx_len, progress=progress)
-        meta = {"release": release, "sae_id": sae_id, **{k: v for k, v in meta.items() if k not in fresh}, **fresh}
-        (sae_path(release, sae_id) / "metrics.json").write_text(json.dumps(meta, indent=1) + "\n")
-        rows.append(meta)
-    return rows
 
 
 def zoo_table(markdown: bool = True) -> str:
@@ -318,10 +239,7 @@ def zoo_table(markdown: bool = True) -> str:
     head = ["release", "sae_id", "L0", "FVE", "FVE typical", "CE recovered", "loss increase (nats)", "dead", "dense"]
     lines = []
     for release, sae_id in list_saes(pretrained=False):
-        try:
-            m = sae_metadata(release, sae_id)
-        except FileNotFoundError:
-            continue
+        m = recorded_metrics(release, sae_id)
         if not m:
             continue
         lines.append([release, sae_id, f"{m['l0']:.1f}", f"{m['fve']:.3f}",

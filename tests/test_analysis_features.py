@@ -1,4 +1,4 @@
-"""interp_lib.analysis feature statistics and plots' HTML helpers, on small hand-made arrays."""
+"""interp_lib.analysis feature statistics, interp_lib.encoding, and plots' HTML helpers, on small hand-made arrays."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from interp_lib import analysis as A
+from interp_lib import encoding as E
 from interp_lib import plots
 
 # 6 texts x 5 features; categories a, a, a, b, b, c.
@@ -134,7 +135,7 @@ def test_coactivation_is_jaccard():
 def _enc():
     acts = [torch.tensor([[0.0, 1.0], [3.0, 0.0], [1.0, 0.0]]), torch.tensor([[2.0, 0.0], [0.0, 5.0]])]
     tokens = [["x", "y", "z"], ["u", "v"]]
-    return A.Encoded(["xyz", "uv"], tokens, acts, torch.stack([a.max(0).values for a in acts]),
+    return E.Encoded(["xyz", "uv"], tokens, acts, torch.stack([a.max(0).values for a in acts]),
                      torch.stack([a.mean(0) for a in acts]))
 
 
@@ -147,9 +148,9 @@ def test_top_activating_finds_text_and_token():
 
 def test_massive_tokens_and_mask_tokens():
     acts = [torch.tensor([[100.0, 0.0], [1.0, 0.0], [1.0, 1.0]]), torch.tensor([[0.0, 1.0], [1.0, 0.0]])]
-    masks = A.massive_tokens(acts, factor=5.0)
+    masks = E.massive_tokens(acts, factor=5.0)
     assert [m.tolist() for m in masks] == [[True, False, False], [False, False]]
-    enc = A.mask_tokens(_enc(), masks)
+    enc = E.mask_tokens(_enc(), masks)
     assert enc.tokens == [["x", "y", "z"], ["u", "v"]]  # positions unchanged
     assert enc.acts[0][0].tolist() == [0.0, 0.0] and enc.acts[0][1].tolist() == [3.0, 0.0]
     # the masked token (which alone carried feature 1 in text 0) is out of the max and the mean
@@ -157,9 +158,9 @@ def test_massive_tokens_and_mask_tokens():
     assert enc.max[1].tolist() == [2.0, 5.0]
     assert _enc().acts[0][0].tolist() == [0.0, 1.0]  # the input is not modified
     with pytest.raises(ValueError):
-        A.mask_tokens(_enc(), masks[:1])
+        E.mask_tokens(_enc(), masks[:1])
     with pytest.raises(ValueError):
-        A.mask_tokens(_enc(), [torch.zeros(2, dtype=torch.bool), masks[1]])
+        E.mask_tokens(_enc(), [torch.zeros(2, dtype=torch.bool), masks[1]])
 
 
 def test_bad_shapes_are_refused():
@@ -227,11 +228,11 @@ class _TrimmedTokenizer:
 
 
 def test_readable_tokens_show_a_split_character_once():
-    assert A.readable_tokens(_FakeTokenizer(), "café!") == ["caf", "é", "", "!"]
-    assert A.readable_tokens(_TrimmedTokenizer(), "a cat sat") == ["a", " cat", " sat"]
-    enc = A.Encoded(["café!"], [["caf", "\ufffd", "\ufffd", "!"]], [torch.tensor([[0.0], [0.0], [2.0], [1.0]])],
+    assert E.readable_tokens(_FakeTokenizer(), "café!") == ["caf", "é", "", "!"]
+    assert E.readable_tokens(_TrimmedTokenizer(), "a cat sat") == ["a", " cat", " sat"]
+    enc = E.Encoded(["café!"], [["caf", "\ufffd", "\ufffd", "!"]], [torch.tensor([[0.0], [0.0], [2.0], [1.0]])],
                     torch.tensor([[2.0]]), torch.tensor([[0.75]]))
-    enc = A.with_readable_tokens(enc, _FakeTokenizer())
+    enc = E.with_readable_tokens(enc, _FakeTokenizer())
     assert enc.tokens == [["caf", "é", "", "!"]]
     # the peak is on the second piece of "é": reported as "é", and shown once with the group's max
     assert A.top_activating(enc, 0).token.tolist() == ["é"]
@@ -246,8 +247,8 @@ TEXTS = ["the cat sat on the mat", "hello", "def x ( y ) : return y + 1", "a dog
 
 
 def test_hook_activations_batched_equals_one_text_at_a_time(tiny_gpt2):
-    acts = A.hook_activations(tiny_gpt2, HOOK, TEXTS, batch_size=3)  # mixed lengths in a batch
-    with_bos = A.hook_activations(tiny_gpt2, HOOK, TEXTS, drop_bos=False, batch_size=1)
+    acts = E.hook_activations(tiny_gpt2, HOOK, TEXTS, batch_size=3)  # mixed lengths in a batch
+    with_bos = E.hook_activations(tiny_gpt2, HOOK, TEXTS, drop_bos=False, batch_size=1)
     for text, a, b in zip(TEXTS, acts, with_bos):
         toks = tiny_gpt2.to_tokens(text)
         _, cache = tiny_gpt2.run_with_cache(toks, names_filter=HOOK)
@@ -261,13 +262,13 @@ def test_encode_activations_matches_encode_texts(tiny_gpt2):
     from .conftest import make_sae
 
     sae = make_sae(32, 64, HOOK, k=3)
-    ref = A.encode_texts(tiny_gpt2, sae, TEXTS)
-    tokens = A.text_tokens(tiny_gpt2, TEXTS)
+    ref = E.encode_texts(tiny_gpt2, sae, TEXTS)
+    tokens = E.text_tokens(tiny_gpt2, TEXTS)
     assert [len(t) for t in tokens] == [len(t) for t in ref.tokens]
-    enc = A.encode_activations(sae, A.hook_activations(tiny_gpt2, HOOK, TEXTS), tokens, TEXTS)
+    enc = E.encode_activations(sae, E.hook_activations(tiny_gpt2, HOOK, TEXTS), tokens, TEXTS)
     for a, b in zip(enc.acts, ref.acts):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(enc.max, ref.max, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(enc.mean, ref.mean, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="tokens"):
-        A.encode_activations(sae, A.hook_activations(tiny_gpt2, HOOK, TEXTS), [t[:-1] for t in tokens], TEXTS)
+        E.encode_activations(sae, E.hook_activations(tiny_gpt2, HOOK, TEXTS), [t[:-1] for t in tokens], TEXTS)

@@ -6,25 +6,32 @@ INTERP_REQUIRE_BOOK_HTML=1 so that a missing site fails instead of skipping.
 
 from __future__ import annotations
 
-import importlib.util
+import json
 import os
 import re
+import sys
 from pathlib import Path
 
+import plotly
 import pytest
 import yaml
+from bs4 import BeautifulSoup
 
 ROOT = Path(__file__).resolve().parent.parent
 HTML = ROOT / "_build" / "html"
+# The build scripts of .ci/ import their shared module (buildlib) from their own folder, which
+# `python .ci/book.py` puts on sys.path; so do the tests.
+CI = ROOT / ".ci"
+if str(CI) not in sys.path:
+    sys.path.insert(0, str(CI))
 
-_spec = importlib.util.spec_from_file_location("ci_book", ROOT / ".ci" / "book.py")
-ci_book = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ci_book)
+import book as ci_book  # noqa: E402  (.ci/book.py, once .ci/ is on sys.path)
+import buildlib  # noqa: E402
 
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
-DOCS = ci_book.toc_files(TOC)
-CHAPTERS = ci_book.chapters()
+DOCS = buildlib.toc_files(TOC)
+CHAPTERS = buildlib.chapters()
 
 
 def _chapter_id(p: Path) -> str:
@@ -67,7 +74,7 @@ def test_launch_buttons_configured():
 
 def test_every_toc_entry_exists():
     assert DOCS[0] == TOC["root"]
-    missing = [d for d in DOCS if ci_book.source_of(d) is None]
+    missing = [d for d in DOCS if buildlib.source_of(d) is None]
     assert not missing, f"_toc.yml lists missing files: {missing}"
     assert len(set(DOCS)) == len(DOCS), "a file is listed twice in _toc.yml"
 
@@ -153,6 +160,81 @@ def test_glue_key_regexes():
     assert TYPED_NUMBER.findall(_prose("FVE was 0.97 and 12% dead, layer 12, 2024.")) == ["0.97", "12%"]
 
 
+# Widest line of a chapter's code (what a reader sees in a code cell, on the site and in Colab)
+# and of the library's source.
+CHAPTER_CODE_WIDTH = 88
+LIBRARY_WIDTH = 100
+_CODE_CELL = re.compile(r"^(`{3,}|~{3,})\{code-cell\}")
+_CELL_OPTION = re.compile(r"^:[\w-]+:")
+
+
+def _code_cell_lines(src: Path) -> list[list[tuple[str, str]]]:
+    """A chapter's code cells, each as its ("file:line", line) pairs, cell options left out."""
+    rel = src.relative_to(ROOT).as_posix()
+    if src.suffix == ".ipynb":
+        nb = json.loads(src.read_text(encoding="utf-8"))
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        return [[(f"{rel}:cell {i}:{n}", line)
+                 for n, line in enumerate("".join(c["source"]).splitlines(), 1)]
+                for i, c in enumerate(code, 1)]
+    cells, fence, body = [], None, []
+    for n, line in enumerate(src.read_text(encoding="utf-8").splitlines(), 1):
+        if fence is None:
+            m = _CODE_CELL.match(line)
+            if m:
+                fence, body = m.group(1), []
+            continue
+        if line.strip() and line.strip().strip(fence[0]) == "" and len(line.strip()) >= len(fence):
+            cells.append(_without_options(body))
+            fence = None
+        else:
+            body.append((f"{rel}:{n}", line))
+    assert fence is None, f"{rel}: a code cell is never closed"
+    return cells
+
+
+def _without_options(body: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A MyST code cell's lines without its options (a `---` YAML block or `:key: value` lines)."""
+    if body and body[0][1].strip() == "---":
+        end = next(i for i in range(1, len(body)) if body[i][1].strip() == "---")
+        return body[end + 1:]
+    i = 0
+    while i < len(body) and _CELL_OPTION.match(body[i][1]):
+        i += 1
+    return body[i:]
+
+
+def _too_long(lines: list[tuple[str, str]], width: int) -> str:
+    """The failure message: how many lines are wider than `width`, and where (the first 30)."""
+    shown = "\n".join(f"  {where}: {len(line)} characters" for where, line in lines[:30])
+    more = f"\n  ... and {len(lines) - 30} more" if len(lines) > 30 else ""
+    return f"{len(lines)} line(s) longer than {width} characters:\n{shown}{more}"
+
+
+def test_code_cells_are_read_as_myst_nb_reads_them():
+    """The line-width check below reads the chapters' code cells as myst-nb does."""
+    for src in CHAPTERS:
+        ours = ["\n".join(line for _, line in cell) for cell in _code_cell_lines(src)]
+        theirs = [c.source for c in _code_cells(ci_book.read_as_myst_nb(src))]
+        assert [c.strip() for c in ours] == [c.strip() for c in theirs], _chapter_id(src)
+
+
+def test_chapter_code_lines_at_most_88_characters():
+    wide = [(where, line) for src in CHAPTERS for cell in _code_cell_lines(src)
+            for where, line in cell if len(line) > CHAPTER_CODE_WIDTH]
+    if wide:
+        pytest.fail(_too_long(wide, CHAPTER_CODE_WIDTH), pytrace=False)
+
+
+def test_library_lines_at_most_100_characters():
+    wide = [(f"{path.relative_to(ROOT).as_posix()}:{n}", line)
+            for path in sorted((ROOT / "interp_lib").rglob("*.py"))
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+            if len(line) > LIBRARY_WIDTH]
+    if wide:
+        pytest.fail(_too_long(wide, LIBRARY_WIDTH), pytrace=False)
+
+
 # ---------------------------------------------------------------------------------------------
 # The built site
 
@@ -189,8 +271,6 @@ CHAPTER_DOCS = [str(p.relative_to(ROOT).with_suffix("")) for p in CHAPTERS]
 @book_html
 @pytest.mark.parametrize("doc", CHAPTER_DOCS)
 def test_chapter_page_is_clean(site, doc):
-    from bs4 import BeautifulSoup
-
     html = _read(doc)
     soup = BeautifulSoup(html, "html.parser")
     assert not soup.select("div.output.traceback, div.output.error"), "a traceback is on the page"
@@ -206,8 +286,6 @@ def test_chapter_page_is_clean(site, doc):
 @book_html
 @pytest.mark.parametrize("doc", DOCS)
 def test_page_loads_nothing_remote(site, doc):
-    from bs4 import BeautifulSoup
-
     soup = BeautifulSoup(_read(doc), "html.parser")
     remote = [s["src"] for s in soup.find_all("script", src=True) if re.match(r"(https?:)?//", s["src"])]
     remote += [x["href"] for x in soup.find_all("link", href=True)
@@ -218,8 +296,6 @@ def test_page_loads_nothing_remote(site, doc):
 @book_html
 @pytest.mark.parametrize("doc", DOCS)
 def test_plotly_js_once_per_page_with_figures(site, doc):
-    import plotly
-
     html = _read(doc)
     n_figs = html.count('class="plotly-graph-div')
     scripts = re.findall(r'<script[^>]*\bsrc="([^"]*plotly[^"]*)"', html)

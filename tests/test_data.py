@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from interp_lib import data
+from interp_lib.data import corpus as corpus_builder  # its private helpers, tested below
 from interp_lib.data import (
     CATEGORIES,
     CATEGORY_LABELS,
@@ -74,7 +75,7 @@ def test_unknown_category_names_the_valid_ones():
 
 
 def test_probe_file_is_utf8_jsonl():
-    path = Path(data.__file__).parent / "data" / "probe_texts.jsonl"
+    path = Path(data.__file__).parent / "probe_texts.jsonl"
     lines = path.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 70
     for line in lines:
@@ -153,7 +154,7 @@ def _fake_sources(monkeypatch, contents: dict[str, list[str]]) -> None:
     """Replace the real sources by in-memory ones (name, loader) for merge-logic tests."""
     for source, texts in contents.items():
         raw = [(f"{source}:f{i}", (lambda t=t: t)) for i, t in enumerate(texts)]
-        monkeypatch.setitem(data._RAW_SOURCES, source, lambda raw=raw: iter(raw))
+        monkeypatch.setitem(corpus_builder._RAW_SOURCES, source, lambda raw=raw: iter(raw))
 
 
 CODE = "def f(x):\n    return x + 1\n\nclass A:\n    pass\n" * 8
@@ -187,33 +188,33 @@ def test_merge_dedups_balances_and_caps(monkeypatch):
 def test_round_robin_takes_turns_between_packages():
     items = [(f"big/{i}.py", Path(f"big/{i}.py")) for i in range(10)]
     items += [(f"small{i}.py", Path(f"small{i}.py")) for i in range(4)]
-    order = [name for name, _ in data._round_robin(items)]
+    order = [name for name, _ in corpus_builder._round_robin(items)]
     assert sorted(order) == sorted(name for name, _ in items)
     assert sum(name.startswith("big/") for name in order[:5]) == 1
-    assert data._round_robin(list(reversed(items))) == data._round_robin(items)
+    assert corpus_builder._round_robin(list(reversed(items))) == corpus_builder._round_robin(items)
 
 
 def test_chunks_respect_the_limit_and_keep_text():
     lines = [f"line {i} " + "x" * (i % 50) for i in range(400)]
     text = "\n".join(lines)
-    pieces = data._chunks(text, 500)
+    pieces = corpus_builder._chunks(text, 500)
     assert all(len(p) <= 500 for p in pieces)
     assert "\n".join(pieces) == text
     long_line = "y" * 1250
-    assert [len(p) for p in data._chunks(long_line, 500)] == [500, 500, 250]
+    assert [len(p) for p in corpus_builder._chunks(long_line, 500)] == [500, 500, 250]
 
 
 def test_read_text_skips_binary_and_undecodable(tmp_path):
     good = tmp_path / "good.md"
     good.write_bytes("\ufeffTitle\r\nSome caf\u00e9 text.\r\n".encode("utf-8"))
-    assert data._read_text(good) == "Title\nSome caf\u00e9 text."
+    assert corpus_builder._read_text(good) == "Title\nSome caf\u00e9 text."
     binary = tmp_path / "blob.txt"
     binary.write_bytes(b"abc\x00def" * 50)
-    assert data._read_text(binary) is None
+    assert corpus_builder._read_text(binary) is None
     latin1 = tmp_path / "old.txt"
     latin1.write_bytes("caf\u00e9 cr\u00e8me".encode("latin-1"))
-    assert data._read_text(latin1) is None
-    assert data._read_text(tmp_path / "missing.txt") is None
+    assert corpus_builder._read_text(latin1) is None
+    assert corpus_builder._read_text(tmp_path / "missing.txt") is None
 
 
 def test_po_catalogue_gives_the_translations():
@@ -223,17 +224,17 @@ def test_po_catalogue_gives_the_translations():
         'msgid "Building %s"', 'msgstr ""', '"Construction de "', '"%s en cours"', "",
         'msgid "Untranslated"', 'msgstr ""', "",
     ])
-    assert data._po_translations(po) == "Fichier introuvable\nConstruction de %s en cours"
-    assert data._po_translations(po.replace("Language: fr", "Language: en_GB")) is None
+    assert corpus_builder._po_translations(po) == "Fichier introuvable\nConstruction de %s en cours"
+    assert corpus_builder._po_translations(po.replace("Language: fr", "Language: en_GB")) is None
 
 
 def test_classifier_on_clear_cases():
     code = "\n".join(r.text for r in probe_texts("python"))
     prose = " ".join(r.text for r in probe_texts("formal"))
-    assert data._classify(code) == "code"
-    assert data._classify(prose) == "prose"
-    assert data._classify(probe_texts("non_english")[5].text) == "other"  # Japanese
-    assert data._classify("1 2 3\n4 5 6\n" * 20) == "other"
+    assert corpus_builder._classify(code) == "code"
+    assert corpus_builder._classify(prose) == "prose"
+    assert corpus_builder._classify(probe_texts("non_english")[5].text) == "other"  # Japanese
+    assert corpus_builder._classify("1 2 3\n4 5 6\n" * 20) == "other"
 
 
 # ------------------------------------------------------------------------------------- split
@@ -389,8 +390,8 @@ def test_package_descriptions_do_not_depend_on_the_importlib_metadata_backport()
     pytest.importorskip("importlib_metadata")
     code = ("import hashlib, json, sys\n"
             "if sys.argv[1] == 'backport': import importlib_metadata\n"
-            "from interp_lib import data\n"
-            "print(hashlib.sha256(json.dumps(data._metadata_entries()).encode()).hexdigest())\n")
+            "from interp_lib.data import corpus\n"
+            "print(hashlib.sha256(json.dumps(corpus._metadata_entries()).encode()).hexdigest())\n")
     digests = {mode: subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, check=True).stdout
                for mode in ("plain", "backport")}
     assert digests["plain"] and digests["plain"] == digests["backport"]

@@ -1,5 +1,6 @@
-"""Tests of interp_lib.feature_pages: page data, cache, link scanner, HTML (tiny GPT-2 + random SAE),
-and (marker book_html) the feature pages of the built site."""
+"""Tests of the feature pages: their data and its cache (interp_lib.feature_stats), token pieces
+(interp_lib.tokens), the link scanner and HTML (interp_lib.feature_pages), on a tiny GPT-2 and a
+random SAE; and (marker book_html) the feature pages of the built site."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import pytest
 import torch
 
 from interp_lib import feature_pages as fp
+from interp_lib import feature_stats as fs
+from interp_lib.tokens import merge_pieces, token_strings
 from interp_lib.zoo import BOOK_URL, feature_slug, feature_url
 
 from .conftest import make_sae
@@ -44,7 +47,7 @@ def setup(tiny_gpt2):
 @pytest.fixture(scope="module")
 def computed(setup):
     model, sae, tokens, acts = setup
-    return fp.compute_feature_data(model, sae, acts, tokens)
+    return fs.compute_feature_data(model, sae, acts, tokens)
 
 
 def _dense(sae, acts):
@@ -79,13 +82,13 @@ def test_top_examples_are_the_argmax_windows(setup, computed):
     checked = 0
     for f in np.flatnonzero(d.max_act > 0):
         n_fire = int((ctx_max[:, f] > 0).sum())
-        n_top = min(fp.N_TOP, n_fire)
-        assert (d.ex_ctx[f, :n_top] >= 0).all() and (d.ex_ctx[f, n_top:fp.N_TOP] == -1).all()
+        n_top = min(fs.N_TOP, n_fire)
+        assert (d.ex_ctx[f, :n_top] >= 0).all() and (d.ex_ctx[f, n_top:fs.N_TOP] == -1).all()
         # the top examples: the contexts with the largest maxima, in decreasing order
         want = np.sort(ctx_max[:, f].numpy())[::-1][:n_top]
         np.testing.assert_allclose(d.ex_max[f, :n_top], want, rtol=1e-6)
         assert d.ex_max[f, 0] == pytest.approx(float(d.max_act[f]))
-        for e in range(fp.N_TOP + fp.N_SPREAD):
+        for e in range(fs.N_TOP + fs.N_SPREAD):
             c = int(d.ex_ctx[f, e])
             if c < 0:
                 continue
@@ -96,21 +99,21 @@ def test_top_examples_are_the_argmax_windows(setup, computed):
             ids, values, peak = d.window(f, e)
             lo = p - peak
             assert ids == tokens[c, lo:lo + len(ids)].tolist() and lo >= 1
-            assert peak <= fp.BEFORE and len(ids) - peak - 1 <= fp.AFTER
+            assert peak <= fs.BEFORE and len(ids) - peak - 1 <= fs.AFTER
             np.testing.assert_allclose(values, col[lo - 1:lo - 1 + len(ids)].numpy(), rtol=1e-2, atol=1e-3)
             assert values[peak] == max(values)
             checked += 1
-        spread = [int(c) for c in d.ex_ctx[f, fp.N_TOP:] if c >= 0]
-        assert len(set(spread)) == len(spread) and not set(spread) & set(d.ex_ctx[f, :fp.N_TOP].tolist())
-        assert len(spread) == min(fp.N_SPREAD, max(0, n_fire - fp.N_TOP))
+        spread = [int(c) for c in d.ex_ctx[f, fs.N_TOP:] if c >= 0]
+        assert len(set(spread)) == len(spread) and not set(spread) & set(d.ex_ctx[f, :fs.N_TOP].tolist())
+        assert len(spread) == min(fs.N_SPREAD, max(0, n_fire - fs.N_TOP))
     assert checked > 50
 
 
 def test_logit_lens_matches_feature_logit_lens(setup, computed):
-    from interp_lib.interventions import feature_logit_lens
+    from interp_lib.logit_lens import feature_logit_lens
 
     model, sae, _, _ = setup
-    k = min(fp.N_LOGITS, model.cfg.d_vocab)
+    k = min(fs.N_LOGITS, model.cfg.d_vocab)
     for f in (0, 7, 31):
         lens = feature_logit_lens(model, sae, f, k)
         np.testing.assert_allclose(computed.lens_up_val[f], [v for _, v in lens.promoted], rtol=1e-4, atol=1e-5)
@@ -122,7 +125,7 @@ def test_massive_tokens_are_left_out(setup):
     model, sae, tokens, acts = setup
     acts = acts.clone()
     acts[5] *= 50.0  # one token with a huge norm: an attention sink
-    d = fp.compute_feature_data(model, sae, acts, tokens)
+    d = fs.compute_feature_data(model, sae, acts, tokens)
     dense = _dense(sae, acts)
     assert d.n_massive == 1 and d.n_tokens == acts.shape[0] - 1
     fired_sink = dense[5] > 0
@@ -134,7 +137,7 @@ def test_massive_tokens_are_left_out(setup):
 
 
 def test_spread_ranks():
-    ranks = fp._spread_ranks(torch.tensor([0, 10, 12, 30, 110]), 10, 5)
+    ranks = fs._spread_ranks(torch.tensor([0, 10, 12, 30, 110]), 10, 5)
     assert ranks[0].tolist() == [-1] * 5 and ranks[1].tolist() == [-1] * 5
     assert ranks[2].tolist() == [10, 11, -1, -1, -1]
     assert ranks[3].tolist() == [12, 16, 20, 24, 28]
@@ -142,7 +145,7 @@ def test_spread_ranks():
 
 
 def test_top_features_rule(computed):
-    top = fp.top_features(computed, n=5, min_density=0.01)
+    top = fs.top_features(computed, n=5, min_density=0.01)
     assert len(top) == 5 and all(computed.density[f] >= 0.01 for f in top)
     later = computed.max_later[top]
     assert (np.diff(later) <= 0).all()
@@ -162,42 +165,42 @@ def test_cache_is_reused_and_a_corrupt_file_recomputed(setup, tmp_path):
         loads.append(1)
         return model
 
-    src = fp.SAESource(RELEASE, SAE_ID, sae)
-    first = fp.feature_data([src], tokens, model_id="tiny", model=load, cache=tmp_path)[SLUG]
+    src = fs.SAESource(RELEASE, SAE_ID, sae)
+    first = fs.feature_data([src], tokens, model_id="tiny", model=load, cache=tmp_path)[SLUG]
     files = list(tmp_path.glob("*.npz"))
     assert len(loads) == 1 and len(files) == 1 and files[0].name.startswith(SLUG + "--")
     assert not list(tmp_path.glob(".*")), "no temporary file left behind"
 
-    again = fp.feature_data([src], tokens, model_id="tiny", model=load, cache=tmp_path)[SLUG]
+    again = fs.feature_data([src], tokens, model_id="tiny", model=load, cache=tmp_path)[SLUG]
     assert len(loads) == 1, "the cached data was not reused"
-    for name in fp._ARRAYS:
+    for name in (f for f in fs.FeatureData._fields if f != "hook"):
         np.testing.assert_array_equal(np.asarray(getattr(again, name)), np.asarray(getattr(first, name)))
 
     raw = files[0].read_bytes()
     files[0].write_bytes(raw[: len(raw) // 2])  # truncated
-    fp.feature_data([src], tokens, model_id="tiny", model=load, cache=tmp_path)
+    fs.feature_data([src], tokens, model_id="tiny", model=load, cache=tmp_path)
     assert len(loads) == 2
     raw = bytearray(files[0].read_bytes())
     raw[len(raw) // 2: len(raw) // 2 + 64] = b"\xff" * 64  # flipped bytes inside an array
     files[0].write_bytes(bytes(raw))
-    redone = fp.feature_data([src], tokens, model_id="tiny", model=load, cache=tmp_path)[SLUG]
+    redone = fs.feature_data([src], tokens, model_id="tiny", model=load, cache=tmp_path)[SLUG]
     assert len(loads) == 3
     np.testing.assert_array_equal(redone.ex_acts, first.ex_acts)
-    assert fp.load_feature_data(files[0], files[0].stem.rsplit("--", 1)[1]) is not None
+    assert fs.load_feature_data(files[0], files[0].stem.rsplit("--", 1)[1]) is not None
 
 
 def test_cache_key_follows_weights_tokens_and_model(setup, tmp_path):
     model, sae, tokens, _ = setup
-    key = fp.cache_key("tiny", HOOK, sae, tokens)
-    assert key == fp.cache_key("tiny", HOOK, sae, tokens.clone())
+    key = fs.cache_key("tiny", HOOK, sae, tokens)
+    assert key == fs.cache_key("tiny", HOOK, sae, tokens.clone())
     other = make_sae(sae.cfg.d_in, sae.cfg.d_sae, HOOK, k=6, seed=1)
-    assert fp.cache_key("tiny", HOOK, other, tokens) != key
-    assert fp.cache_key("tiny", HOOK, sae, tokens[:-1]) != key
-    assert fp.cache_key("other", HOOK, sae, tokens) != key
+    assert fs.cache_key("tiny", HOOK, other, tokens) != key
+    assert fs.cache_key("tiny", HOOK, sae, tokens[:-1]) != key
+    assert fs.cache_key("other", HOOK, sae, tokens) != key
     # a retrained SAE replaces the old cache file of the same slug
-    src = fp.SAESource(RELEASE, SAE_ID, sae)
-    fp.feature_data([src], tokens, model_id="tiny", model=model, cache=tmp_path)
-    fp.feature_data([fp.SAESource(RELEASE, SAE_ID, other)], tokens, model_id="tiny", model=model, cache=tmp_path)
+    src = fs.SAESource(RELEASE, SAE_ID, sae)
+    fs.feature_data([src], tokens, model_id="tiny", model=model, cache=tmp_path)
+    fs.feature_data([fs.SAESource(RELEASE, SAE_ID, other)], tokens, model_id="tiny", model=model, cache=tmp_path)
     assert len(list(tmp_path.glob("*.npz"))) == 1
 
 
@@ -229,21 +232,37 @@ def test_scan_feature_links(tmp_path):
 def test_token_strings_and_merge(tiny_gpt2):
     tok = tiny_gpt2.tokenizer
     ids = tok("the cat sat", add_special_tokens=False)["input_ids"]
-    pieces = fp.token_strings(tok, ids)
+    pieces = token_strings(tok, ids)
     assert "".join(pieces).strip() == tok.decode(ids).strip() and len(pieces) == len(ids)
     # '' pieces (bytes of one character) fold into the token that completes it; the peak follows
-    assert fp._merge_empty(["a", "", "", "é", "b"], [1.0, 5.0, 0.0, 2.0, 3.0], 1) == (["a", "é", "b"], [1.0, 5.0, 3.0], 1)
-    assert fp._merge_empty(["a", "b"], [1.0, 2.0], 1) == (["a", "b"], [1.0, 2.0], 1)
+    assert merge_pieces(["a", "", "", "é", "b"], [1.0, 5.0, 0.0, 2.0, 3.0], 1) == (["a", "é", "b"], [1.0, 5.0, 3.0], 1)
+    assert merge_pieces(["a", "b"], [1.0, 2.0], 1) == (["a", "b"], [1.0, 2.0], 1)
+    # a '' piece at the end (a window cut inside a character) stays a cell of its own
+    assert merge_pieces(["a", ""], [1.0, 2.0], 1) == (["a", ""], [1.0, 2.0], 1)
+
+
+class _ByteTokenizer:
+    """One token per UTF-8 byte, as a byte-level BPE splits a rare character."""
+
+    def decode(self, ids, **kwargs):
+        return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
+
+
+def test_split_characters_show_on_the_token_that_completes_them():
+    ids = list("a\u2615b".encode())  # the coffee cup is three bytes
+    pieces = token_strings(_ByteTokenizer(), ids)
+    assert pieces == ["a", "", "", "\u2615", "b"]
+    assert merge_pieces(pieces, [0.0, 3.0, 1.0, 2.0, 0.5], 2) == (["a", "\u2615", "b"], [0.0, 3.0, 0.5], 1)
 
 
 def test_pages_html(setup, computed):
     model, sae, tokens, _ = setup
-    src = fp.SAESource(RELEASE, SAE_ID, sae)
+    src = fs.SAESource(RELEASE, SAE_ID, sae)
     linked = int(np.flatnonzero(computed.max_act > 0)[0])
     links = {(SLUG, linked): [fp.Link("book/01_first_look.html", "1. First look")]}
     pages = fp.build_pages({SLUG: computed}, [src], model.tokenizer, links, missing=[("smollm2-135m-mlp", "blocks.15.hook_mlp_out")])
     by_name = {p.pagename: p for p in pages}
-    top = fp.top_features(computed)
+    top = fs.top_features(computed)
     assert set(by_name) == {f"features/{SLUG}/{f}" for f in {linked, *top}} | {f"features/{SLUG}/index", "features/index"}
     # where a chapter page's link points (chapters live at book/<chapter>.html)
     url = feature_url(RELEASE, SAE_ID, linked, base="..")
@@ -268,7 +287,7 @@ def test_site_pages_end_to_end(setup, tmp_path):
     _write(html / "book" / "ch.html", f'<title>Ch</title><a href="{feature_url(RELEASE, SAE_ID, 2, base="..")}">2</a>'
                                       f'<a href="{feature_url(RELEASE, SAE_ID, 999, base="..")}">999</a>'
                                       f'<a href="{feature_url("smollm2-135m-mlp", "blocks.15.hook_mlp_out", 1, base="..")}">m</a>')
-    pages, problems = fp.site_pages(html, sources=[fp.SAESource(RELEASE, SAE_ID, sae)], model=model, tokens=tokens,
+    pages, problems = fp.site_pages(html, sources=[fs.SAESource(RELEASE, SAE_ID, sae)], model=model, tokens=tokens,
                                     cache=tmp_path / "cache")
     names = {p.pagename for p in pages}
     assert f"features/{SLUG}/2" in names and f"features/{SLUG}/999" not in names
@@ -333,18 +352,18 @@ def test_feature_pages_are_clean_and_local(site):
 
 @pytest.mark.slow
 def test_real_model_token_strings_and_logit_lens(smollm):
-    from interp_lib.interventions import feature_logit_lens
+    from interp_lib.logit_lens import feature_logit_lens
     from interp_lib.zoo import load_sae
 
     text = "Café ☕ naïve: x = 1"
     ids = smollm.tokenizer(text, add_special_tokens=False)["input_ids"]
-    pieces = fp.token_strings(smollm.tokenizer, ids)
+    pieces = token_strings(smollm.tokenizer, ids)
     assert "".join(pieces) == text and len(pieces) == len(ids)
     try:
         sae = load_sae("smollm2-135m-res", "blocks.15.hook_resid_pre")
     except FileNotFoundError:
         pytest.skip("the shipped layer-15 SAE is not in this checkout")
-    up, up_val, down, down_val = fp.logit_lens_all(smollm, sae, k=5)
+    up, up_val, down, down_val = fs.logit_lens_all(smollm, sae, k=5)
     for f in (0, 1000):
         lens = feature_logit_lens(smollm, sae, f, 5)
         assert smollm.to_str_tokens(up[f]) == [s for s, _ in lens.promoted]

@@ -1,4 +1,7 @@
-"""Tests for interp_lib.interventions: steering, ablation, attribution and the logit lens.
+"""Tests for the interventions: steering, ablation, attribution and the logit lens.
+
+Modules interp_lib.steering, .attribution and .logit_lens, with the shared input checks of
+interp_lib.interventions.
 
 Fast tests use the tiny GPT-2 fixture and SAEs whose outcome is known; one slow test steers the
 real SmolLM2 with a real SAE.
@@ -9,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp_lib import interventions as iv
+from interp_lib import attribution, interventions, logit_lens, steering
 
 from .conftest import make_sae
 
@@ -34,41 +37,33 @@ def relu_sae(model, hook: str, *, seed: int = 0, dead: int | None = None):
     return s
 
 
-def grab_after(store: dict, key: str):
-    def fn(act, hook):
-        store[key] = act.detach().clone()
-
-    return fn
-
-
 def test_strength_zero_changes_nothing(tiny_gpt2, sae):
     tokens = tiny_gpt2.to_tokens(TEXT)
     clean = tiny_gpt2(tokens)
-    with iv.steering(tiny_gpt2, sae, 3, 0.0):
+    with steering.steering(tiny_gpt2, sae, 3, 0.0):
         steered = tiny_gpt2(tokens)
     assert torch.equal(clean, steered)
-    assert iv.generate_steered(tiny_gpt2, sae, 3, 0.0, "the cat", max_new_tokens=6) == \
-        iv._generate(tiny_gpt2, "the cat", max_new_tokens=6, seed=0, temperature=0.0)
+    assert steering.generate_steered(tiny_gpt2, sae, 3, 0.0, "the cat", max_new_tokens=6) == \
+        steering.generate(tiny_gpt2, "the cat", max_new_tokens=6, seed=0, temperature=0.0)
 
 
 def test_steering_adds_exact_vector_from_position_1(tiny_gpt2, sae):
     tokens = tiny_gpt2.to_tokens(TEXT)
-    seen: dict = {}
-    tiny_gpt2.run_with_hooks(tokens, fwd_hooks=[(HOOK, grab_after(seen, "clean"))])
-    hooks = iv.steering_hooks(tiny_gpt2, sae, 5, 2.5) + [(HOOK, grab_after(seen, "steered"))]
-    tiny_gpt2.run_with_hooks(tokens, fwd_hooks=hooks)
-    diff = seen["steered"] - seen["clean"]
+    _, clean = tiny_gpt2.run_with_cache(tokens, names_filter=HOOK)
+    with tiny_gpt2.hooks(fwd_hooks=steering.steering_hooks(tiny_gpt2, sae, 5, 2.5)):
+        _, steered = tiny_gpt2.run_with_cache(tokens, names_filter=HOOK)  # cached after the steering hook
+    diff = steered[HOOK] - clean[HOOK]
     direction = sae.W_dec[5].detach() / sae.W_dec[5].detach().norm()
     assert torch.equal(diff[:, 0], torch.zeros_like(diff[:, 0]))  # BOS never steered
     torch.testing.assert_close(diff[0, 1:], (2.5 * direction).expand_as(diff[0, 1:]), atol=1e-5, rtol=0)
     # ref_norm: strength becomes a multiple of it
-    torch.testing.assert_close(iv.steering_vector(sae, 5, 0.5, ref_norm=4.0), 2.0 * direction, atol=1e-6, rtol=0)
+    torch.testing.assert_close(steering.steering_vector(sae, 5, 0.5, ref_norm=4.0), 2.0 * direction, atol=1e-6, rtol=0)
 
 
 def test_steered_generation_same_with_and_without_kv_cache(tiny_gpt2, sae):
-    plain = iv.generate_steered(tiny_gpt2, sae, 7, 0.0, "the cat", max_new_tokens=8)
-    cached = iv.generate_steered(tiny_gpt2, sae, 7, 40.0, "the cat", max_new_tokens=8)
-    uncached = iv.generate_steered(tiny_gpt2, sae, 7, 40.0, "the cat", max_new_tokens=8, use_past_kv_cache=False)
+    plain = steering.generate_steered(tiny_gpt2, sae, 7, 0.0, "the cat", max_new_tokens=8)
+    cached = steering.generate_steered(tiny_gpt2, sae, 7, 40.0, "the cat", max_new_tokens=8)
+    uncached = steering.generate_steered(tiny_gpt2, sae, 7, 40.0, "the cat", max_new_tokens=8, use_past_kv_cache=False)
     assert cached == uncached  # every new token is steered under the cache too, BOS never
     assert cached != plain
 
@@ -76,14 +71,14 @@ def test_steered_generation_same_with_and_without_kv_cache(tiny_gpt2, sae):
 def test_steering_before_first_attention_refuses_kv_cache(tiny_gpt2):
     early = make_sae(tiny_gpt2.cfg.d_model, 16, "blocks.0.hook_resid_pre", k=None)
     with pytest.raises(RuntimeError, match="use_past_kv_cache=False"):
-        iv.generate_steered(tiny_gpt2, early, 0, 5.0, "the cat", max_new_tokens=3)
-    assert isinstance(iv.generate_steered(tiny_gpt2, early, 0, 5.0, "the cat", max_new_tokens=3, use_past_kv_cache=False), str)
+        steering.generate_steered(tiny_gpt2, early, 0, 5.0, "the cat", max_new_tokens=3)
+    assert isinstance(steering.generate_steered(tiny_gpt2, early, 0, 5.0, "the cat", max_new_tokens=3, use_past_kv_cache=False), str)
 
 
 def test_steer_sweep_is_deterministic_and_zero_is_free(tiny_gpt2, sae):
     kwargs = dict(prompts=["the cat", "the dog sat"], concept_tokens=["mat", "dog"], max_new_tokens=5)
-    a = iv.steer_sweep(tiny_gpt2, sae, 2, [0.0, 1.0, 4.0], **kwargs)
-    b = iv.steer_sweep(tiny_gpt2, sae, 2, [0.0, 1.0, 4.0], **kwargs)
+    a = steering.steer_sweep(tiny_gpt2, sae, 2, [0.0, 1.0, 4.0], **kwargs)
+    b = steering.steer_sweep(tiny_gpt2, sae, 2, [0.0, 1.0, 4.0], **kwargs)
     assert list(a.columns) == ["strength", "raw_strength", "relative_strength", "act_equivalent", "concept_prob",
                                "concept_logprob", "mention_rate", "fluency_loss", "loss_increase", "generations"]
     assert a.drop(columns="generations").equals(b.drop(columns="generations"))
@@ -95,7 +90,7 @@ def test_steer_sweep_is_deterministic_and_zero_is_free(tiny_gpt2, sae):
 
 def test_ablating_nothing_is_the_identity(tiny_gpt2, sae):
     tokens = tiny_gpt2.to_tokens([TEXT, TEXT.replace("cat", "dog")])
-    res = iv.ablate_features(tiny_gpt2, sae, [], tokens, target_tokens=["mat"])
+    res = attribution.ablate_features(tiny_gpt2, sae, [], tokens, target_tokens=["mat"])
     torch.testing.assert_close(res.loss_after, res.loss_before, atol=1e-5, rtol=0)
     assert res.loss_before.shape == (2, tokens.shape[1] - 1)
     assert res.logit_change.abs().max() < 1e-5
@@ -104,19 +99,18 @@ def test_ablating_nothing_is_the_identity(tiny_gpt2, sae):
 def test_ablating_a_silent_feature_changes_nothing(tiny_gpt2):
     s = relu_sae(tiny_gpt2, HOOK, dead=11)
     tokens = tiny_gpt2.to_tokens(TEXT)
-    res = iv.ablate_features(tiny_gpt2, s, 11, tokens)
+    res = attribution.ablate_features(tiny_gpt2, s, 11, tokens)
     assert res.acts.abs().max() == 0
     torch.testing.assert_close(res.loss_after, res.loss_before, atol=1e-5, rtol=0)
-    mean = iv.ablate_features(tiny_gpt2, s, 11, tokens, mode="mean", mean_acts=torch.zeros(5, 48))
+    mean = attribution.ablate_features(tiny_gpt2, s, 11, tokens, mode="mean", mean_acts=torch.zeros(5, 48))
     torch.testing.assert_close(mean.loss_after, mean.loss_before, atol=1e-5, rtol=0)
 
 
 def test_ablation_removes_exactly_the_feature_contribution(tiny_gpt2):
     s = relu_sae(tiny_gpt2, HOOK)
     tokens = tiny_gpt2.to_tokens(TEXT)
-    x = {}
-    tiny_gpt2.run_with_hooks(tokens, fwd_hooks=[(HOOK, grab_after(x, "x"))])
-    acts = s.encode(x["x"][:, 1:]).detach()
+    _, cache = tiny_gpt2.run_with_cache(tokens, names_filter=HOOK)
+    acts = s.encode(cache[HOOK][:, 1:]).detach()
     f = int(acts[0].sum(0).argmax())
     assert acts[0, :, f].abs().sum() > 0
     means = torch.full((48,), 0.3)
@@ -128,53 +122,55 @@ def test_ablation_removes_exactly_the_feature_contribution(tiny_gpt2):
             return out
 
         want = tiny_gpt2.run_with_hooks(tokens, fwd_hooks=[(HOOK, manual)])
-        res = iv.ablate_features(tiny_gpt2, s, f, tokens, mode=mode, mean_acts=means if mode == "mean" else None,
+        res = attribution.ablate_features(tiny_gpt2, s, f, tokens, mode=mode, mean_acts=means if mode == "mean" else None,
                                  target_tokens=["mat", "dog"])
-        ids = [iv.token_id(tiny_gpt2, "mat"), iv.token_id(tiny_gpt2, "dog")]
+        ids = [interventions.token_id(tiny_gpt2, "mat"), interventions.token_id(tiny_gpt2, "dog")]
         torch.testing.assert_close(res.logits_after, want[..., ids].detach(), atol=1e-4, rtol=0)
         assert res.mean_loss_change != 0
     with pytest.raises(ValueError, match="mean_acts"):
-        iv.ablate_features(tiny_gpt2, s, f, tokens, mode="mean")
+        attribution.ablate_features(tiny_gpt2, s, f, tokens, mode="mean")
     with pytest.raises(ValueError, match="48"):
-        iv.ablate_features(tiny_gpt2, s, f, tokens, mode="mean", mean_acts=torch.zeros(47))
+        attribution.ablate_features(tiny_gpt2, s, f, tokens, mode="mean", mean_acts=torch.zeros(47))
 
 
 def test_ablation_at_chosen_positions_and_mean_from_activations(tiny_gpt2):
     s = relu_sae(tiny_gpt2, HOOK, seed=5)
     tokens = tiny_gpt2.to_tokens(TEXT)
-    res = iv.ablate_features(tiny_gpt2, s, list(range(48)), tokens, positions=[6], target_tokens=["mat"])
+    res = attribution.ablate_features(tiny_gpt2, s, list(range(48)), tokens, positions=[6], target_tokens=["mat"])
     change = res.logit_change[0, :, 0].abs()
     assert change[:6].max() < 1e-5 and change[6] > 1e-4  # causal: only positions >= 6 move
-    means = iv.mean_feature_acts(tiny_gpt2, s, tokens)
+    means = attribution.mean_feature_acts(tiny_gpt2, s, tokens)
     assert means.shape == (48,) and (means >= 0).all()
-    by_rows = iv.ablate_features(tiny_gpt2, s, [0, 1], tokens, mode="mean", mean_acts=means[None].repeat(3, 1))
-    by_mean = iv.ablate_features(tiny_gpt2, s, [0, 1], tokens, mode="mean", mean_acts=means)
+    by_rows = attribution.ablate_features(tiny_gpt2, s, [0, 1], tokens, mode="mean", mean_acts=means[None].repeat(3, 1))
+    by_mean = attribution.ablate_features(tiny_gpt2, s, [0, 1], tokens, mode="mean", mean_acts=means)
     torch.testing.assert_close(by_rows.loss_after, by_mean.loss_after)
     with pytest.raises(ValueError, match="positions"):
-        iv.ablate_features(tiny_gpt2, s, 0, tokens, positions=[0])
+        attribution.ablate_features(tiny_gpt2, s, 0, tokens, positions=[0])
 
 
 def test_attribution_on_linear_path_matches_ablation(tiny_gpt2):
     s = relu_sae(tiny_gpt2, LINEAR_HOOK, seed=3)
-    df = iv.verify_attribution(tiny_gpt2, s, TEXT, "mat", baseline_token="dog", position=-2, n=6)
+    df = attribution.verify_attribution(tiny_gpt2, s, TEXT, "mat", baseline_token="dog", position=-2, n=6)
     assert len(df) == 6 and (df["attribution"].abs().diff().dropna() <= 1e-6).all()
     assert df["actual_change"].to_numpy() == pytest.approx(df["predicted_change"].to_numpy(), abs=1e-4, rel=1e-4)
     together = df.attrs["together"]
     assert together["actual_change"] == pytest.approx(together["predicted_change"], abs=1e-4)
     # the splice keeps the forward pass: the recorded metric is the clean one
     logits = tiny_gpt2(tiny_gpt2.to_tokens(TEXT))[0, -2]
-    clean = (logits[iv.token_id(tiny_gpt2, "mat")] - logits[iv.token_id(tiny_gpt2, "dog")]).item()
+    mat, dog = interventions.token_id(tiny_gpt2, "mat"), interventions.token_id(tiny_gpt2, "dog")
+    clean = (logits[mat] - logits[dog]).item()
     assert df.attrs["metric"] == pytest.approx(clean, abs=1e-4)
 
 
 def test_attribution_through_the_model_is_a_first_order_estimate(tiny_gpt2):
     s = relu_sae(tiny_gpt2, HOOK, seed=4)
-    df = iv.attribute_features(tiny_gpt2, s, TEXT, "mat")
+    df = attribution.attribute_features(tiny_gpt2, s, TEXT, "mat")
     assert set(df.columns) >= {"feature", "attribution", "attribution_at_position", "activation"}
     assert (df["max_activation"] > 0).all()
     # scaling a feature by (1 - eps) changes the metric by about -eps * attribution
-    f, attribution = int(df.loc[0, "feature"]), float(df.loc[0, "attribution"])
+    f, attr = int(df.loc[0, "feature"]), float(df.loc[0, "attribution"])
     tokens = tiny_gpt2.to_tokens(TEXT)
+    mat = interventions.token_id(tiny_gpt2, "mat")
     eps = 1e-3
 
     def shrink(act, hook):
@@ -183,16 +179,16 @@ def test_attribution_through_the_model_is_a_first_order_estimate(tiny_gpt2):
         return torch.cat([act[:, :1], act[:, 1:] + delta], dim=1)
 
     with torch.no_grad():
-        base = tiny_gpt2(tokens)[0, -1, iv.token_id(tiny_gpt2, "mat")].item()
-        moved = tiny_gpt2.run_with_hooks(tokens, fwd_hooks=[(HOOK, shrink)])[0, -1, iv.token_id(tiny_gpt2, "mat")].item()
-    assert (moved - base) == pytest.approx(-eps * attribution, rel=0.05, abs=1e-6)
+        base = tiny_gpt2(tokens)[0, -1, mat].item()
+        moved = tiny_gpt2.run_with_hooks(tokens, fwd_hooks=[(HOOK, shrink)])[0, -1, mat].item()
+    assert (moved - base) == pytest.approx(-eps * attr, rel=0.05, abs=1e-6)
 
 
 def test_logit_lens_is_the_decoder_row_times_unembedding(tiny_gpt2):
     s = make_sae(tiny_gpt2.cfg.d_model, 8, HOOK, k=None, seed=2)
     with torch.no_grad():
         s.W_dec.sub_(s.W_dec.mean(-1, keepdim=True))  # zero-mean rows: LayerNorm's centring is a no-op
-    lens = iv.feature_logit_lens(tiny_gpt2, s, 4, k=5)
+    lens = logit_lens.feature_logit_lens(tiny_gpt2, s, 4, k=5)
     raw = s.W_dec[4].detach() @ tiny_gpt2.W_U.detach()
     top = raw.topk(5)
     assert [t for t, _ in lens.promoted] == tiny_gpt2.to_str_tokens(top.indices)
@@ -205,41 +201,41 @@ def test_logit_lens_is_the_decoder_row_times_unembedding(tiny_gpt2):
 
 def test_features_for_tokens_finds_the_feature_that_writes_the_token(tiny_gpt2):
     s = make_sae(tiny_gpt2.cfg.d_model, 8, HOOK, k=None, seed=6)
-    mat = iv.token_id(tiny_gpt2, "mat")
+    mat = interventions.token_id(tiny_gpt2, "mat")
     with torch.no_grad():
         s.W_dec[5] = tiny_gpt2.W_U[:, mat] - tiny_gpt2.W_U[:, mat].mean()  # the direction that says "mat"
-    df = iv.features_for_tokens(tiny_gpt2, s, ["mat"], top=3)
+    df = logit_lens.features_for_tokens(tiny_gpt2, s, ["mat"], top=3)
     assert df.loc[0, "feature"] == 5 and df.loc[0, "rank"] == 0
-    assert iv.feature_logit_lens(tiny_gpt2, s, 5, k=1).promoted[0][0] == "mat"
+    assert logit_lens.feature_logit_lens(tiny_gpt2, s, 5, k=1).promoted[0][0] == "mat"
 
 
 def test_bad_inputs_raise(tiny_gpt2, sae):
     for bad in (64, -1, 1.5, True):
         with pytest.raises(ValueError, match=r"0\.\.63"):
-            iv.steering_vector(sae, bad, 1.0)
+            steering.steering_vector(sae, bad, 1.0)
     with pytest.raises(ValueError, match=r"feature 64 is out of range.*64 features"):
-        iv.feature_logit_lens(tiny_gpt2, sae, 64)
+        logit_lens.feature_logit_lens(tiny_gpt2, sae, 64)
     with pytest.raises(ValueError, match=r"0\.\.63"):
-        iv.ablate_features(tiny_gpt2, sae, [1, 99], TEXT)
+        attribution.ablate_features(tiny_gpt2, sae, [1, 99], TEXT)
     with pytest.raises(ValueError, match=r"0\.\.63"):
-        iv.generate_steered(tiny_gpt2, sae, 100, 1.0, "the cat")
+        steering.generate_steered(tiny_gpt2, sae, 100, 1.0, "the cat")
     wide = make_sae(16, 32, HOOK, k=None)
-    for call in (lambda: iv.steering_hooks(tiny_gpt2, wide, 0, 1.0),
-                 lambda: iv.ablate_features(tiny_gpt2, wide, 0, TEXT),
-                 lambda: iv.attribute_features(tiny_gpt2, wide, TEXT, "mat"),
-                 lambda: iv.feature_logit_lens(tiny_gpt2, wide, 0)):
+    for call in (lambda: steering.steering_hooks(tiny_gpt2, wide, 0, 1.0),
+                 lambda: attribution.ablate_features(tiny_gpt2, wide, 0, TEXT),
+                 lambda: attribution.attribute_features(tiny_gpt2, wide, TEXT, "mat"),
+                 lambda: logit_lens.feature_logit_lens(tiny_gpt2, wide, 0)):
         with pytest.raises(ValueError, match=r"d_in=16.*32"):
             call()
     with pytest.raises(ValueError, match="not one"):
-        iv.attribute_features(tiny_gpt2, sae, TEXT, "mat dog")
+        attribution.attribute_features(tiny_gpt2, sae, TEXT, "mat dog")
     with pytest.raises(ValueError, match="position 0 is BOS"):
-        iv.attribute_features(tiny_gpt2, sae, TEXT, "mat", position=0)
+        attribution.attribute_features(tiny_gpt2, sae, TEXT, "mat", position=0)
     with pytest.raises(ValueError, match="out of range"):
-        iv.token_id(tiny_gpt2, 10**6)
+        interventions.token_id(tiny_gpt2, 10**6)
     with pytest.raises(ValueError, match="strength"):
-        iv.steering_vector(sae, 0, float("nan"))
+        steering.steering_vector(sae, 0, float("nan"))
     with pytest.raises(ValueError, match="mode"):
-        iv.ablate_features(tiny_gpt2, sae, 0, TEXT, mode="resample")
+        attribution.ablate_features(tiny_gpt2, sae, 0, TEXT, mode="resample")
 
 
 @pytest.mark.slow
@@ -253,12 +249,12 @@ def test_steering_the_real_model_raises_the_concept(smollm):
     except FileNotFoundError:
         pytest.skip("the zoo SAE smollm2-135m-res/blocks.15.hook_resid_pre is not trained into this checkout yet")
     concept = [" problem", " problems", " Problem"]
-    shortlist = iv.features_for_tokens(smollm, sae, concept, top=3)
+    shortlist = logit_lens.features_for_tokens(smollm, sae, concept, top=3)
     feature = int(shortlist.loc[0, "feature"])  # 2940 in the zoo SAE measured for the book
-    promoted, _ = iv.feature_logit_lens(smollm, sae, feature, k=10)
+    promoted, _ = logit_lens.feature_logit_lens(smollm, sae, feature, k=10)
     assert any(t.strip().lower() == "problem" for t, _ in promoted)
-    df = iv.steer_sweep(smollm, sae, feature, [0.0, 0.5], ["Yesterday we talked about", "I went to the"],
-                        concept_tokens=concept, neutral_texts=iv.NEUTRAL_TEXTS[:2], max_new_tokens=10)
+    df = steering.steer_sweep(smollm, sae, feature, [0.0, 0.5], ["Yesterday we talked about", "I went to the"],
+                        concept_tokens=concept, neutral_texts=steering.NEUTRAL_TEXTS[:2], max_new_tokens=10)
     assert df.loc[1, "concept_prob"] > 10 * df.loc[0, "concept_prob"]
     assert df.loc[1, "generations"] != df.loc[0, "generations"]
     assert 0 < df.loc[1, "loss_increase"] < 3  # steering costs some fluency, not all of it

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
 
 import pytest
 import torch
 
-from interp_lib.analysis import encode_texts
-from interp_lib.metrics import sae_metrics
+from interp_lib.encoding import encode_texts
+from interp_lib.metrics import evaluate
 
 from .conftest import make_sae
 
@@ -41,7 +40,7 @@ def _tokens(model):
 
 
 def test_perfect_sae_recovers_everything(tiny_gpt2):
-    m = sae_metrics(tiny_gpt2, IdentitySAE(32, HOOK), _tokens(tiny_gpt2), progress=False)
+    m = evaluate(tiny_gpt2, IdentitySAE(32, HOOK), _tokens(tiny_gpt2), progress=False)
     assert m.fve == pytest.approx(1.0, abs=1e-5)
     assert m.fve_typical == pytest.approx(1.0, abs=1e-5)
     assert m.ce_recovered == pytest.approx(1.0, abs=1e-4)
@@ -51,7 +50,7 @@ def test_perfect_sae_recovers_everything(tiny_gpt2):
 
 def test_random_sae_is_judged_poor(tiny_gpt2):
     sae = make_sae(32, 128, HOOK, k=4)
-    m = sae_metrics(tiny_gpt2, sae, _tokens(tiny_gpt2), progress=False)
+    m = evaluate(tiny_gpt2, sae, _tokens(tiny_gpt2), progress=False)
     assert m.l0 == pytest.approx(4.0)
     assert m.fve < 0.5 and m.mse > 0
     assert 0 <= m.dead_fraction <= 1 and m.density.shape == (128,)
@@ -112,10 +111,23 @@ def test_long_text_is_truncated_with_a_warning(tiny_gpt2):
     assert len(enc.tokens[0]) == tiny_gpt2.cfg.n_ctx - 1
 
 
-def test_fast_path_matches_full_reruns(tiny_gpt2):
+def test_restarting_at_a_residual_hook_equals_a_full_spliced_pass(tiny_gpt2):
+    # evaluate() reruns only the layers after a resid_pre hook; splice by hand through a full pass.
     sae = make_sae(32, 128, HOOK, k=8)
     toks = _tokens(tiny_gpt2)
-    fast = sae_metrics(tiny_gpt2, sae, toks, progress=False, fast=True)
-    slow = sae_metrics(tiny_gpt2, sae, toks, progress=False, fast=False)
-    for key in ("ce_clean", "ce_sae", "ce_zero", "fve", "l0"):
-        assert getattr(fast, key) == pytest.approx(getattr(slow, key), abs=1e-5), key
+    m = evaluate(tiny_gpt2, sae, toks, progress=False)
+
+    def splice(act, hook):
+        act = act.clone()
+        act[:, 1:] = sae.decode(sae.encode(act[:, 1:]))
+        return act
+
+    with torch.no_grad(), tiny_gpt2.hooks(fwd_hooks=[(HOOK, splice)]):
+        loss = tiny_gpt2(toks, return_type="loss", loss_per_token=True)[:, 1:].mean().item()
+    assert m.ce_sae == pytest.approx(loss, abs=1e-5)
+    assert m.kl_div > 0
+
+
+def test_kl_of_a_perfect_sae_is_zero(tiny_gpt2):
+    m = evaluate(tiny_gpt2, IdentitySAE(32, HOOK), _tokens(tiny_gpt2), progress=False)
+    assert m.kl_div == pytest.approx(0.0, abs=1e-5)

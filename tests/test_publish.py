@@ -20,24 +20,23 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.test_book import require_html, site  # noqa: F401  (the built site, a fixture)
+
 ROOT = Path(__file__).resolve().parent.parent
-HTML = ROOT / "_build" / "html"
+# The build scripts of .ci/ import their shared module (buildlib) from their own folder, and
+# Sphinx imports the book's extension from book/_ext: put both folders on sys.path as they do.
+for _folder in (ROOT / ".ci", ROOT / "book" / "_ext"):
+    if str(_folder) not in sys.path:
+        sys.path.insert(0, str(_folder))
 
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-publish = _load("ci_publish", ROOT / ".ci" / "publish.py")
-ci_book = _load("ci_book_for_publish", ROOT / ".ci" / "book.py")
-interp_book = _load("interp_book_ext", ROOT / "book" / "_ext" / "interp_book.py")
+import book as ci_book  # noqa: E402  (.ci/book.py)
+import buildlib  # noqa: E402
+import interp_book  # noqa: E402  (book/_ext/interp_book.py)
+import publish  # noqa: E402
 
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 REPO = CONFIG["repository"]
-CHAPTERS = ci_book.chapters()
+CHAPTERS = buildlib.chapters()
 
 
 def _rel(p: Path) -> str:
@@ -342,17 +341,6 @@ def test_readme_has_a_publishing_section():
 
 # ---------------------------------------------------------------------------------------------
 # The built site (make book): every chapter's Binder and Colab buttons open a committed notebook
-
-require_html = os.environ.get("INTERP_REQUIRE_BOOK_HTML") == "1"
-
-
-@pytest.fixture(scope="module")
-def site():
-    if not (HTML / "index.html").is_file():
-        if require_html:
-            pytest.fail(f"no built book at {HTML}")
-        pytest.skip("book not built (make book)")
-    return HTML
 
 
 @pytest.mark.book_html

@@ -1,20 +1,14 @@
-"""Tests for interp_lib.sae: the models, their sparse kernels, and the SAELens export."""
+"""Tests for interp_lib.sae, interp_lib.kernels and interp_lib.saelens_format: the models,
+their sparse kernels, and the SAELens export."""
 import json
 import math
 
 import pytest
 import torch
 
-from interp_lib.sae import (
-    ReluSAE,
-    TopKSAE,
-    folded_weights,
-    geometric_median,
-    initial_b_dec,
-    input_scale,
-    load_saelens_as_homebrew,
-    save_saelens,
-)
+from interp_lib.kernels import SparsePattern, sparse_decode
+from interp_lib.sae import ReluSAE, TopKSAE, geometric_median, initial_b_dec, input_scale
+from interp_lib.saelens_format import folded_weights, load_saelens_as_homebrew, save_saelens
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -70,6 +64,44 @@ def test_topk_sparse_gradients_match_dense_autograd(with_dead):
         assert out.auxk == 0
     for name, p in sae.named_parameters():
         torch.testing.assert_close(sparse_grads[name], p.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("with_dead", [False, True])
+def test_topk_dense_reference_equals_fast_path(with_dead):
+    """TopKSAE.forward_dense (plain torch) and forward (sparse kernels): same outputs, same grads."""
+    torch.manual_seed(3)
+    sae = _perturb(TopKSAE(16, 64, k=4, k_aux=8, auxk_coeff=0.5))
+    x = 3 * torch.randn(32, 16)
+    dead = None
+    if with_dead:
+        dead = torch.zeros(64, dtype=torch.bool)
+        dead[1::4] = True
+    fast = sae(x, dead_mask=dead)
+    fast.loss.backward()
+    fast_grads = {n: p.grad.clone() for n, p in sae.named_parameters()}
+    sae.zero_grad()
+    dense = sae.forward_dense(x, dead_mask=dead)
+    dense.loss.backward()
+    torch.testing.assert_close(dense.top_indices, fast.top_indices, rtol=0, atol=0)
+    for field in ("x_hat", "top_acts", "mse", "auxk", "loss"):
+        torch.testing.assert_close(getattr(dense, field), getattr(fast, field), rtol=1e-5,
+                                   atol=1e-5, msg=field)
+    assert (dense.auxk > 0) == with_dead
+    for name, p in sae.named_parameters():
+        torch.testing.assert_close(fast_grads[name], p.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_sparse_decode_matches_dense_product():
+    torch.manual_seed(4)
+    W_dec = torch.randn(20, 6, requires_grad=True)
+    idx = torch.randn(7, 20).topk(3, dim=-1).indices.sort(dim=-1).values  # [batch, k], ascending
+    acts = torch.rand(7, 3, requires_grad=True)
+    out = sparse_decode(acts, W_dec, SparsePattern(idx, 20))
+    dense = torch.zeros(7, 20).scatter(-1, idx, acts) @ W_dec
+    torch.testing.assert_close(out, dense)
+    g = torch.randn(7, 6)
+    grads = torch.autograd.grad(out, (acts, W_dec), g)
+    torch.testing.assert_close(grads, torch.autograd.grad(dense, (acts, W_dec), g))
 
 
 def test_topk_keeps_at_most_k_latents():

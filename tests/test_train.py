@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from interp_lib.sae import ReluSAE, TopKSAE
-from interp_lib.train import TrainConfig, TrainResult, evaluate, lr_factor, main_train, train_sae, train_saelens
+from interp_lib.metrics import reconstruction_metrics
+from interp_lib.train import TrainConfig, TrainResult, lr_factor, main_train, train_sae
+from interp_lib.train_saelens import train_saelens
 
 
 def sparse_dictionary_data(n, d=32, m=96, k=3, seed=0, dictionary_seed=0):
@@ -47,8 +49,8 @@ def test_topk_trainer_learns(data):
     torch.testing.assert_close(res.sae.decoder_norms(), torch.ones(128))
     # learning rate: warm-up, then decayed to ~0 at the end
     assert h[0]["lr"] < h[len(h) // 2]["lr"] and h[-1]["lr"] < 1e-3 * cfg.learning_rate + 1e-12
-    # evaluate() on raw data agrees with the final metrics
-    assert evaluate(res.sae, val, res.scale)["fve"] == pytest.approx(res.metrics["val_fve"])
+    # reconstruction_metrics() on raw data agrees with the final metrics
+    assert reconstruction_metrics(res.sae, val, res.scale)["fve"] == pytest.approx(res.metrics["val_fve"])
     assert "val_fve" in h[-1]
 
 

@@ -98,18 +98,18 @@ def test_sae_recipe_resolves_per_sae_overrides():
 
 
 def test_train_zoo_cli_tokens_override_every_budget(monkeypatch):
+    import interp_lib.__main__ as cli
     import interp_lib.zoo as zoo_module
-    from interp_lib.__main__ import main_train_zoo
 
     seen = {}
-    monkeypatch.setattr(zoo_module, "train_zoo", lambda *a, recipe=None, **k: seen.update(recipe=recipe) or [])
-    main_train_zoo(["--tokens", "5000", "--out", "/nonexistent"])
+    monkeypatch.setattr(cli, "train_zoo", lambda *a, recipe=None, **k: seen.update(recipe=recipe) or [])
+    cli.main_train_zoo(["--tokens", "5000", "--out", "/nonexistent"])
     for _, sae_id in list_saes(pretrained=False):
         assert zoo_module.sae_recipe(sae_id, {**zoo_module.ZOO_RECIPE, **seen["recipe"]})["train_tokens"] == 5000
 
 
 def test_train_zoo_rejects_unknown_sae_id(tmp_path):
-    from interp_lib.zoo import train_zoo
+    from interp_lib.train_zoo import train_zoo
 
     with pytest.raises(ValueError, match="blocks.15.hook_mlp_out"):
         train_zoo(["smollm2-135m-mlp"], sae_ids=["blocks.14.hook_mlp_out"], out_root=tmp_path)
@@ -123,7 +123,7 @@ def test_train_zoo_end_to_end_on_a_tiny_recipe(tmp_path, monkeypatch, smollm):
     from sae_lens import SAE
 
     import interp_lib.activations as activations
-    from interp_lib.zoo import train_zoo
+    from interp_lib.train_zoo import train_zoo
 
     monkeypatch.setattr(activations, "cache_dir", lambda: tmp_path / "cache")
     recipe = {"d_sae": 64, "k": 4, "train_tokens": 1024, "epochs": 1.0, "batch_size": 256, "eval_tokens": 512,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from interp_lib import list_saes, load_sae, sae_path
 from interp_lib.zoo import RELEASES, ZOO_RECIPE, heldout_tokens
@@ -57,14 +56,14 @@ def test_loads_through_saelens_with_metadata(release, sae_id):
 @pytest.mark.slow
 def test_quick_requality_on_fresh_tokens(smollm):
     """Re-measure the middle-layer SAE on a small held-out sample: close to what metrics.json says."""
-    from interp_lib.metrics import sae_metrics
+    from interp_lib.metrics import evaluate
 
     release, sae_id = "smollm2-135m-res", "blocks.15.hook_resid_pre"
     sae = load_sae(release, sae_id)
     recorded = json.loads((sae_path(release, sae_id) / "metrics.json").read_text())
     # 8 contexts spread over the first 16 held-out ones: a handful of contexts from one file has too
     # little variance of its own for FVE to mean much.
-    m = sae_metrics(smollm, sae, heldout_tokens(smollm, 16 * 128)[::2], progress=False)
+    m = evaluate(smollm, sae, heldout_tokens(smollm, 16 * 128)[::2], progress=False)
     assert m.l0 <= BAR["l0"] and m.fve >= BAR["fve"] - 0.03
     assert m.ce_recovered >= BAR["ce_recovered_floor"] - 0.03
     assert abs(m.fve - recorded["fve"]) < 0.05

@@ -1,17 +1,7 @@
-"""Text for the book: a small labelled probe set and an offline training corpus.
+"""The offline training corpus: installed text, chunked, classified, split, keyed and tokenised.
 
-Two kinds of text live here.
-
-**Probe texts** (:func:`probe_texts`): 70 short texts written for this project, exactly 10 in
-each of 7 categories (:data:`CATEGORIES`): Python code, URLs / web, math notation, non-English
-languages, social media / emoji, formal / academic / legal, conversational English. They are
-the "diverse inputs" that the chapters push through a model and an SAE to look for general
-and specialist features. They ship as ``interp_lib/data/probe_texts.jsonl`` (one JSON object
-per line, ``{"text": ..., "category": ...}``) and are loaded with :mod:`importlib.resources`,
-so they work from an installed wheel too.
-
-**A training corpus** (:func:`build_corpus`) made only of text that is already on any machine
-with this project installed, so that the book runs with no network at all:
+:func:`build_corpus` uses only text that is already on any machine with this project installed,
+so that the book runs with no network at all:
 
 - ``stdlib``: the Python standard library's ``.py`` sources (``sysconfig`` paths; the test
   suites and the generated codec tables are left out): code, with docstrings and comments;
@@ -37,6 +27,10 @@ both last. ``build_corpus(max_chars=3_000_000)`` is therefore a sensible few-MB 
 This corpus is narrow: English-language software text, heavy on Python. It is enough for an
 SAE on a small model to learn readable features in minutes on a CPU, and the book says so.
 
+:func:`split_corpus` holds out whole source files by a stable hash of their names,
+:func:`corpus_key` is the short content hash that activation caches are keyed on, and
+:func:`corpus_report` tabulates the composition.
+
 **Online alternative.** A reader with access to the Hugging Face hub can swap in a broad web
 corpus, for example (not imported here; ``pip install datasets``)::
 
@@ -61,25 +55,22 @@ import email
 import functools
 import hashlib
 import importlib.metadata
-import importlib.resources
-import json
 import os
 import re
 import sysconfig
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
-if TYPE_CHECKING:  # heavy imports stay lazy: probe_texts() must not pay for torch or pandas
+if TYPE_CHECKING:  # heavy imports stay lazy: importing interp_lib.data must not pay for them
     import pandas
     import torch
 
 __all__ = [
-    "CATEGORIES",
-    "CATEGORY_LABELS",
-    "ProbeText",
-    "probe_texts",
     "SOURCES",
     "KINDS",
+    "DEFAULT_CHUNK_CHARS",
+    "MIN_DOC_CHARS",
+    "CORPUS_PACKAGES",
     "Document",
     "build_corpus",
     "split_corpus",
@@ -87,71 +78,6 @@ __all__ = [
     "corpus_key",
     "tokenize_corpus",
 ]
-
-# --------------------------------------------------------------------------------------------
-# Probe texts
-# --------------------------------------------------------------------------------------------
-
-CATEGORIES: tuple[str, ...] = (
-    "python",
-    "urls",
-    "math",
-    "non_english",
-    "social",
-    "formal",
-    "conversational",
-)
-
-CATEGORY_LABELS: dict[str, str] = {
-    "python": "Python code",
-    "urls": "URLs / web",
-    "math": "Math notation",
-    "non_english": "Non-English languages",
-    "social": "Social media / emoji",
-    "formal": "Formal / academic / legal",
-    "conversational": "Conversational English",
-}
-
-_PROBE_FILE = "probe_texts.jsonl"
-
-
-class ProbeText(NamedTuple):
-    """One labelled probe text."""
-
-    text: str
-    category: str
-
-
-@functools.lru_cache(maxsize=1)
-def _load_probe_texts() -> tuple[ProbeText, ...]:
-    """Read and validate the shipped probe file once."""
-    resource = importlib.resources.files("interp_lib").joinpath("data").joinpath(_PROBE_FILE)
-    rows: list[ProbeText] = []
-    with resource.open("r", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            obj = json.loads(line)
-            text, category = obj["text"], obj["category"]
-            if category not in CATEGORIES or not isinstance(text, str) or not text.strip():
-                raise ValueError(f"{_PROBE_FILE} line {lineno}: bad row {obj!r}")
-            rows.append(ProbeText(text, category))
-    return tuple(rows)
-
-
-def probe_texts(category: str | None = None) -> list[ProbeText]:
-    """The 70 probe texts (10 per category, in CATEGORIES order), or one category's 10."""
-    rows = _load_probe_texts()
-    if category is None:
-        return list(rows)
-    if category not in CATEGORIES:
-        raise ValueError(f"unknown category {category!r}; valid categories: {', '.join(CATEGORIES)}")
-    return [row for row in rows if row.category == category]
-
-
-# --------------------------------------------------------------------------------------------
-# Offline training corpus
-# --------------------------------------------------------------------------------------------
 
 SOURCES: tuple[str, ...] = ("stdlib", "pydoc", "metadata", "package-docs")
 KINDS: tuple[str, ...] = ("code", "prose", "other")
@@ -255,7 +181,7 @@ def _raw_stdlib() -> Iterator[_Raw]:
 
 def _raw_pydoc() -> Iterator[_Raw]:
     try:
-        from pydoc_data.topics import topics
+        from pydoc_data.topics import topics  # big optional module: only this source reads it
     except ImportError:  # some distributions strip pydoc_data
         return
     for key in sorted(topics, key=lambda k: _order_key(f"pydoc:{k}")):
@@ -295,7 +221,8 @@ def _dist_key(name: str) -> str:
 def _corpus_top_levels() -> frozenset[str]:
     """Top-level import folders in site-packages that belong to CORPUS_PACKAGES."""
     mapping = importlib.metadata.packages_distributions()
-    return frozenset(top for top, dists in mapping.items() if any(_dist_key(d) in CORPUS_PACKAGES for d in dists))
+    return frozenset(top for top, dists in mapping.items()
+                     if any(_dist_key(d) in CORPUS_PACKAGES for d in dists))
 
 
 @functools.lru_cache(maxsize=1)
@@ -309,7 +236,8 @@ def _metadata_entries() -> tuple[tuple[str, str], ...]:
     seen: dict[str, str] = {}
     for dist in importlib.metadata.distributions():
         try:
-            meta = email.message_from_string(dist.read_text("METADATA") or dist.read_text("PKG-INFO") or "")
+            metadata_file = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+            meta = email.message_from_string(metadata_file)
             name = meta["Name"]
         except Exception:  # a broken dist-info must not break the corpus
             continue
@@ -594,7 +522,7 @@ def _split_value(doc: Document) -> float:
 def split_corpus(
     docs: Iterable[Document], held_out_fraction: float = 0.1
 ) -> tuple[list[Document], list[Document]]:
-    """Split into (train, held_out) by a stable hash of the source file; held-out text never trains."""
+    """Split into (train, held_out) by a stable hash of the source file; held out never trains."""
     if isinstance(held_out_fraction, bool) or not isinstance(held_out_fraction, (int, float)) \
             or not 0.0 <= held_out_fraction <= 1.0:
         raise ValueError(f"held_out_fraction must be a number in [0, 1], got {held_out_fraction!r}")
@@ -608,7 +536,7 @@ def split_corpus(
 
 def corpus_report(docs: Iterable[Document]) -> "pandas.DataFrame":
     """Composition table: rows per source and per kind with documents, characters, share."""
-    import pandas as pd
+    import pandas as pd  # heavy optional dependency: only the report needs it
 
     docs = _check_docs(docs)
     total = sum(len(d.text) for d in docs)
@@ -658,14 +586,18 @@ def tokenize_corpus(
     batch_size: int = 256,
 ) -> "torch.Tensor":
     """LongTensor[n_ctx, ctx_len]: EOS-joined documents in rows of BOS + (ctx_len - 1) tokens."""
-    import torch
+    import torch  # heavy dependency: building or splitting a corpus must not import it
 
     tok = _resolve_tokenizer(tokenizer)
     if isinstance(ctx_len, bool) or not isinstance(ctx_len, int) or ctx_len < 2:
-        raise ValueError(f"ctx_len must be an int >= 2 (BOS plus at least one token), got {ctx_len!r}")
+        raise ValueError(
+            f"ctx_len must be an int >= 2 (BOS plus at least one token), got {ctx_len!r}"
+        )
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
                                    or max_tokens < ctx_len):
-        raise ValueError(f"max_tokens must be None or an int >= ctx_len ({ctx_len}), got {max_tokens!r}")
+        raise ValueError(
+            f"max_tokens must be None or an int >= ctx_len ({ctx_len}), got {max_tokens!r}"
+        )
     texts = [d.text if isinstance(d, Document) else d for d in docs]
     if not all(isinstance(t, str) for t in texts):
         raise TypeError("docs must be Document objects or strings")

@@ -1,4 +1,5 @@
-"""Tests for interp_lib.compare on small hand-made tensors (and the tiny 2-layer GPT-2 of conftest)."""
+"""Comparing SAEs (similarity, specialisation, tables, figures) on small hand-made tensors and the
+tiny 2-layer GPT-2 of conftest."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from interp_lib import compare
-from interp_lib.metrics import SAEMetrics, sae_metrics
+from interp_lib import analysis, encoding, metrics, plots, saelens_format, similarity, zoo
+from interp_lib.metrics import SAEMetrics
 
 from .conftest import make_sae
 
@@ -18,18 +19,18 @@ from .conftest import make_sae
 # ---------------------------------------------------------------------------------------------
 # labels and tables
 def test_sae_label():
-    assert compare.sae_label("r", "blocks.15.hook_resid_pre") == "resid 15"
-    assert compare.sae_label("r", "blocks.6.hook_mlp_out") == "mlp_out 6"
-    assert compare.sae_label("r", "something-else") == "something-else"
+    assert zoo.sae_label("r", "blocks.15.hook_resid_pre") == "resid 15"
+    assert zoo.sae_label("r", "blocks.6.hook_mlp_out") == "mlp_out 6"
+    assert zoo.sae_label("r", "something-else") == "something-else"
 
 
 def _metrics(l0=3.0, fve=0.9):
     return SAEMetrics(l0=l0, fve=fve, fve_typical=fve, massive_fraction=0.0, mse=0.1, ce_clean=2.0, ce_sae=2.5, ce_zero=7.0, ce_recovered=0.9,
-                      ce_increase=0.5, dead_fraction=0.25, dense_fraction=0.0, density=np.zeros(4), n_tokens=10)
+                      ce_increase=0.5, kl_div=0.1, dead_fraction=0.25, dense_fraction=0.0, density=np.zeros(4), n_tokens=10)
 
 
 def test_metrics_table_from_metrics_and_dicts():
-    table = compare.metrics_table({"a": _metrics(), "b": {"l0": 5, "fve": 0.5}})
+    table = metrics.metrics_table({"a": _metrics(), "b": {"l0": 5, "fve": 0.5}})
     assert list(table.index) == ["a", "b"]
     assert table.loc["a", "L0"] == 3.0 and table.loc["a", "loss increase (nats)"] == 0.5
     assert table.loc["b", "variance explained"] == 0.5
@@ -37,16 +38,16 @@ def test_metrics_table_from_metrics_and_dicts():
 
 
 def test_recorded_metrics_of_unshipped_release_is_empty():
-    assert compare.recorded_metrics("gpt2-small-res-jb", "blocks.6.hook_resid_pre") == {}
+    assert zoo.recorded_metrics("gpt2-small-res-jb", "blocks.6.hook_resid_pre") == {}
 
 
 def test_training_recipe_of_shipped_and_unshipped_saes():
-    from interp_lib.zoo import sae_metadata, sae_recipe
+    from interp_lib.zoo import recorded_metrics, sae_recipe
 
-    assert compare.training_recipe("gpt2-small-res-jb", "blocks.6.hook_resid_pre") == {}
+    assert zoo.training_recipe("gpt2-small-res-jb", "blocks.6.hook_resid_pre") == {}
     for sae_id in ("blocks.5.hook_resid_pre", "blocks.25.hook_resid_pre"):
-        recorded = sae_recipe(sae_id, sae_metadata("smollm2-135m-res", sae_id)["recipe"])
-        assert compare.training_recipe("smollm2-135m-res", sae_id) == {
+        recorded = sae_recipe(sae_id, recorded_metrics("smollm2-135m-res", sae_id)["recipe"])
+        assert zoo.training_recipe("smollm2-135m-res", sae_id) == {
             "training tokens": recorded["train_tokens"], "passes": recorded["epochs"], "batch size": recorded["batch_size"]}
 
 
@@ -54,52 +55,52 @@ def test_training_recipe_of_shipped_and_unshipped_saes():
 # decoder geometry
 def test_decoder_directions_are_unit_rows():
     w = torch.tensor([[3.0, 4.0], [0.0, -2.0]])
-    d = compare.decoder_directions(w)
+    d = similarity.decoder_directions(w)
     assert torch.allclose(d, torch.tensor([[0.6, 0.8], [0.0, -1.0]]))
     with pytest.raises(ValueError):
-        compare.decoder_directions(torch.zeros(3))
+        similarity.decoder_directions(torch.zeros(3))
 
 
 def test_best_matches_finds_the_permutation_and_its_cosine():
     a = torch.eye(4)
     b = torch.eye(4)[[2, 0, 3, 1]] * 5  # same directions, permuted and rescaled
-    m = compare.best_matches(a, b, chunk=3)  # chunking must not change the answer
+    m = similarity.best_matches(a, b, chunk=3)  # chunking must not change the answer
     assert m.index.tolist() == [1, 3, 0, 2]
-    assert torch.allclose(m.cosine, torch.ones(4))
+    assert torch.allclose(m.similarity, torch.ones(4))
 
 
 def test_best_matches_cosine_value_and_sign():
     a = torch.tensor([[1.0, 0.0]])
     b = torch.tensor([[-1.0, 0.0], [1.0, 1.0]])  # the anti-parallel one is NOT a match
-    m = compare.best_matches(a, b)
+    m = similarity.best_matches(a, b)
     assert m.index.tolist() == [1]
-    assert m.cosine.item() == pytest.approx(1 / math.sqrt(2))
+    assert m.similarity.item() == pytest.approx(1 / math.sqrt(2))
     with pytest.raises(ValueError, match="different spaces"):
-        compare.best_matches(torch.eye(2), torch.eye(3))
+        similarity.best_matches(torch.eye(2), torch.eye(3))
 
 
 def test_best_matches_can_exclude_the_same_number():
     a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     b = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1]])
-    plain = compare.best_matches(a, b)
+    plain = similarity.best_matches(a, b)
     assert plain.index.tolist() == [0, 1, 2]
-    assert compare.same_number_share(plain) == 1.0
-    other = compare.best_matches(a, b, exclude_same=True, chunk=2)  # chunk boundary inside
+    assert similarity.same_number_share(plain) == 1.0
+    other = similarity.best_matches(a, b, exclude_same=True, chunk=2)  # chunk boundary inside
     assert other.index.tolist() == [2, 2, 0]
-    assert other.cosine[1].item() == pytest.approx(0.1 / math.sqrt(1.01))
-    assert compare.same_number_share(other) == 0.0
+    assert other.similarity[1].item() == pytest.approx(0.1 / math.sqrt(1.01))
+    assert similarity.same_number_share(other) == 0.0
     # more features in A than in B: rows beyond B's size have no same-numbered partner
-    wide = compare.best_matches(torch.eye(3), torch.eye(3)[:2], exclude_same=True)
+    wide = similarity.best_matches(torch.eye(3), torch.eye(3)[:2], exclude_same=True)
     assert wide.index.tolist() == [1, 0, 0]
     with pytest.raises(ValueError):
-        compare.best_matches(a, b[:1], exclude_same=True)
+        similarity.best_matches(a, b[:1], exclude_same=True)
 
 
 def test_best_matches_reads_sae_decoders():
     sae_a = make_sae(8, 16, "blocks.0.hook_resid_pre", seed=1)
-    m = compare.best_matches(sae_a, sae_a)
+    m = similarity.best_matches(sae_a, sae_a)
     assert m.index.tolist() == list(range(16))
-    assert torch.allclose(m.cosine, torch.ones(16), atol=1e-5)
+    assert torch.allclose(m.similarity, torch.ones(16), atol=1e-5)
 
 
 def test_activation_matches():
@@ -107,18 +108,18 @@ def test_activation_matches():
     a = torch.rand(50, 3, generator=g)
     a[:, 2] = 0.0  # never fires
     b = torch.stack([a[:, 1] * 3 + 1, torch.rand(50, generator=g), a[:, 0], torch.zeros(50)], dim=1)
-    m = compare.activation_matches(a, b, chunk=2)
+    m = similarity.activation_matches(a, b, chunk=2)
     assert m.index.tolist() == [2, 0, -1]
-    assert torch.allclose(m.cosine[:2], torch.ones(2), atol=1e-5)  # correlation ignores scale and offset
-    assert math.isnan(m.cosine[2].item())
-    assert compare.match_shares(m.cosine, (0.9,)) == {0.9: 1.0}  # NaN left out
-    assert compare.same_number_share(m) == 0.0
+    assert torch.allclose(m.similarity[:2], torch.ones(2), atol=1e-5)  # correlation ignores scale and offset
+    assert math.isnan(m.similarity[2].item())
+    assert similarity.match_shares(m.similarity, (0.9,)) == {0.9: 1.0}  # NaN left out
+    assert similarity.same_number_share(m) == 0.0
     # exclude_same: feature 0 of A may not take feature 0 of B
-    m2 = compare.activation_matches(a, a, exclude_same=True)
+    m2 = similarity.activation_matches(a, a, exclude_same=True)
     assert (m2.index[:2] != torch.arange(2)).all()
-    assert compare.same_number_share(compare.activation_matches(a, a)) == 1.0
+    assert similarity.same_number_share(similarity.activation_matches(a, a)) == 1.0
     with pytest.raises(ValueError):
-        compare.activation_matches(a, b[:10])
+        similarity.activation_matches(a, b[:10])
     # a feature firing on a single token is not matched, however well it "correlates"
     c = torch.zeros(50, 2)
     c[7, 0] = 1.0
@@ -126,18 +127,18 @@ def test_activation_matches():
     d = torch.zeros(50, 2)
     d[7, 0] = 5.0
     d[:, 1] = a[:, 0] + 0.5 * torch.rand(50, generator=g)
-    one = compare.activation_matches(c, d, min_active=2)
+    one = similarity.activation_matches(c, d, min_active=2)
     assert one.index[0].item() == -1 and one.index[1].item() == 1
-    assert compare.activation_matches(c, d, min_active=1).index[0].item() == 0
+    assert similarity.activation_matches(c, d, min_active=1).index[0].item() == 0
 
 
 def test_match_shares_and_random_baseline():
-    shares = compare.match_shares(torch.tensor([0.95, 0.75, 0.6, 0.1]), thresholds=(0.5, 0.7, 0.9))
+    shares = similarity.match_shares(torch.tensor([0.95, 0.75, 0.6, 0.1]), thresholds=(0.5, 0.7, 0.9))
     assert shares == {0.5: 0.75, 0.7: 0.5, 0.9: 0.25}
-    base = compare.random_match_baseline(200, 400, 64, seed=0)
+    base = similarity.random_match_baseline(200, 400, 64, seed=0)
     assert base.shape == (200,)
     assert 0.2 < float(base.mean()) < 0.6  # random directions in 64-d: well below a real match
-    assert torch.equal(base, compare.random_match_baseline(200, 400, 64, seed=0))
+    assert torch.equal(base, similarity.random_match_baseline(200, 400, 64, seed=0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,19 +160,19 @@ def _pooled():
 
 
 def test_category_concentration():
-    conc = compare.category_concentration(_pooled(), CATS, min_strong=3)
+    conc = analysis.category_concentration(_pooled(), CATS, min_strong=3)
     assert conc[0] == 1.0
     assert conc[1] == 0.5
     assert conc[2] == pytest.approx(2 / 3)
     assert math.isnan(conc[3])
     # with a higher bar, features strong on only three texts are not scored
-    assert np.isnan(compare.category_concentration(_pooled(), CATS, min_strong=4)[[0, 2]]).all()
+    assert np.isnan(analysis.category_concentration(_pooled(), CATS, min_strong=4)[[0, 2]]).all()
     with pytest.raises(ValueError):
-        compare.category_concentration(_pooled(), CATS[:-1])
+        analysis.category_concentration(_pooled(), CATS[:-1])
 
 
 def test_specialisation_summary():
-    s = compare.specialisation_summary(_pooled(), CATS)
+    s = analysis.specialisation_summary(_pooled(), CATS)
     # "a": feature 0 scores 3 - 0 = 3 >= ceil(3/2); "b": best score is 0 (feature 1: 3 - 3) -> not a specialist
     assert s["categories_with_specialist"] == 1
     assert s["specialist_features"] == 1
@@ -189,8 +190,8 @@ def test_specialist_feature_count_agrees_with_analysis():
     scores = specialist_scores(pooled, cats)
     need = np.array([2, 3, 2])
     expected = int((scores[["a", "b", "c"]].to_numpy() >= need).any(1).sum())
-    assert compare.specialist_feature_count(pooled, cats) == expected
-    assert compare.specialist_feature_count(_pooled(), CATS) == 1
+    assert analysis.specialist_feature_count(pooled, cats) == expected
+    assert analysis.specialist_feature_count(_pooled(), CATS) == 1
 
 
 def test_paired_subsamples_are_stratified_paired_and_without_replacement():
@@ -202,25 +203,25 @@ def test_paired_subsamples_are_stratified_paired_and_without_replacement():
         return float(p[:, 0].sum())
 
     cats = CATS
-    out = compare.paired_subsamples({"x": pooled, "y": pooled * 2}, cats, stat, n=30, frac=2 / 3, seed=1)
+    out = analysis.paired_subsamples({"x": pooled, "y": pooled * 2}, cats, stat, n=30, frac=2 / 3, seed=1)
     assert out.shape == (30, 2) and list(out.columns) == ["x", "y"]
     assert all(c == ["a", "a", "b", "b"] for c in seen)  # two of three texts of each category
     np.testing.assert_allclose(out["y"], 2 * out["x"])  # the same texts for both SAEs
     # feature 0 is 5, 4, 6 on the "a" texts and 0 on "b": sums of two distinct "a" texts only
     assert set(out["x"]) <= {9.0, 11.0, 10.0} and out["x"].nunique() > 1
-    again = compare.paired_subsamples({"x": pooled, "y": pooled * 2}, cats, stat, n=30, frac=2 / 3, seed=1)
+    again = analysis.paired_subsamples({"x": pooled, "y": pooled * 2}, cats, stat, n=30, frac=2 / 3, seed=1)
     pd.testing.assert_frame_equal(out, again)
     with pytest.raises(ValueError):
-        compare.paired_subsamples({"x": pooled, "y": pooled[:3]}, cats, stat)
+        analysis.paired_subsamples({"x": pooled, "y": pooled[:3]}, cats, stat)
     with pytest.raises(ValueError):
-        compare.paired_subsamples({"x": pooled}, cats, stat, frac=0)
+        analysis.paired_subsamples({"x": pooled}, cats, stat, frac=0)
 
 
 def test_is_emoji_and_emoji_mask():
-    assert compare.is_emoji("😂") and compare.is_emoji(" ☕") and compare.is_emoji("➡️")
-    assert not compare.is_emoji("hello") and not compare.is_emoji("…") and not compare.is_emoji("é")
-    assert not compare.is_emoji("\u200d") and not compare.is_emoji("\ufe0f")
-    mask = compare.emoji_mask(["hi", " 😂", "", "", " there", ""])
+    assert analysis.is_emoji("😂") and analysis.is_emoji(" ☕") and analysis.is_emoji("➡️")
+    assert not analysis.is_emoji("hello") and not analysis.is_emoji("…") and not analysis.is_emoji("é")
+    assert not analysis.is_emoji("\u200d") and not analysis.is_emoji("\ufe0f")
+    mask = analysis.emoji_mask(["hi", " 😂", "", "", " there", ""])
     assert mask.tolist() == [False, True, True, True, False, False]
 
 
@@ -232,27 +233,27 @@ def test_token_precision():
         [0.0, 4.0, 0.0],
     ])
     mask = np.array([True, True, False, False])
-    p = compare.token_precision(acts, mask, top=2, min_active=2)
+    p = analysis.token_precision(acts, mask, top=2, min_active=2)
     assert p[0] == 1.0  # its two strongest tokens are both in the mask
     assert p[1] == 0.0  # strongest on tokens 2 and 3
     assert math.isnan(p[2])  # active on one token only
-    p3 = compare.token_precision(acts, mask, top=3, min_active=1)
+    p3 = analysis.token_precision(acts, mask, top=3, min_active=1)
     assert p3[0] == pytest.approx(2 / 3) and p3[1] == pytest.approx(1 / 3) and p3[2] == 0.0
     with pytest.raises(ValueError):
-        compare.token_precision(acts, mask[:3])
+        analysis.token_precision(acts, mask[:3])
 
 
 def test_top_text_overlap():
     a = np.array([[3.0, 0.0], [2.0, 1.0], [1.0, 0.0], [0.0, 2.0]])
     b = np.array([[0.0, 1.0], [2.0, 1.0], [3.0, 0.0], [0.0, 0.0]])
-    j = compare.top_text_overlap(a, b, [0, 1], [0, 0], n=2)
+    j = similarity.top_text_overlap(a, b, [0, 1], [0, 0], n=2)
     assert j[0] == pytest.approx(1 / 3)  # {0, 1} vs {2, 1}
     assert j[1] == pytest.approx(1 / 3)  # {3, 1} vs {2, 1}
-    assert math.isnan(compare.top_text_overlap(np.zeros((2, 1)), np.zeros((2, 1)), [0], [0])[0])
+    assert math.isnan(similarity.top_text_overlap(np.zeros((2, 1)), np.zeros((2, 1)), [0], [0])[0])
 
 
 # ---------------------------------------------------------------------------------------------
-# SAEs on a model: splice_metrics must agree with metrics.sae_metrics
+# SAEs on a model: scoring several at once shares one clean pass but mixes nothing up
 def _tokens(model, n=6, ctx=12):
     g = torch.Generator().manual_seed(0)
     toks = torch.randint(2, model.cfg.d_vocab, (n, ctx), generator=g)
@@ -260,7 +261,7 @@ def _tokens(model, n=6, ctx=12):
     return toks
 
 
-def test_splice_metrics_matches_sae_metrics(tiny_gpt2):
+def test_evaluate_several_saes_equals_each_alone(tiny_gpt2):
     d = tiny_gpt2.cfg.d_model
     saes = {
         "res1": make_sae(d, 64, "blocks.1.hook_resid_pre", k=4, seed=0),
@@ -268,31 +269,31 @@ def test_splice_metrics_matches_sae_metrics(tiny_gpt2):
         "mlp0": make_sae(d, 64, "blocks.0.hook_mlp_out", k=8, seed=2),
     }
     toks = _tokens(tiny_gpt2)
-    many = compare.splice_metrics(tiny_gpt2, saes, toks, batch_size=4, progress=False)
+    many = metrics.evaluate(tiny_gpt2, saes, toks, batch_size=4, progress=False)
     assert set(many) == set(saes)
     for name, sae in saes.items():
-        one = sae_metrics(tiny_gpt2, sae, toks, batch_size=4, progress=False)
+        one = metrics.evaluate(tiny_gpt2, sae, toks, batch_size=4, progress=False)
         for key, value in one.summary().items():
             assert many[name].summary()[key] == pytest.approx(value, rel=1e-5, abs=1e-6), (name, key)
         np.testing.assert_allclose(many[name].density, one.density)
 
 
-def test_splice_metrics_rejects_bad_input(tiny_gpt2):
+def test_evaluate_rejects_bad_input(tiny_gpt2):
     with pytest.raises(ValueError):
-        compare.splice_metrics(tiny_gpt2, {}, _tokens(tiny_gpt2))
+        metrics.evaluate(tiny_gpt2, {}, _tokens(tiny_gpt2))
     sae = make_sae(tiny_gpt2.cfg.d_model + 1, 8, "blocks.1.hook_resid_pre")
     with pytest.raises(ValueError, match="d_in"):
-        compare.splice_metrics(tiny_gpt2, {"x": sae}, _tokens(tiny_gpt2))
+        metrics.evaluate(tiny_gpt2, {"x": sae}, _tokens(tiny_gpt2))
 
 
-def test_encode_many_matches_encode_texts(tiny_gpt2):
-    from interp_lib.analysis import encode_texts, hook_activations
+def test_encode_texts_of_several_saes_equals_each_alone(tiny_gpt2):
+    from interp_lib.encoding import encode_texts, hook_activations
 
     d = tiny_gpt2.cfg.d_model
     saes = {"res1": make_sae(d, 32, "blocks.1.hook_resid_pre", k=4, seed=3),
             "mlp0": make_sae(d, 16, "blocks.0.hook_mlp_out", k=None, seed=4)}
     texts = ["the cat sat on the mat", "def f ( x ) : return x + 1"]
-    many = compare.encode_many(tiny_gpt2, saes, texts)
+    many = encoding.encode_texts(tiny_gpt2, saes, texts)
     assert set(many.hook_acts) == {"blocks.1.hook_resid_pre", "blocks.0.hook_mlp_out"}
     for name, sae in saes.items():
         one = encode_texts(tiny_gpt2, sae, texts)
@@ -306,7 +307,7 @@ def test_encode_many_matches_encode_texts(tiny_gpt2):
                     hook_activations(tiny_gpt2, "blocks.1.hook_resid_pre", texts)):
         torch.testing.assert_close(a, b)
     with pytest.raises(ValueError):
-        compare.encode_many(tiny_gpt2, {}, texts)
+        encoding.encode_texts(tiny_gpt2, {}, texts)
 
 
 def test_to_saelens_reproduces_the_homebrew_sae():
@@ -320,7 +321,7 @@ def test_to_saelens_reproduces_the_homebrew_sae():
         with torch.no_grad():
             sae.b_dec.copy_(torch.randn(16))
             sae.encoder.bias.copy_(torch.randn(40) * 0.1)
-        lens = compare.to_saelens(sae, scale, hook_name="blocks.0.hook_resid_pre", model_name="test")
+        lens = saelens_format.to_saelens(sae, scale, hook_name="blocks.0.hook_resid_pre", model_name="test")
         assert lens.cfg.metadata.hook_name == "blocks.0.hook_resid_pre"
         with torch.no_grad():
             ours = sae.decode(sae.encode(raw * scale)) / scale
@@ -330,14 +331,14 @@ def test_to_saelens_reproduces_the_homebrew_sae():
 
 def test_with_hook_sets_metadata():
     sae = make_sae(4, 8, "blocks.0.hook_resid_pre")
-    assert compare.with_hook(sae, "blocks.3.hook_mlp_out", "m") is sae
+    assert saelens_format.with_hook(sae, "blocks.3.hook_mlp_out", "m") is sae
     assert sae.cfg.metadata.hook_name == "blocks.3.hook_mlp_out" and sae.cfg.metadata.model_name == "m"
 
 
 # ---------------------------------------------------------------------------------------------
 # figures and the live callback
 def test_live_curves_collects_rows_without_drawing():
-    live = compare.LiveCurves(keys=["loss", "l0"], live=False)
+    live = plots.LiveCurves(keys=["loss", "l0"], live=False)
     for step in range(3):
         live({"tokens": step * 10, "loss": 1.0 / (step + 1), "l0": 5.0})
     assert [r["tokens"] for r in live.rows] == [0, 10, 20]
@@ -346,16 +347,16 @@ def test_live_curves_collects_rows_without_drawing():
 
 
 def test_figures():
-    fig = compare.density_figure({"a": ([1, 2], [-3.0, -2.0, -1.0])})
+    fig = plots.density_figure({"a": ([1, 2], [-3.0, -2.0, -1.0])})
     assert list(fig.data[0].x) == [-2.5, -1.5]
     df = pd.DataFrame({"l0": [5, 1, 9], "fve": [0.5, 0.2, 0.9], "family": ["s", "s", "zoo"], "name": ["x", "y", "z"]})
-    fig = compare.tradeoff_figure(df, x="l0", y="fve", group="family", label="name")
+    fig = plots.tradeoff_figure(df, x="l0", y="fve", group="family", label="name")
     assert [t.name for t in fig.data] == ["s", "zoo"]
     assert list(fig.data[0].x) == [1.0, 5.0]  # sorted along x
-    fig = compare.distributions_figure({"a": [0.0, 0.1, 0.9, 1.0], "b": np.array([0.5, np.nan])}, bins=2, value_range=(0, 1))
+    fig = plots.distributions_figure({"a": [0.0, 0.1, 0.9, 1.0], "b": np.array([0.5, np.nan])}, bins=2, value_range=(0, 1))
     assert list(fig.data[0].y) == [0.5, 0.5] and list(fig.data[1].y) == [0.0, 1.0]  # shares; NaN left out
-    fig = compare.curves_figure({"r1": [{"tokens": 1, "loss": 2.0}], "r2": [{"tokens": 1, "loss": 3.0}]}, ["loss"])
+    fig = plots.curves_figure({"r1": [{"tokens": 1, "loss": 2.0}], "r2": [{"tokens": 1, "loss": 3.0}]}, ["loss"])
     assert len(fig.data) == 2 and fig.layout.yaxis.type == "log"
-    fig = compare.curves_figure([{"tokens": 1, "l0": 2.0}, {"tokens": 2, "l0": 3.0, "val_fve": 0.5}], ["l0", "val_fve"])
+    fig = plots.curves_figure([{"tokens": 1, "l0": 2.0}, {"tokens": 2, "l0": 3.0, "val_fve": 0.5}], ["l0", "val_fve"])
     assert list(fig.data[0].x) == [1, 2] and list(fig.data[1].x) == [2]  # rows without val_fve skipped
     assert fig.layout.yaxis.type != "log"

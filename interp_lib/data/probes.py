@@ -1,0 +1,77 @@
+"""The probe set: 70 short labelled texts, 10 in each of 7 categories.
+
+The texts were written for this project: Python code, URLs / web, math notation, non-English
+languages, social media / emoji, formal / academic / legal, conversational English
+(:data:`CATEGORIES`, with display names in :data:`CATEGORY_LABELS`). They are the "diverse
+inputs" that the chapters push through a model and an SAE to look for general and specialist
+features. They ship as ``interp_lib/data/probe_texts.jsonl`` (one JSON object per line,
+``{"text": ..., "category": ...}``) and are loaded with :mod:`importlib.resources`, so they work
+from an installed wheel too.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import json
+from typing import NamedTuple
+
+__all__ = ["CATEGORIES", "CATEGORY_LABELS", "ProbeText", "probe_texts"]
+
+CATEGORIES: tuple[str, ...] = (
+    "python",
+    "urls",
+    "math",
+    "non_english",
+    "social",
+    "formal",
+    "conversational",
+)
+
+CATEGORY_LABELS: dict[str, str] = {
+    "python": "Python code",
+    "urls": "URLs / web",
+    "math": "Math notation",
+    "non_english": "Non-English languages",
+    "social": "Social media / emoji",
+    "formal": "Formal / academic / legal",
+    "conversational": "Conversational English",
+}
+
+_PROBE_FILE = "probe_texts.jsonl"  # inside the interp_lib.data package
+
+
+class ProbeText(NamedTuple):
+    """One labelled probe text."""
+
+    text: str
+    category: str
+
+
+@functools.lru_cache(maxsize=1)
+def _load_probe_texts() -> tuple[ProbeText, ...]:
+    """Read and validate the shipped probe file once."""
+    resource = importlib.resources.files(__package__).joinpath(_PROBE_FILE)
+    rows: list[ProbeText] = []
+    with resource.open("r", encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            obj = json.loads(line)
+            text, category = obj["text"], obj["category"]
+            if category not in CATEGORIES or not isinstance(text, str) or not text.strip():
+                raise ValueError(f"{_PROBE_FILE} line {lineno}: bad row {obj!r}")
+            rows.append(ProbeText(text, category))
+    return tuple(rows)
+
+
+def probe_texts(category: str | None = None) -> list[ProbeText]:
+    """The 70 probe texts (10 per category, in CATEGORIES order), or one category's 10."""
+    rows = _load_probe_texts()
+    if category is None:
+        return list(rows)
+    if category not in CATEGORIES:
+        raise ValueError(
+            f"unknown category {category!r}; valid categories: {', '.join(CATEGORIES)}"
+        )
+    return [row for row in rows if row.category == category]

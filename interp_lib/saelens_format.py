@@ -1,0 +1,189 @@
+"""SAELens's on-disk format: save one of our SAEs so ``sae_lens.SAE.load_from_disk`` reads it.
+
+* :func:`folded_weights`: our weights in SAELens's layout, with the input-normalisation
+  ``scale`` folded in (the saved SAE takes *raw* activations).
+* :func:`save_saelens`: ``cfg.json`` + ``sae_weights.safetensors`` + ``training_log.json``.
+* :func:`load_saelens_as_homebrew`: the inverse, back to a :mod:`interp_lib.sae` model and its
+  scale.
+* :func:`to_saelens`: one of our SAEs as a ``sae_lens.SAE`` that takes raw activations;
+  :func:`with_hook` labels a ``sae_lens.SAE`` that lacks its hook name.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from .sae import ReluSAE, TopKSAE
+from .zoo import load_sae
+
+__all__ = ["folded_weights", "save_saelens", "load_saelens_as_homebrew", "to_saelens", "with_hook"]
+
+
+def folded_weights(sae: ReluSAE | TopKSAE, scale: float) -> dict[str, Tensor]:
+    """The SAE's weights in SAELens's layout, rewritten to take *raw* activations.
+
+    Our SAE sees ``x_n = s * x`` (``s = scale``). With ``W_enc`` as SAELens stores it
+    (``[d_in, d_sae]``):
+
+    * pre-activations: ``(s x - b_dec) W_enc + b_enc = (x - b_dec / s) (s W_enc) + b_enc``
+    * reconstruction in raw units: ``x_hat_n / s = f (W_dec / s) + b_dec / s``
+
+    So ``W_enc' = s W_enc``, ``W_dec' = W_dec / s``, ``b_dec' = b_dec / s`` (the same vector
+    in both places, as SAELens requires) and ``b_enc`` unchanged: the latents are identical,
+    the reconstruction comes out in raw units. (Decoder rows then have norm ``1/s``.)
+    """
+    s = float(scale)
+    return {
+        "W_enc": (sae.W_enc.detach().T * s).contiguous(),
+        "b_enc": sae.b_enc.detach().clone(),
+        "W_dec": (sae.W_dec.detach() / s).contiguous(),
+        "b_dec": (sae.b_dec.detach() / s).contiguous(),
+    }
+
+
+def _to_jsonable(obj: Any) -> Any:
+    """``obj`` with tensors as lists, non-finite floats as ``None`` and unknown objects as text."""
+    if isinstance(obj, dict):
+        return {str(k): _to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_jsonable(v) for v in obj]
+    if isinstance(obj, Tensor):
+        return obj.tolist()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        return obj.item()
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def _saelens_version() -> str:
+    """The installed SAELens version, written into ``cfg.json``."""
+    try:
+        return version("sae-lens")
+    except PackageNotFoundError:  # sae-lens not installed: the format is SAELens 6's
+        return "6.0.0"
+
+
+def save_saelens(sae: ReluSAE | TopKSAE, path: str | os.PathLike, *, hook_name: str,
+                 model_name: str, scale: float, dataset: str = "", dtype: str = "float32",
+                 load_dtype: str = "float32", context_size: int | None = None,
+                 extra_metadata: dict | None = None, history: list[dict] | None = None,
+                 metrics: dict | None = None) -> Path:
+    """Write ``sae`` in SAELens 6's on-disk format so ``sae_lens.SAE.load_from_disk(path)``
+    works on *raw* activations.
+
+    Files: ``cfg.json``, ``sae_weights.safetensors`` (``W_enc [d_in, d_sae]``, ``b_enc``,
+    ``W_dec [d_sae, d_in]``, ``b_dec``; ``scale`` folded in by :func:`folded_weights`) and
+    ``training_log.json`` (scale, metrics, history, metadata).
+
+    ``dtype``: how the weights are *stored*: ``"float32"``, or ``"float16"`` / ``"bfloat16"`` to
+    ship half the bytes. ``load_dtype``: the ``dtype`` written into ``cfg.json``, i.e. what
+    ``load_from_disk`` gives by default (SAELens casts the stored tensors to it). The default
+    ``"float32"`` loads cleanly on any machine and takes fp32 activations; pass
+    ``load_from_disk(path, dtype="float16")`` to run in half precision. Returns the folder.
+    """
+    for name, value in (("dtype", dtype), ("load_dtype", load_dtype)):
+        if value not in ("float32", "float16", "bfloat16"):
+            raise ValueError(f"{name} must be float32, float16 or bfloat16, got {value!r}")
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    tdtype = getattr(torch, dtype)
+    weights = {k: v.to("cpu", tdtype).contiguous() for k, v in folded_weights(sae, scale).items()}
+
+    metadata = {
+        # SAELens treats a config without a 6.x version as pre-6.0 and rewrites it on load.
+        "sae_lens_version": _saelens_version(),
+        "sae_lens_training_version": None,
+        "model_name": model_name,
+        "hook_name": hook_name,
+        "hook_head_index": None,
+        "prepend_bos": True,
+        "dataset_path": dataset,
+        "context_size": context_size,
+        "input_scale_folded": float(scale),
+        "weights_dtype": dtype,
+        "trained_with": "interp_lib",
+        **(extra_metadata or {}),
+    }
+    cfg: dict[str, Any] = {
+        "architecture": sae.architecture,
+        "d_in": sae.d_in,
+        "d_sae": sae.d_sae,
+        "dtype": load_dtype,
+        "device": "cpu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        "metadata": metadata,
+    }
+    if isinstance(sae, TopKSAE):
+        cfg["k"] = sae.k
+        cfg["rescale_acts_by_decoder_norm"] = False
+    save_file(weights, str(out / "sae_weights.safetensors"))
+    (out / "cfg.json").write_text(json.dumps(_to_jsonable(cfg), indent=2) + "\n")
+    log = {
+        "architecture": sae.architecture,
+        "d_in": sae.d_in,
+        "d_sae": sae.d_sae,
+        "scale": float(scale),
+        "hook_name": hook_name,
+        "model_name": model_name,
+        "metrics": metrics or {},
+        "history": history or [],
+        "metadata": metadata,
+    }
+    if isinstance(sae, TopKSAE):
+        log["k"] = sae.k
+    else:
+        log["l1_coeff"] = sae.l1_coeff
+    (out / "training_log.json").write_text(json.dumps(_to_jsonable(log), indent=1) + "\n")
+    return out
+
+
+def load_saelens_as_homebrew(path: str | os.PathLike) -> tuple[ReluSAE | TopKSAE, float]:
+    """Inverse of :func:`save_saelens`: ``(sae, scale)`` with the scale unfolded again
+    (needs ``training_log.json`` or ``metadata.input_scale_folded``; scale 1.0 otherwise)."""
+    p = Path(path)
+    cfg = json.loads((p / "cfg.json").read_text())
+    scale = float(cfg.get("metadata", {}).get("input_scale_folded", 1.0))
+    w = {k: v.float() for k, v in load_file(str(p / "sae_weights.safetensors")).items()}
+    if cfg["architecture"] == "topk":
+        sae: ReluSAE | TopKSAE = TopKSAE(cfg["d_in"], cfg["d_sae"], k=cfg["k"])
+    elif cfg["architecture"] == "standard":
+        sae = ReluSAE(cfg["d_in"], cfg["d_sae"])
+    else:
+        raise ValueError(f"unsupported architecture {cfg['architecture']!r}")
+    with torch.no_grad():
+        sae.encoder.weight.copy_(w["W_enc"].T / scale)
+        sae.encoder.bias.copy_(w["b_enc"])
+        sae.W_dec.copy_(w["W_dec"] * scale)
+        sae.b_dec.copy_(w["b_dec"] * scale)
+    return sae, scale
+
+
+def with_hook(sae, hook_name: str, model_name: str | None = None):
+    """Write ``hook_name`` (and ``model_name``) into a ``sae_lens.SAE``'s metadata, in place; returns it."""
+    sae.cfg.metadata.hook_name = hook_name
+    if model_name is not None:
+        sae.cfg.metadata.model_name = model_name
+    return sae
+
+
+def to_saelens(sae, scale: float, *, hook_name: str, model_name: str, dtype: str = "float32"):
+    """An :mod:`interp_lib.sae` model (trained on ``raw * scale``) as a ``sae_lens.SAE`` that takes
+    raw activations: saved with :func:`save_saelens` (scale folded in) to a
+    temporary folder and loaded back with :func:`interp_lib.zoo.load_sae`."""
+    with tempfile.TemporaryDirectory(prefix="interp-sae-") as tmp:
+        save_saelens(sae, tmp, hook_name=hook_name, model_name=model_name, scale=scale, dtype=dtype)
+        return load_sae(tmp)

@@ -1,0 +1,256 @@
+"""Steering: add a feature's decoder direction to the model's activations while it runs.
+
+:func:`steering` (a context manager), :func:`generate_steered` and :func:`steer_sweep` add
+``strength * d_f`` to the activation at the SAE's hook, at every position after BOS, where
+``d_f = W_dec[f] / |W_dec[f]|`` is the feature's unit decoder direction. ``strength`` is in raw
+residual units (the added vector's L2 norm); pass ``ref_norm=typical_norm(model, sae)`` to give it
+as a multiple of a typical activation norm at that hook instead (0.5 = half the size of a typical
+activation). A raw strength ``s`` is the same as raising the feature's activation by
+``s / |W_dec[f]|``. :func:`steer_sweep` measures what a range of strengths does: concept-token
+probability, mentions in greedy generations, and the fluency cost on :data:`NEUTRAL_TEXTS`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+import re
+from typing import Callable, Iterator, Literal, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .hooks import check_widths, stop_layer
+from .interventions import check_feature, to_tokens, token_id
+
+NEUTRAL_TEXTS: tuple[str, ...] = (
+    "The meeting was moved to Thursday afternoon because two of the speakers were travelling.",
+    "She opened the window, made a cup of tea and sat down to read the letter again.",
+    "def mean(values):\n    return sum(values) / len(values)\n",
+    "The report lists the costs of each project and the number of people who worked on it.",
+    "In the morning the train was late, so we walked along the river to the old bridge.",
+    "Water boils at a lower temperature at high altitude, where the air pressure is lower.",
+)
+"""Fixed, topic-neutral texts: the default set for the fluency cost and for :func:`typical_norm`."""
+
+HookFn = Callable[[torch.Tensor, object], "torch.Tensor | None"]
+FwdHooks = list[tuple[str, HookFn]]
+
+_BEFORE_FIRST_ATTENTION = re.compile(
+    r"^(hook_embed|hook_pos_embed|hook_tokens|blocks\.0\.(hook_resid_pre|ln1\..*|hook_[qkv]_input"
+    r"|hook_attn_in|attn\.hook_(q|k|v|rot_q|rot_k)))$"
+)
+
+
+def feature_direction(sae, feature: int) -> torch.Tensor:
+    """The feature's unit decoder direction W_dec[f] / |W_dec[f]|, float32 [d_in]."""
+    f = check_feature(sae, feature)
+    row = sae.W_dec[f].detach().float()
+    norm = row.norm()
+    if norm == 0:
+        raise ValueError(f"feature {f} has an all-zero decoder row: "
+                         "it has no direction to steer along")
+    return row / norm
+
+
+def steering_vector(sae, feature: int, strength: float, *,
+                    ref_norm: float | None = None) -> torch.Tensor:
+    """``strength`` x the unit decoder direction [d_in], and x ``ref_norm`` when one is given."""
+    if (not isinstance(strength, numbers.Real) or isinstance(strength, bool)
+            or not math.isfinite(strength)):
+        raise ValueError(f"strength must be a finite number, got {strength!r}")
+    if ref_norm is not None and (not isinstance(ref_norm, numbers.Real) or not ref_norm > 0
+                                 or not math.isfinite(ref_norm)):
+        raise ValueError("ref_norm must be a positive number (e.g. typical_norm(model, sae)), "
+                         f"got {ref_norm!r}")
+    scale = float(ref_norm) if ref_norm is not None else 1.0
+    return feature_direction(sae, feature) * float(strength) * scale
+
+
+def add_at_positions(hook_name: str, vector: torch.Tensor) -> FwdHooks:
+    """Forward hooks adding ``vector`` [d] at ``hook_name`` to every position >= 1, even under a
+    KV cache.
+
+    With a KV cache (``model.generate``'s default) later forward passes see only the new token, so
+    the hook learns the absolute position from the attention scores of layer 0 ([.., query, key]:
+    the offset is key - query). Hooks read before layer 0's attention cannot see it: they raise
+    under a cache; generate with ``use_past_kv_cache=False`` there.
+    """
+    state: dict[str, int] = {}  # the layer-0 hook hands the cache offset to the adding hook
+    blind = bool(_BEFORE_FIRST_ATTENTION.match(hook_name))
+
+    def record_offset(scores: torch.Tensor, hook) -> None:
+        offset = scores.shape[-1] - scores.shape[-2]
+        if blind and offset > 0:
+            raise RuntimeError(f"Steering at {hook_name!r}, before the first attention layer, "
+                               "cannot tell cached positions apart: call "
+                               "model.generate(..., use_past_kv_cache=False)")
+        state["offset"] = offset
+
+    def add(act: torch.Tensor, hook) -> torch.Tensor:
+        if act.ndim != 3 or act.shape[-1] != vector.shape[0]:
+            raise ValueError(f"expected an activation [batch, pos, {vector.shape[0]}] "
+                             f"at {hook_name}, got {tuple(act.shape)}")
+        offset = 0 if blind else int(state.pop("offset", 0))
+        start = max(0, 1 - offset)  # absolute position 0 is BOS: never steered
+        mask = torch.zeros(act.shape[1], 1, dtype=act.dtype, device=act.device)
+        mask[start:] = 1
+        return act + mask * vector.to(act.device, act.dtype)
+
+    return [("blocks.0.attn.hook_attn_scores", record_offset), (hook_name, add)]
+
+
+def steering_hooks(model, sae, feature: int, strength: float, *,
+                   ref_norm: float | None = None) -> FwdHooks:
+    """fwd_hooks for ``model.hooks(fwd_hooks=...)`` that steer ``feature`` at the SAE's hook,
+    positions >= 1."""
+    hook = check_widths(model, sae)
+    return add_at_positions(hook, steering_vector(sae, feature, strength, ref_norm=ref_norm))
+
+
+@contextlib.contextmanager
+def steering(model, sae, feature: int, strength: float, *,
+             ref_norm: float | None = None) -> Iterator[None]:
+    """Context manager: inside it every forward pass and ``model.generate`` call is steered."""
+    with model.hooks(fwd_hooks=steering_hooks(model, sae, feature, strength, ref_norm=ref_norm)):
+        yield
+
+
+@torch.inference_mode()
+def typical_norm(model, sae, texts: Sequence[str] = NEUTRAL_TEXTS) -> float:
+    """Median L2 norm of the activation at the SAE's hook over ``texts`` (positions >= 1)."""
+    hook = check_widths(model, sae)
+    texts = _check_texts(texts, "texts")
+    stop = stop_layer([hook]) if hook.startswith("blocks.") else None
+    norms: list[torch.Tensor] = []
+    for text in texts:
+        _, cache = model.run_with_cache(to_tokens(model, text), names_filter=hook,
+                                        stop_at_layer=stop)
+        norms.append(cache[hook][0, 1:].float().norm(dim=-1))
+    return float(torch.cat(norms).median())
+
+
+def _check_texts(texts, name: str) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError(f"{name} must be a list of strings, not a single string (wrap it: [text])")
+    texts = list(texts)
+    if not texts:
+        raise ValueError(f"{name} is empty")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str) or not t.strip():
+            raise ValueError(f"{name}[{i}] must be a non-empty string, got {t!r}")
+    return texts
+
+
+def generate(model, prompt: str, *, max_new_tokens: int, seed: int = 0, temperature: float = 0.0,
+             use_past_kv_cache: bool = True) -> str:
+    """The continuation of ``prompt`` (prompt not included, cut at EOS); temperature 0 = greedy."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+    if not temperature >= 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature!r}")
+    tokens = to_tokens(model, prompt)
+    with torch.random.fork_rng(devices=[]), torch.inference_mode():
+        torch.manual_seed(seed)
+        out = model.generate(tokens, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
+                             temperature=max(temperature, 1e-8),
+                             use_past_kv_cache=use_past_kv_cache, verbose=False,
+                             return_type="tokens")
+    new = out[0, tokens.shape[1]:]
+    eos = getattr(model.tokenizer, "eos_token_id", None)
+    if eos is not None and (new == eos).any():
+        new = new[: int((new == eos).nonzero()[0])]
+    return model.tokenizer.decode(new)
+
+
+def generate_steered(model, sae, feature: int, strength: float, prompt: str, *,
+                     max_new_tokens: int = 30, seed: int = 0, temperature: float = 0.0,
+                     ref_norm: float | None = None, use_past_kv_cache: bool = True) -> str:
+    """The continuation of ``prompt`` (prompt not included) while steering ``feature``."""
+    with steering(model, sae, feature, strength, ref_norm=ref_norm):
+        return generate(model, prompt, max_new_tokens=max_new_tokens, seed=seed,
+                        temperature=temperature, use_past_kv_cache=use_past_kv_cache)
+
+
+@torch.inference_mode()
+def _next_token_probs(model, prompt: str, ids: list[int]) -> float:
+    logits = model(to_tokens(model, prompt), return_type="logits")[0, -1].float()
+    return float(logits.softmax(-1)[ids].sum())
+
+
+@torch.inference_mode()
+def _mean_loss(model, texts: Sequence[str]) -> float:
+    total, count = 0.0, 0
+    for text in texts:
+        loss = model(to_tokens(model, text), return_type="loss", loss_per_token=True)
+        loss = loss[0, 1:]  # predictions from positions >= 1
+        total += float(loss.double().sum())
+        count += loss.numel()
+    return total / max(count, 1)
+
+
+def steer_sweep(model, sae, feature: int, strengths: Sequence[float], prompts: Sequence[str],
+                concept_tokens: Sequence[int | str], *,
+                concept_strings: Sequence[str] | None = None,
+                neutral_texts: Sequence[str] = NEUTRAL_TEXTS,
+                ref_norm: float | Literal["auto"] | None = "auto",
+                max_new_tokens: int = 30, seed: int = 0, temperature: float = 0.0) -> pd.DataFrame:
+    """One row per strength: generations, concept-token probability, mention rate, fluency cost.
+
+    Columns: ``strength`` (as given), ``raw_strength`` (norm of the added vector),
+    ``relative_strength`` (raw / ``ref_norm``), ``act_equivalent`` (raw / |W_dec[f]|: the feature
+    activation it amounts to), ``concept_prob`` (mean over ``prompts`` of the next-token probability
+    mass on ``concept_tokens``), ``concept_logprob`` (mean log of it), ``mention_rate`` (share of
+    generations containing any of ``concept_strings``, case-insensitive; default: the concept
+    tokens' text, stripped), ``fluency_loss`` (mean next-token loss on ``neutral_texts`` under
+    steering, nats), ``loss_increase`` (that minus the unsteered loss) and ``generations`` (list of
+    str, one per prompt). ``ref_norm="auto"`` measures :func:`typical_norm` on ``neutral_texts``, so
+    strengths are multiples of a typical activation norm; ``None`` means strengths are raw. Greedy
+    by default, so deterministic.
+    """
+    hook = check_widths(model, sae)
+    f = check_feature(sae, feature)
+    prompts = _check_texts(prompts, "prompts")
+    neutral_texts = _check_texts(neutral_texts, "neutral_texts")
+    strengths = list(strengths)
+    if not strengths:
+        raise ValueError("strengths is empty")
+    if isinstance(concept_tokens, (str, int)):
+        concept_tokens = [concept_tokens]
+    ids = list(dict.fromkeys(token_id(model, t) for t in concept_tokens))
+    if not ids:
+        raise ValueError("concept_tokens is empty")
+    if concept_strings is None:
+        concept_strings = [s.strip() for s in model.to_str_tokens(torch.tensor(ids)) if s.strip()]
+    needles = [s.lower() for s in concept_strings if s]
+    if ref_norm == "auto":
+        ref_norm = typical_norm(model, sae, neutral_texts)
+    base_loss = _mean_loss(model, neutral_texts)
+    dec_norm = float(sae.W_dec[f].detach().float().norm())
+    rows = []
+    for strength in strengths:
+        vector = steering_vector(sae, f, strength, ref_norm=ref_norm)
+        with model.hooks(fwd_hooks=add_at_positions(hook, vector)):
+            probs = [_next_token_probs(model, p, ids) for p in prompts]
+            gens = [generate(model, p, max_new_tokens=max_new_tokens, seed=seed,
+                             temperature=temperature) for p in prompts]
+            loss = _mean_loss(model, neutral_texts)
+        raw = float(strength) * (float(ref_norm) if ref_norm else 1.0)
+        mentions = [any(n in g.lower() for n in needles) for g in gens]
+        rows.append({
+            "strength": float(strength), "raw_strength": raw,
+            "relative_strength": raw / float(ref_norm) if ref_norm else float("nan"),
+            "act_equivalent": raw / dec_norm,
+            "concept_prob": float(np.mean(probs)),
+            "concept_logprob": float(np.mean(np.log(np.maximum(probs, 1e-30)))),
+            "mention_rate": float(np.mean(mentions)) if needles else float("nan"),
+            "fluency_loss": loss, "loss_increase": loss - base_loss, "generations": gens,
+        })
+    df = pd.DataFrame(rows)
+    df.attrs.update(feature=f, hook=hook, ref_norm=ref_norm, concept_token_ids=ids,
+                    concept_strings=list(concept_strings), base_loss=base_loss)
+    return df

@@ -1,0 +1,103 @@
+"""Make the zoo: retrain the project's shipped SAEs from their recipe, and record their quality.
+
+``python -m interp_lib train-zoo`` calls :func:`train_zoo`: one harvest of the offline corpus per
+token budget, one training run per SAE with the settings :func:`interp_lib.zoo.sae_recipe`
+resolves, the SAE saved in SAELens's format (fp16) and its held-out quality
+(:func:`heldout_record`) written beside it as ``metrics.json``. :func:`reevaluate_zoo` rewrites
+those records without retraining.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .activations import cached_activations
+from .metrics import evaluate, log_density_histogram
+from .models import load_model
+from .saelens_format import save_saelens
+from .train import TrainConfig, train_sae
+from .zoo import (RELEASES, SAE_ROOT, ZOO_RECIPE, check_release, heldout_tokens, list_saes, load_sae,
+                  recorded_metrics, sae_path, sae_recipe)
+
+
+def heldout_record(sae, model, *, n_tokens: int = ZOO_RECIPE["eval_tokens"], ctx_len: int = 128,
+                   progress: bool = True) -> dict:
+    """:func:`interp_lib.metrics.evaluate` on held-out text, as the flat dict a ``metrics.json`` stores."""
+    tokens = heldout_tokens(model, n_tokens, ctx_len)
+    result = evaluate(model, sae, tokens, progress=progress)
+    counts, edges = log_density_histogram(result.density)
+    return {**result.summary(), "log10_density_hist": {"counts": counts.tolist(), "edges": edges.tolist()},
+            "eval": f"held-out split of the offline corpus, {result.n_tokens} tokens (BOS excluded)"}
+
+
+def train_zoo(releases: list[str] | None = None, *, sae_ids: list[str] | None = None, recipe: dict | None = None,
+              device: str = "cpu", out_root: Path | None = None, progress: bool = True) -> list[dict]:
+    """Retrain the project's releases from the recipe (same seed, same corpus), save and evaluate each."""
+    recipe = {**ZOO_RECIPE, **(recipe or {})}
+    releases = releases or list(RELEASES)
+    for r in releases:
+        check_release(r, None)
+    known = [s for r in releases for s in RELEASES[r].sae_ids]
+    unknown = [s for s in (sae_ids or []) if s not in known]
+    if unknown:
+        raise ValueError(f"Unknown sae_id(s) {unknown} for releases {releases}. Valid ids: {known}")
+    out_root = Path(out_root) if out_root else SAE_ROOT
+    rows = []
+    by_model: dict[str, list[tuple[str, str]]] = {}
+    for r in releases:
+        by_model.setdefault(RELEASES[r].model, []).extend(
+            (r, s) for s in RELEASES[r].sae_ids if sae_ids is None or s in sae_ids)
+    for model_name, pairs in by_model.items():
+        if not pairs:
+            continue
+        model = load_model(model_name)
+        by_tokens: dict[int, list[tuple[str, str]]] = {}  # one harvest per token budget
+        for pair in pairs:
+            by_tokens.setdefault(sae_recipe(pair[1], recipe)["train_tokens"], []).append(pair)
+        for n_tokens, group in by_tokens.items():
+            acts = cached_activations(model_name, [s for _, s in group], n_tokens=n_tokens, ctx_len=recipe["ctx_len"],
+                                      model=model, progress=progress)
+            for release, sae_id in group:
+                rows.append(_train_one(release, sae_id, acts.pop(sae_id), model, model_name, recipe, device,
+                                       out_root, progress))
+    return rows
+
+
+def _train_one(release: str, sae_id: str, acts, model, model_name: str, recipe: dict, device: str,
+               out_root: Path, progress: bool) -> dict:
+    """Train, save (SAELens format, fp16) and evaluate one SAE of a release."""
+    own = sae_recipe(sae_id, recipe)
+    cfg = TrainConfig(arch=own["arch"], d_sae=own["d_sae"], k=own["k"], epochs=own["epochs"], seed=own["seed"],
+                      batch_size=own["batch_size"], lr=own["lr"], device=device)
+    result = train_sae(acts.float(), cfg, progress=progress)
+    path = save_saelens(
+        result.sae, out_root / release / sae_id, hook_name=sae_id, model_name=model_name, scale=result.scale,
+        dataset=f"interp_lib offline corpus, train split, {acts.shape[0]} tokens (BOS excluded)",
+        dtype="float16", context_size=own["ctx_len"], history=result.history, metrics=result.metrics,
+        extra_metadata={"release": release, "recipe": recipe},
+    )
+    sae = load_sae(path)
+    metrics = {"release": release, "sae_id": sae_id, **heldout_record(sae, model, n_tokens=own["eval_tokens"], ctx_len=own["ctx_len"],
+                                                                        progress=progress),
+               "train_tokens_per_s": result.metrics.get("tokens_per_s"), "recipe": recipe}
+    (path / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    return metrics
+
+
+def reevaluate_zoo(*, progress: bool = True) -> list[dict]:
+    """Recompute the held-out metrics of every shipped SAE and rewrite their ``metrics.json``
+    (training fields kept): for when the metrics gain a field, without retraining."""
+    rows, models = [], {}
+    for release, sae_id in list_saes(pretrained=False):
+        meta = recorded_metrics(release, sae_id)
+        model_name = RELEASES[release].model
+        if model_name not in models:
+            models[model_name] = load_model(model_name)
+        model = models[model_name]
+        ctx_len = meta.get("recipe", ZOO_RECIPE)["ctx_len"]
+        fresh = heldout_record(load_sae(release, sae_id), model, ctx_len=ctx_len, progress=progress)
+        meta = {"release": release, "sae_id": sae_id, **{k: v for k, v in meta.items() if k not in fresh}, **fresh}
+        (sae_path(release, sae_id) / "metrics.json").write_text(json.dumps(meta, indent=1) + "\n")
+        rows.append(meta)
+    return rows

@@ -30,8 +30,8 @@ are first used, so that ``import interp_lib`` stays quick.
 """
 
 from . import profiles
-from .encoding import encode_texts
 from .data import probe_texts
+from .encoding import encode_texts
 from .metrics import evaluate
 from .models import DEFAULT_MODEL, HubUnavailableError, cache_dir, load_model
 from .zoo import RELEASES, feature_url, list_saes, load_sae, sae_path

@@ -1,10 +1,12 @@
 """Command line: ``python -m interp_lib {train,eval,bench,train-zoo,zoo}``.
 
-* ``train``: train an SAE on cached activations and save it in SAELens format (see ``train --help``).
+* ``train``: train an SAE on cached activations and save it in SAELens format (see ``train
+  --help``).
 * ``eval DIR``: the foundation metrics of the SAE in DIR on held-out text.
 * ``bench [--quick] [--json PATH]``: training and harvesting speed, measured in one run.
 * ``train-zoo``: retrain the project's shipped SAEs from their recipe (same seed, same corpus).
-* ``zoo [--reevaluate]``: list the shipped SAEs with their held-out quality (recomputed with --reevaluate).
+* ``zoo [--reevaluate]``: list the shipped SAEs with their held-out quality (recomputed with
+  --reevaluate).
 """
 
 from __future__ import annotations
@@ -23,11 +25,15 @@ from .zoo import RELEASES, ZOO_RECIPE, load_sae, zoo_table
 
 def main_eval(argv: list[str] | None = None) -> int:
     """``python -m interp_lib eval DIR [--tokens N] [--json PATH]``."""
-    parser = argparse.ArgumentParser(prog="python -m interp_lib eval",
-                                     description="Evaluate an SAE folder (SAELens format) on held-out text.")
+    parser = argparse.ArgumentParser(
+        prog="python -m interp_lib eval",
+        description="Evaluate an SAE folder (SAELens format) on held-out text.",
+    )
     parser.add_argument("path", help="SAE folder (cfg.json + sae_weights.safetensors)")
     parser.add_argument("--tokens", type=int, default=16_384, help="held-out tokens to score")
-    parser.add_argument("--model", default=None, help="model name (default: the one in the SAE's metadata)")
+    parser.add_argument(
+        "--model", default=None, help="model name (default: the one in the SAE's metadata)"
+    )
     parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     args = parser.parse_args(argv)
     sae = load_sae(args.path)
@@ -36,14 +42,28 @@ def main_eval(argv: list[str] | None = None) -> int:
         parser.error("the SAE's metadata names no model: pass --model")
     model = load_model(model_name)
     metrics = heldout_record(sae, model, n_tokens=args.tokens)
-    labels = {"l0": "L0", "fve": "variance explained", "mse": "MSE", "ce_clean": "CE loss, clean",
-              "ce_sae": "CE loss, SAE spliced", "ce_zero": "CE loss, zero-ablated", "ce_recovered": "CE-loss recovered",
-              "ce_increase": "loss increase (nats)", "kl_div": "KL to clean (nats)", "dead_fraction": "dead features", "dense_fraction": "dense features (>10%)",
-              "n_tokens": "tokens scored"}
+    labels = {
+        "l0": "L0",
+        "fve": "variance explained",
+        "mse": "MSE",
+        "ce_clean": "CE loss, clean",
+        "ce_sae": "CE loss, SAE spliced",
+        "ce_zero": "CE loss, zero-ablated",
+        "ce_recovered": "CE-loss recovered",
+        "ce_increase": "loss increase (nats)",
+        "kl_div": "KL to clean (nats)",
+        "dead_fraction": "dead features",
+        "dense_fraction": "dense features (>10%)",
+        "n_tokens": "tokens scored",
+    }
     print(f"{args.path}  ({model_name}, {sae.cfg.metadata.hook_name}, d_sae={sae.cfg.d_sae})")
     for key, label in labels.items():
         value = metrics[key]
-        text = f"{value:.1%}" if key.endswith("fraction") else (f"{value:,}" if isinstance(value, int) else f"{value:.4f}")
+        text = (
+            f"{value:.1%}"
+            if key.endswith("fraction")
+            else (f"{value:,}" if isinstance(value, int) else f"{value:.4f}")
+        )
         print(f"  {label:<24} {text}")
     if args.json:
         with open(args.json, "w") as f:
@@ -53,19 +73,44 @@ def main_eval(argv: list[str] | None = None) -> int:
 
 def main_train_zoo(argv: list[str] | None = None) -> int:
     """``python -m interp_lib train-zoo [--release R ...] [--device cuda] [--tokens N]``."""
-    parser = argparse.ArgumentParser(prog="python -m interp_lib train-zoo",
-                                     description=f"Retrain the shipped SAEs from one recipe: {ZOO_RECIPE}")
-    parser.add_argument("--release", action="append", choices=sorted(RELEASES), help="only this release (repeatable)")
-    parser.add_argument("--sae-id", action="append", help="only this SAE, e.g. blocks.20.hook_resid_pre (repeatable)")
+    parser = argparse.ArgumentParser(
+        prog="python -m interp_lib train-zoo",
+        description=f"Retrain the shipped SAEs from one recipe: {ZOO_RECIPE}",
+    )
+    parser.add_argument(
+        "--release",
+        action="append",
+        choices=sorted(RELEASES),
+        help="only this release (repeatable)",
+    )
+    parser.add_argument(
+        "--sae-id",
+        action="append",
+        help="only this SAE, e.g. blocks.20.hook_resid_pre (repeatable)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is available")
-    parser.add_argument("--tokens", type=int, default=None, help="train every selected SAE on N tokens (overrides the recipe's per-SAE budgets)")
-    parser.add_argument("--out", default=None, help="write into this folder instead of interp_lib/saes")
+    parser.add_argument(
+        "--tokens",
+        type=int,
+        default=None,
+        help="train every selected SAE on N tokens (overrides the recipe's per-SAE budgets)",
+    )
+    parser.add_argument(
+        "--out", default=None, help="write into this folder instead of interp_lib/saes"
+    )
     args = parser.parse_args(argv)
     recipe = None
     if args.tokens:  # one budget for every SAE: drop the per-SAE token budgets
-        recipe = {"train_tokens": args.tokens, "by_sae": {sae_id: {k: v for k, v in over.items() if k != "train_tokens"}
-                                                          for sae_id, over in ZOO_RECIPE["by_sae"].items()}}
-    train_zoo(args.release, sae_ids=args.sae_id, recipe=recipe, device=args.device, out_root=args.out)
+        recipe = {
+            "train_tokens": args.tokens,
+            "by_sae": {
+                sae_id: {k: v for k, v in over.items() if k != "train_tokens"}
+                for sae_id, over in ZOO_RECIPE["by_sae"].items()
+            },
+        }
+    train_zoo(
+        args.release, sae_ids=args.sae_id, recipe=recipe, device=args.device, out_root=args.out
+    )
     print(zoo_table())
     return 0
 
@@ -73,15 +118,24 @@ def main_train_zoo(argv: list[str] | None = None) -> int:
 def main_zoo(argv: list[str] | None = None) -> int:
     """``python -m interp_lib zoo [--reevaluate]``: the shipped SAEs and their held-out quality."""
     parser = argparse.ArgumentParser(prog="python -m interp_lib zoo", description=main_zoo.__doc__)
-    parser.add_argument("--reevaluate", action="store_true",
-                        help="recompute every shipped SAE's held-out metrics and rewrite its metrics.json")
+    parser.add_argument(
+        "--reevaluate",
+        action="store_true",
+        help="recompute every shipped SAE's held-out metrics and rewrite its metrics.json",
+    )
     if parser.parse_args(argv).reevaluate:
         reevaluate_zoo()
     print(zoo_table())
     return 0
 
 
-COMMANDS = {"train": "train", "eval": "eval", "bench": "bench", "train-zoo": "train-zoo", "zoo": "zoo"}
+COMMANDS = {
+    "train": "train",
+    "eval": "eval",
+    "bench": "bench",
+    "train-zoo": "train-zoo",
+    "zoo": "zoo",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,7 +41,8 @@ def harvest(
     dtype: torch.dtype = torch.float16,
     progress: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Activations at ``hooks`` for ``tokens`` [n_ctx, ctx_len] -> {hook: [n_ctx * (ctx_len - 1), d]}."""
+    """Activations at ``hooks`` for ``tokens`` [n_ctx, ctx_len] -> {hook: [n_ctx * (ctx_len - 1),
+    d]}."""
     hooks = check_hooks(model, hooks)
     if tokens.ndim != 2:
         raise ValueError(f"tokens must be [n_contexts, ctx_len], got shape {tuple(tokens.shape)}")
@@ -51,7 +52,8 @@ def harvest(
     out = {h: torch.empty(n_rows, hook_width(model, h), dtype=dtype) for h in hooks}
     stop_at = stop_layer(hooks)
     last_resid = f"blocks.{stop_at - 1}.hook_resid_pre"
-    # If the deepest hook is a resid_pre, the stream returned at stop_at - 1 *is* that hook: skip a block.
+    # If the deepest hook is a resid_pre, the stream returned at stop_at - 1 *is* that hook:
+    # skip a block.
     if last_resid in hooks and all(hook_layer(h) < stop_at - 1 or h == last_resid for h in hooks):
         stop_at -= 1
         returned = last_resid
@@ -79,20 +81,30 @@ def harvest(
 # The disk cache
 
 
-def activation_key(model_name: str, hook: str, corpus_key: str, split: str, ctx_len: int, n_tokens: int) -> str:
+def activation_key(
+    model_name: str, hook: str, corpus_key: str, split: str, ctx_len: int, n_tokens: int
+) -> str:
     """Stable short key for one cached activation file."""
-    blob = json.dumps([FORMAT_VERSION, model_name, hook, corpus_key, split, ctx_len, n_tokens], sort_keys=True)
+    blob = json.dumps(
+        [FORMAT_VERSION, model_name, hook, corpus_key, split, ctx_len, n_tokens], sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _digest(t: torch.Tensor) -> str:
-    return hashlib.blake2b(t.contiguous().view(torch.uint8).numpy().tobytes(), digest_size=16).hexdigest()
+    return hashlib.blake2b(
+        t.contiguous().view(torch.uint8).numpy().tobytes(), digest_size=16
+    ).hexdigest()
 
 
 def save_activations(path: Path, acts: torch.Tensor, meta: dict[str, str]) -> None:
     """Write ``acts`` to ``path`` atomically, with a content digest in the header."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {**{k: str(v) for k, v in meta.items()}, "digest": _digest(acts), "shape": json.dumps(list(acts.shape))}
+    meta = {
+        **{k: str(v) for k, v in meta.items()},
+        "digest": _digest(acts),
+        "shape": json.dumps(list(acts.shape)),
+    }
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     os.close(fd)
     try:
@@ -133,10 +145,12 @@ def cached_activations(
     batch_size: int = 16,
     progress: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Activations of the offline corpus (``split`` 'train' or 'heldout') at ``hooks``, from cache or harvested.
+    """Activations of the offline corpus (``split`` 'train' or 'heldout') at ``hooks``, from cache
+    or harvested.
 
     Returns {hook: fp16 [rows, d]} with rows = n_contexts * (ctx_len - 1) (position 0 dropped),
-    n_contexts = n_tokens // ctx_len. Hooks missing from the cache are harvested together in one pass.
+    n_contexts = n_tokens // ctx_len. Hooks missing from the cache are harvested together in one
+    pass.
     """
     hooks = [hooks] if isinstance(hooks, str) else list(dict.fromkeys(hooks))
     if split not in ("train", "heldout"):
@@ -146,7 +160,12 @@ def cached_activations(
     docs = corpus_split(split)
     ckey = data.corpus_key(docs)
     root = cache_dir() / "activations"
-    paths = {h: root / f"{model_name}--{h}--{activation_key(model_name, h, ckey, split, ctx_len, n_tokens)}.safetensors" for h in hooks}
+    paths = {
+        h: root
+        / f"{model_name}--{h}--{activation_key(model_name, h, ckey, split, ctx_len, n_tokens)}"
+        f".safetensors"
+        for h in hooks
+    }
     result: dict[str, torch.Tensor] = {}
     for h, p in paths.items():
         acts = load_activations(p)
@@ -159,18 +178,30 @@ def cached_activations(
         tokens = corpus_tokens(model, split, n_tokens, ctx_len)
         fresh = harvest(model, missing, tokens, batch_size=batch_size, progress=progress)
         for h in missing:
-            meta = {"model": model_name, "hook": h, "corpus": ckey, "split": split, "ctx_len": ctx_len, "n_tokens": n_tokens}
+            meta = {
+                "model": model_name,
+                "hook": h,
+                "corpus": ckey,
+                "split": split,
+                "ctx_len": ctx_len,
+                "n_tokens": n_tokens,
+            }
             save_activations(paths[h], fresh[h], meta)
             result[h] = fresh[h]
     return {h: result[h] for h in hooks}
 
 
-def corpus_tokens(model_or_tokenizer, split: str, n_tokens: int, ctx_len: int = 128) -> torch.Tensor:
-    """Token ids [n_tokens // ctx_len, ctx_len] of the offline corpus's ``split`` ('train' or 'heldout'),
+def corpus_tokens(
+    model_or_tokenizer, split: str, n_tokens: int, ctx_len: int = 128
+) -> torch.Tensor:
+    """Token ids [n_tokens // ctx_len, ctx_len] of the offline corpus's ``split`` ('train' or
+    'heldout'),
     BOS first: the text behind :func:`cached_activations` with the same arguments."""
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
-    return data.tokenize_corpus(model_or_tokenizer, corpus_split(split), ctx_len=ctx_len, max_tokens=n_tokens)
+    return data.tokenize_corpus(
+        model_or_tokenizer, corpus_split(split), ctx_len=ctx_len, max_tokens=n_tokens
+    )
 
 
 _SPLITS: dict[str, list] = {}

@@ -25,7 +25,6 @@ import torch
 
 from .encoding import Encoded
 
-
 # ----------------------------------------------------------------------------------------------
 # Feature statistics over a set of texts (the chapters' "which features matter?" questions)
 #
@@ -68,7 +67,8 @@ def feature_frequency(pooled, threshold: float = 0.0) -> np.ndarray:
 
 
 def strong_thresholds(pooled, frac: float = STRONG_FRAC) -> np.ndarray:
-    """Per feature, the activation counted as strong: ``frac`` x its max over the texts (inf if it never fires)."""
+    """Per feature, the activation counted as strong: ``frac`` x its max over the texts (inf if it
+    never fires)."""
     if not 0.0 < frac <= 1.0:
         raise ValueError(f"frac must be in (0, 1], got {frac}")
     top = as_matrix(pooled).max(0)
@@ -76,45 +76,56 @@ def strong_thresholds(pooled, frac: float = STRONG_FRAC) -> np.ndarray:
 
 
 def strong_mask(pooled, frac: float = STRONG_FRAC) -> np.ndarray:
-    """Boolean [n_texts, d_sae]: True where a text activates a feature strongly (>= its strong threshold)."""
+    """Boolean [n_texts, d_sae]: True where a text activates a feature strongly (>= its strong
+    threshold)."""
     arr = as_matrix(pooled)
     return (arr > 0) & (arr >= strong_thresholds(arr, frac))
 
 
 def strongest_features(pooled, n: int = 10) -> pd.DataFrame:
-    """The ``n`` features with the largest single activation: feature, max_act, text (its row), n_active."""
+    """The ``n`` features with the largest single activation: feature, max_act, text (its row),
+    n_active."""
     arr = as_matrix(pooled)
     top = arr.max(0)
     order = np.argsort(-top, kind="stable")[:n]
     order = order[top[order] > 0]
-    return pd.DataFrame({
-        "feature": order.astype(int),
-        "max_act": top[order],
-        "text": arr[:, order].argmax(0).astype(int),
-        "n_active": (arr[:, order] > 0).sum(0).astype(int),
-    })
+    return pd.DataFrame(
+        {
+            "feature": order.astype(int),
+            "max_act": top[order],
+            "text": arr[:, order].argmax(0).astype(int),
+            "n_active": (arr[:, order] > 0).sum(0).astype(int),
+        }
+    )
 
 
 def frequent_features(pooled, n: int = 10, threshold: float = 0.0) -> pd.DataFrame:
-    """The ``n`` features active on the most texts: feature, n_active, frequency, mean_act, text (of the max)."""
+    """The ``n`` features active on the most texts: feature, n_active, frequency, mean_act, text (of
+    the max)."""
     arr = as_matrix(pooled)
     active = arr > threshold
     count = active.sum(0)
     mean = arr.mean(0)
     order = np.lexsort((-mean, -count))[:n]
     order = order[count[order] > 0]
-    return pd.DataFrame({
-        "feature": order.astype(int),
-        "n_active": count[order].astype(int),
-        "frequency": count[order] / arr.shape[0],
-        "mean_act": mean[order],
-        "text": arr[:, order].argmax(0).astype(int),
-    })
+    return pd.DataFrame(
+        {
+            "feature": order.astype(int),
+            "n_active": count[order].astype(int),
+            "frequency": count[order] / arr.shape[0],
+            "mean_act": mean[order],
+            "text": arr[:, order].argmax(0).astype(int),
+        }
+    )
 
 
-def selective_features(pooled, n: int = 10, *, min_max: float | None = None, quantile: float = 0.9) -> pd.DataFrame:
-    """Strong but rare features: among those whose max is >= ``min_max`` (default: the ``quantile`` of
-    the maxima of features that fire at all), the ``n`` active on the fewest texts (ties: stronger first)."""
+def selective_features(
+    pooled, n: int = 10, *, min_max: float | None = None, quantile: float = 0.9
+) -> pd.DataFrame:
+    """Strong but rare features: among those whose max is >= ``min_max`` (default: the ``quantile``
+    of
+    the maxima of features that fire at all), the ``n`` active on the fewest texts (ties: stronger
+    first)."""
     arr = as_matrix(pooled)
     top = arr.max(0)
     if min_max is None:
@@ -125,16 +136,19 @@ def selective_features(pooled, n: int = 10, *, min_max: float | None = None, qua
     count = (arr > 0).sum(0)
     candidates = np.flatnonzero((top >= min_max) & (top > 0))
     order = candidates[np.lexsort((-top[candidates], count[candidates]))][:n]
-    return pd.DataFrame({
-        "feature": order.astype(int),
-        "max_act": top[order],
-        "n_active": count[order].astype(int),
-        "text": arr[:, order].argmax(0).astype(int),
-    })
+    return pd.DataFrame(
+        {
+            "feature": order.astype(int),
+            "max_act": top[order],
+            "n_active": count[order].astype(int),
+            "text": arr[:, order].argmax(0).astype(int),
+        }
+    )
 
 
 def specialist_scores(pooled, categories: Sequence[str], frac: float = STRONG_FRAC) -> pd.DataFrame:
-    """[d_sae x category] specialist score: texts of the category with a strong activation minus texts outside it."""
+    """[d_sae x category] specialist score: texts of the category with a strong activation minus
+    texts outside it."""
     arr = as_matrix(pooled)
     cats, names = check_categories(categories, arr.shape[0])
     strong = strong_mask(arr, frac)
@@ -143,9 +157,11 @@ def specialist_scores(pooled, categories: Sequence[str], frac: float = STRONG_FR
     return pd.DataFrame({c: inside[c] - (total - inside[c]) for c in names}).rename_axis("feature")
 
 
-def category_specialists(pooled, categories: Sequence[str], *, frac: float = STRONG_FRAC,
-                         min_score: int | None = None) -> pd.DataFrame:
-    """Best specialist per category: feature, score, inside, outside, n_texts, mean_inside, specialist.
+def category_specialists(
+    pooled, categories: Sequence[str], *, frac: float = STRONG_FRAC, min_score: int | None = None
+) -> pd.DataFrame:
+    """Best specialist per category: feature, score, inside, outside, n_texts, mean_inside,
+    specialist.
 
     ``specialist`` is True when the score reaches ``min_score`` (default: half the category's texts,
     rounded up): the feature is strong on that many more of the category's texts than of the others.
@@ -163,9 +179,18 @@ def category_specialists(pooled, categories: Sequence[str], *, frac: float = STR
         mean_inside = arr[rows_c].mean(0)
         best = int(np.lexsort((-mean_inside, -score))[0])
         need = min_score if min_score is not None else int(np.ceil(rows_c.sum() / 2))
-        rows.append({"category": c, "feature": best, "score": int(score[best]), "inside": int(inside[best]),
-                     "outside": int(outside[best]), "n_texts": int(rows_c.sum()),
-                     "mean_inside": float(mean_inside[best]), "specialist": bool(score[best] >= need)})
+        rows.append(
+            {
+                "category": c,
+                "feature": best,
+                "score": int(score[best]),
+                "inside": int(inside[best]),
+                "outside": int(outside[best]),
+                "n_texts": int(rows_c.sum()),
+                "mean_inside": float(mean_inside[best]),
+                "specialist": bool(score[best] >= need),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -174,20 +199,27 @@ def category_means(pooled, categories: Sequence[str], features: Sequence[int]) -
     arr = as_matrix(pooled)
     cats, names = check_categories(categories, arr.shape[0])
     feats = [int(f) for f in features]
-    return pd.DataFrame({c: arr[cats == c][:, feats].mean(0) for c in names}, index=pd.Index(feats, name="feature"))
+    return pd.DataFrame(
+        {c: arr[cats == c][:, feats].mean(0) for c in names}, index=pd.Index(feats, name="feature")
+    )
 
 
 def composite_scores(pooled, threshold: float = 0.0) -> np.ndarray:
-    """Frequency x strength per feature: share of texts above ``threshold`` times mean activation, [d_sae]."""
+    """Frequency x strength per feature: share of texts above ``threshold`` times mean activation,
+    [d_sae]."""
     arr = as_matrix(pooled)
     return (arr > threshold).mean(0) * arr.mean(0)
 
 
-def features_for_concept(concept, background=None, *, n: int = 10, threshold: float = 0.0) -> pd.DataFrame:
+def features_for_concept(
+    concept, background=None, *, n: int = 10, threshold: float = 0.0
+) -> pd.DataFrame:
     """Features that characterise a concept's example texts, ranked by composite score
-    (frequency x mean activation); with ``background`` texts, by the concept's composite minus theirs.
+    (frequency x mean activation); with ``background`` texts, by the concept's composite minus
+    theirs.
 
-    Columns: feature, frequency, mean_act, composite (and background, score when ``background`` is given).
+    Columns: feature, frequency, mean_act, composite (and background, score when ``background`` is
+    given).
     """
     arr = as_matrix(concept)
     freq = (arr > threshold).mean(0)
@@ -206,8 +238,11 @@ def features_for_concept(concept, background=None, *, n: int = 10, threshold: fl
     return pd.DataFrame({"feature": order.astype(int), **{k: v[order] for k, v in columns.items()}})
 
 
-def category_common_features(pooled, categories: Sequence[str], n: int = 5, threshold: float = 0.0) -> pd.DataFrame:
-    """Per category, the ``n`` features active on most of its texts: category, feature, frequency, mean_act."""
+def category_common_features(
+    pooled, categories: Sequence[str], n: int = 5, threshold: float = 0.0
+) -> pd.DataFrame:
+    """Per category, the ``n`` features active on most of its texts: category, feature, frequency,
+    mean_act."""
     arr = as_matrix(pooled)
     cats, names = check_categories(categories, arr.shape[0])
     rows = []
@@ -216,12 +251,20 @@ def category_common_features(pooled, categories: Sequence[str], n: int = 5, thre
         freq, mean = (sub > threshold).mean(0), sub.mean(0)
         for f in np.lexsort((-mean, -freq))[:n]:
             if freq[f] > 0:
-                rows.append({"category": c, "feature": int(f), "frequency": float(freq[f]), "mean_act": float(mean[f])})
+                rows.append(
+                    {
+                        "category": c,
+                        "feature": int(f),
+                        "frequency": float(freq[f]),
+                        "mean_act": float(mean[f]),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
 def coactivation(acts, features: Sequence[int], threshold: float = 0.0) -> pd.DataFrame:
-    """Jaccard index between ``features``: rows (tokens or texts) where both are active / where either is."""
+    """Jaccard index between ``features``: rows (tokens or texts) where both are active / where
+    either is."""
     arr = as_matrix(acts)
     feats = [int(f) for f in features]
     on = arr[:, feats] > threshold
@@ -233,32 +276,48 @@ def coactivation(acts, features: Sequence[int], threshold: float = 0.0) -> pd.Da
 
 
 def _token_at(tokens: Sequence[str], position: int) -> str:
-    """The token at ``position``, or for a '' continuation piece (see readable_tokens) the token it continues."""
-    for p in range(position, -1, -1):
+    """The token at ``position``, or for a '' piece of a split character (see
+    :func:`interp_lib.tokens.readable_tokens`) the token that completes it."""
+    for p in range(position, len(tokens)):
         if tokens[p]:
             return tokens[p]
     return tokens[position]
 
 
 def top_activating(enc: Encoded, feature: int, n: int = 10) -> pd.DataFrame:
-    """The ``n`` texts on which ``feature`` is strongest: text (index), max_act, position and token of the max."""
+    """The ``n`` texts on which ``feature`` is strongest: text (index), max_act, position and token
+    of the max."""
     col = enc.max[:, int(feature)].float().numpy()
     order = [int(i) for i in np.argsort(-col, kind="stable")[:n] if col[i] > 0]
     pos = [int(enc.acts[i][:, int(feature)].argmax()) for i in order]
-    return pd.DataFrame({"text": order, "max_act": col[order] if order else [], "position": pos,
-                         "token": [_token_at(enc.tokens[i], p) for i, p in zip(order, pos)]})
+    return pd.DataFrame(
+        {
+            "text": order,
+            "max_act": col[order] if order else [],
+            "position": pos,
+            "token": [_token_at(enc.tokens[i], p) for i, p in zip(order, pos)],
+        }
+    )
 
 
 def feature_peaks(enc: Encoded, features: Sequence[int], texts: Sequence[int]) -> pd.DataFrame:
-    """Where each feature peaks in its text (pairwise): feature, text, position, token, activation."""
+    """Where each feature peaks in its text (pairwise): feature, text, position, token,
+    activation."""
     if len(features) != len(texts):
         raise ValueError(f"got {len(features)} features for {len(texts)} texts")
     rows = []
     for f, t in zip(features, texts):
         f, t = int(f), int(t)
         p = int(enc.acts[t][:, f].argmax())
-        rows.append({"feature": f, "text": t, "position": p, "token": _token_at(enc.tokens[t], p),
-                     "activation": float(enc.acts[t][p, f])})
+        rows.append(
+            {
+                "feature": f,
+                "text": t,
+                "position": p,
+                "token": _token_at(enc.tokens[t], p),
+                "activation": float(enc.acts[t][p, f]),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -266,8 +325,9 @@ def feature_peaks(enc: Encoded, features: Sequence[int], texts: Sequence[int]) -
 # How specialised are the features of several SAEs?
 
 
-def category_concentration(pooled, categories: Sequence[str], *, frac: float = STRONG_FRAC,
-                           min_strong: int = 3) -> np.ndarray:
+def category_concentration(
+    pooled, categories: Sequence[str], *, frac: float = STRONG_FRAC, min_strong: int = 3
+) -> np.ndarray:
     """Per feature, the share of its strong texts (see :func:`strong_mask`) that
     belong to its most common category, ``[d_sae]``; NaN for features strong on fewer than
     ``min_strong`` texts (too few to tell). 1.0: every strong text is from one category; a
@@ -283,8 +343,9 @@ def category_concentration(pooled, categories: Sequence[str], *, frac: float = S
     return out
 
 
-def specialisation_summary(pooled, categories: Sequence[str], *, frac: float = STRONG_FRAC,
-                           min_strong: int = 3) -> dict:
+def specialisation_summary(
+    pooled, categories: Sequence[str], *, frac: float = STRONG_FRAC, min_strong: int = 3
+) -> dict:
     """How specialised one SAE's features are on a labelled text set, as plain numbers:
 
     ``categories_with_specialist`` (categories whose best feature scores at least half the
@@ -308,7 +369,9 @@ def specialisation_summary(pooled, categories: Sequence[str], *, frac: float = S
     }
 
 
-def specialist_feature_count(pooled, categories: Sequence[str], *, frac: float = STRONG_FRAC) -> int:
+def specialist_feature_count(
+    pooled, categories: Sequence[str], *, frac: float = STRONG_FRAC
+) -> int:
     """Number of features that are specialists of some category: strong on at least half the
     category's texts (rounded up) more often inside it than outside it (chapter 2's rule)."""
     arr = as_matrix(pooled)
@@ -320,10 +383,17 @@ def specialist_feature_count(pooled, categories: Sequence[str], *, frac: float =
     return int((score >= need).any(0).sum())
 
 
-def paired_subsamples(pooled_by_name: Mapping[str, object], categories: Sequence[str],
-                      stat: Callable[[np.ndarray, Sequence[str]], float], *, n: int = 100, frac: float = 0.8,
-                      seed: int = 0) -> pd.DataFrame:
-    """``stat(pooled, categories)`` for every SAE on ``n`` random subsets of the texts, ``[n, n_saes]``.
+def paired_subsamples(
+    pooled_by_name: Mapping[str, object],
+    categories: Sequence[str],
+    stat: Callable[[np.ndarray, Sequence[str]], float],
+    *,
+    n: int = 100,
+    frac: float = 0.8,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """``stat(pooled, categories)`` for every SAE on ``n`` random subsets of the texts, ``[n,
+    n_saes]``.
 
     Each subset keeps, within every category, ``frac`` of its texts (rounded, at least one), drawn
     without replacement, and every SAE is scored on the *same* subset, so that the share of subsets
@@ -335,19 +405,32 @@ def paired_subsamples(pooled_by_name: Mapping[str, object], categories: Sequence
     mats = {name: as_matrix(p) for name, p in pooled_by_name.items()}
     n_rows = {m.shape[0] for m in mats.values()}
     if len(n_rows) != 1:
-        raise ValueError(f"every SAE must be scored on the same texts, got row counts {sorted(n_rows)}")
+        raise ValueError(
+            f"every SAE must be scored on the same texts, got row counts {sorted(n_rows)}"
+        )
     cats, names = check_categories(categories, n_rows.pop())
     groups = [np.flatnonzero(cats == c) for c in names]
     rng = np.random.default_rng(seed)
     rows = []
     for _ in range(n):
-        idx = np.concatenate([np.sort(rng.choice(g, size=max(1, round(frac * len(g))), replace=False)) for g in groups])
+        idx = np.concatenate(
+            [
+                np.sort(rng.choice(g, size=max(1, round(frac * len(g))), replace=False))
+                for g in groups
+            ]
+        )
         sub_cats = cats[idx].tolist()
         rows.append({name: float(stat(m[idx], sub_cats)) for name, m in mats.items()})
     return pd.DataFrame(rows, columns=list(mats))
 
 
-_EMOJI_RANGES = ((0x1F000, 0x1FAFF), (0x2600, 0x27BF), (0x2300, 0x23FF), (0x2B00, 0x2BFF), (0x3030, 0x303D))
+_EMOJI_RANGES = (
+    (0x1F000, 0x1FAFF),
+    (0x2600, 0x27BF),
+    (0x2300, 0x23FF),
+    (0x2B00, 0x2BFF),
+    (0x3030, 0x303D),
+)
 
 
 def is_emoji(text: str) -> bool:
@@ -361,11 +444,12 @@ def is_emoji(text: str) -> bool:
 
 
 def emoji_mask(tokens: Sequence[str]) -> np.ndarray:
-    """Bool per token: the token shows an emoji, or is a continuation piece ('', see
-    :func:`interp_lib.tokens.readable_tokens`) of a token that does."""
+    """Bool per token: the token shows an emoji, or is a '' piece (see
+    :func:`interp_lib.tokens.readable_tokens`) of a character that a later token completes with one."""
     out = np.zeros(len(tokens), dtype=bool)
-    for i, tok in enumerate(tokens):
-        out[i] = is_emoji(tok) if tok != "" or i == 0 else out[i - 1]
+    for i in range(len(tokens) - 1, -1, -1):
+        tok = tokens[i]
+        out[i] = is_emoji(tok) if tok != "" or i == len(tokens) - 1 else out[i + 1]
     return out
 
 
@@ -376,14 +460,24 @@ def token_precision(acts, mask, *, top: int = 10, min_active: int = 3) -> np.nda
     ``mask``: ``[n_tokens]`` bool (e.g. :func:`emoji_mask`). Only tokens where the feature is
     active count; a feature active on fewer than ``min_active`` tokens gets NaN.
     """
-    arr = acts.detach().float().cpu().numpy() if isinstance(acts, torch.Tensor) else np.asarray(acts, dtype=np.float64)
+    arr = (
+        acts.detach().float().cpu().numpy()
+        if isinstance(acts, torch.Tensor)
+        else np.asarray(acts, dtype=np.float64)
+    )
     mask = np.asarray(mask, dtype=bool)
     if arr.ndim != 2 or mask.shape != (arr.shape[0],):
-        raise ValueError(f"need acts [n_tokens, d_sae] and mask [n_tokens], got {arr.shape} and {mask.shape}")
+        raise ValueError(
+            f"need acts [n_tokens, d_sae] and mask [n_tokens], got {arr.shape} and {mask.shape}"
+        )
     n_active = (arr > 0).sum(0)
     top = min(top, arr.shape[0])
     # the top tokens of every feature (their order does not matter for a count)
-    order = np.argpartition(-arr, top - 1, axis=0)[:top] if top < arr.shape[0] else np.arange(arr.shape[0])[:, None].repeat(arr.shape[1], 1)
+    order = (
+        np.argpartition(-arr, top - 1, axis=0)[:top]
+        if top < arr.shape[0]
+        else np.arange(arr.shape[0])[:, None].repeat(arr.shape[1], 1)
+    )
     vals = np.take_along_axis(arr, order, axis=0)
     hit = mask[order] & (vals > 0)
     counted = np.minimum(n_active, top)

@@ -64,17 +64,24 @@ class AblationResult(NamedTuple):
 def _check_linear_decoder(sae) -> None:
     norm = getattr(sae.cfg, "normalize_activations", "none")
     if norm in ("constant_norm_rescale", "layer_norm"):
-        raise ValueError("This SAE normalises its input at run time "
-                         f"(normalize_activations={norm!r}); its decoder is not a fixed linear "
-                         "map, so these interventions do not apply")
+        raise ValueError(
+            "This SAE normalises its input at run time "
+            f"(normalize_activations={norm!r}); its decoder is not a fixed linear "
+            "map, so these interventions do not apply"
+        )
 
 
 def _sae_dtype(sae) -> torch.dtype:
     return sae.W_dec.dtype
 
 
-def _features_delta(sae, x: torch.Tensor, features: list[int], replacement: torch.Tensor | None,
-                    positions: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _features_delta(
+    sae,
+    x: torch.Tensor,
+    features: list[int],
+    replacement: torch.Tensor | None,
+    positions: list[int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(decode(f_new) - decode(f), acts of ``features``) for activations ``x`` [..., pos, d_in]."""
     dtype = _sae_dtype(sae)
     feats = sae.encode(x.to(dtype))
@@ -96,19 +103,35 @@ def _features_delta(sae, x: torch.Tensor, features: list[int], replacement: torc
 def mean_feature_acts(model, sae, tokens: torch.Tensor, *, batch_size: int = 8) -> torch.Tensor:
     """Mean activation of every feature over ``tokens`` [n, ctx] (positions >= 1) -> [d_sae]."""
     hook = check_widths(model, sae)
-    x = harvest(model, [hook], to_tokens(model, tokens).cpu(), batch_size=batch_size,
-                dtype=torch.float32, progress=False)[hook]
+    x = harvest(
+        model,
+        [hook],
+        to_tokens(model, tokens).cpu(),
+        batch_size=batch_size,
+        dtype=torch.float32,
+        progress=False,
+    )[hook]
     with torch.inference_mode():
-        sums = [sae.encode(c.to(sae.W_dec.device, _sae_dtype(sae))).float().sum(0, keepdim=True)
-                for c in x.split(4096)]
+        sums = [
+            sae.encode(c.to(sae.W_dec.device, _sae_dtype(sae))).float().sum(0, keepdim=True)
+            for c in x.split(4096)
+        ]
         return torch.cat(sums).sum(0) / x.shape[0]
 
 
 @torch.inference_mode()
-def ablate_features(model, sae, features: int | Sequence[int], tokens: str | torch.Tensor, *,
-                    mode: Literal["zero", "mean"] = "zero", mean_acts: torch.Tensor | None = None,
-                    target_tokens: Sequence[int | str] = (), positions: Sequence[int] | None = None,
-                    batch_size: int = 8) -> AblationResult:
+def ablate_features(
+    model,
+    sae,
+    features: int | Sequence[int],
+    tokens: str | torch.Tensor,
+    *,
+    mode: Literal["zero", "mean"] = "zero",
+    mean_acts: torch.Tensor | None = None,
+    target_tokens: Sequence[int | str] = (),
+    positions: Sequence[int] | None = None,
+    batch_size: int = 8,
+) -> AblationResult:
     """Ablate ``features`` at the SAE's hook, keeping the error term:
     x -> x + decode(f_ablated) - decode(f).
 
@@ -128,12 +151,15 @@ def ablate_features(model, sae, features: int | Sequence[int], tokens: str | tor
     replacement = None
     if mode == "mean":
         if mean_acts is None:
-            raise ValueError("mode='mean' needs mean_acts: feature activations [n, d_sae] "
-                             "or their mean [d_sae]")
+            raise ValueError(
+                "mode='mean' needs mean_acts: feature activations [n, d_sae] or their mean [d_sae]"
+            )
         mean_acts = torch.as_tensor(mean_acts)
         if mean_acts.shape[-1] != sae.cfg.d_sae or mean_acts.ndim not in (1, 2):
-            raise ValueError(f"mean_acts must be [n, d_sae] or [d_sae] with d_sae={sae.cfg.d_sae}, "
-                             f"got shape {tuple(mean_acts.shape)}")
+            raise ValueError(
+                f"mean_acts must be [n, d_sae] or [d_sae] with d_sae={sae.cfg.d_sae}, "
+                f"got shape {tuple(mean_acts.shape)}"
+            )
         means = mean_acts.float() if mean_acts.ndim == 1 else mean_acts.float().mean(0)
         replacement = means[feats]
     elif mean_acts is not None:
@@ -142,8 +168,10 @@ def ablate_features(model, sae, features: int | Sequence[int], tokens: str | tor
         positions = [int(p) for p in positions]
         bad = [p for p in positions if not 1 <= p < ctx]
         if bad or not positions:
-            raise ValueError(f"positions must be a non-empty list in 1..{ctx - 1} "
-                             f"(position 0 is BOS), got {positions}")
+            raise ValueError(
+                f"positions must be a non-empty list in 1..{ctx - 1} "
+                f"(position 0 is BOS), got {positions}"
+            )
     if isinstance(target_tokens, (str, int)):
         target_tokens = [target_tokens]
     targets = [token_id(model, t) for t in target_tokens]
@@ -166,8 +194,9 @@ def ablate_features(model, sae, features: int | Sequence[int], tokens: str | tor
         acts = sae.encode(cache[hook][:, 1:].to(_sae_dtype(sae)))[..., feats].float().cpu()
         out["acts"].append(torch.cat([torch.zeros(acts.shape[0], 1, acts.shape[-1]), acts], dim=1))
     cat = lambda key: torch.cat(out[key]) if out[key] else None  # noqa: E731
-    return AblationResult(feats, mode, cat("lb"), cat("la"), targets, cat("tb"), cat("ta"),
-                          cat("acts"))
+    return AblationResult(
+        feats, mode, cat("lb"), cat("la"), targets, cat("tb"), cat("ta"), cat("acts")
+    )
 
 
 def _loss_per_token(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -181,8 +210,10 @@ def _resolve_position(position: int, ctx: int) -> int:
         raise ValueError(f"position must be an int, got {position!r}")
     pos = int(position) + ctx if position < 0 else int(position)
     if not 1 <= pos < ctx:
-        raise ValueError(f"position {position} is out of range for {ctx} tokens: "
-                         f"valid 1..{ctx - 1} or -1..-{ctx - 1} (position 0 is BOS)")
+        raise ValueError(
+            f"position {position} is out of range for {ctx} tokens: "
+            f"valid 1..{ctx - 1} or -1..-{ctx - 1} (position 0 is BOS)"
+        )
     return pos
 
 
@@ -191,9 +222,16 @@ def _metric(logits: torch.Tensor, pos: int, target: int, baseline: int | None) -
     return row[target] - (row[baseline] if baseline is not None else 0.0)
 
 
-def attribute_features(model, sae, text_or_tokens: str | torch.Tensor, target_token: int | str, *,
-                       baseline_token: int | str | None = None, position: int = -1,
-                       top: int | None = None) -> pd.DataFrame:
+def attribute_features(
+    model,
+    sae,
+    text_or_tokens: str | torch.Tensor,
+    target_token: int | str,
+    *,
+    baseline_token: int | str | None = None,
+    position: int = -1,
+    top: int | None = None,
+) -> pd.DataFrame:
     """Rank features by activation x gradient of the target logit (minus the baseline's) at
     ``position``.
 
@@ -236,25 +274,41 @@ def attribute_features(model, sae, text_or_tokens: str | torch.Tensor, target_to
     attr = feats * grad[0, :pos].float()
     total = attr.sum(0)
     active = (feats != 0).any(0).nonzero()[:, 0]
-    df = pd.DataFrame({
-        "feature": active.numpy(),
-        "attribution": total[active].numpy(),
-        "attribution_at_position": attr[-1, active].numpy(),
-        "activation": feats[-1, active].numpy(),
-        "max_activation": feats[:, active].max(0).values.numpy(),
-    })
+    df = pd.DataFrame(
+        {
+            "feature": active.numpy(),
+            "attribution": total[active].numpy(),
+            "attribution_at_position": attr[-1, active].numpy(),
+            "activation": feats[-1, active].numpy(),
+            "max_activation": feats[:, active].max(0).values.numpy(),
+        }
+    )
     order = np.argsort(-np.abs(df["attribution"].to_numpy()), kind="stable")
     df = df.iloc[order].reset_index(drop=True)
     if top is not None:
         df = df.head(top)
-    df.attrs.update(metric=float(metric.detach()), target=target, baseline=baseline, position=pos,
-                    token_at_position=model.to_str_tokens(tokens[0, pos : pos + 1])[0], hook=hook)
+    df.attrs.update(
+        metric=float(metric.detach()),
+        target=target,
+        baseline=baseline,
+        position=pos,
+        token_at_position=model.to_str_tokens(tokens[0, pos : pos + 1])[0],
+        hook=hook,
+    )
     return df
 
 
 @torch.inference_mode()
-def _ablated_metric(model, sae, hook: str, tokens: torch.Tensor, features: list[int], pos: int,
-                    target: int, baseline: int | None) -> float:
+def _ablated_metric(
+    model,
+    sae,
+    hook: str,
+    tokens: torch.Tensor,
+    features: list[int],
+    pos: int,
+    target: int,
+    baseline: int | None,
+) -> float:
     def ablate(act: torch.Tensor, hook) -> torch.Tensor:
         delta, _ = _features_delta(sae, act[:, 1:], features, None)
         return torch.cat([act[:, :1], act[:, 1:] + delta], dim=1)
@@ -263,9 +317,16 @@ def _ablated_metric(model, sae, hook: str, tokens: torch.Tensor, features: list[
     return float(_metric(logits, pos, target, baseline))
 
 
-def verify_attribution(model, sae, text_or_tokens: str | torch.Tensor, target_token: int | str, *,
-                       baseline_token: int | str | None = None, position: int = -1,
-                       n: int = 5) -> pd.DataFrame:
+def verify_attribution(
+    model,
+    sae,
+    text_or_tokens: str | torch.Tensor,
+    target_token: int | str,
+    *,
+    baseline_token: int | str | None = None,
+    position: int = -1,
+    n: int = 5,
+) -> pd.DataFrame:
     """Zero-ablate each of the top-``n`` attributed features for real: predicted vs actual change.
 
     Columns: ``feature``, ``activation``, ``attribution``, ``predicted_change`` (= -attribution, the
@@ -277,14 +338,16 @@ def verify_attribution(model, sae, text_or_tokens: str | torch.Tensor, target_to
         raise ValueError(f"n must be a positive int, got {n!r}")
     hook = check_widths(model, sae)
     tokens = to_tokens(model, text_or_tokens)
-    df = attribute_features(model, sae, tokens, target_token, baseline_token=baseline_token,
-                            position=position, top=n)
+    df = attribute_features(
+        model, sae, tokens, target_token, baseline_token=baseline_token, position=position, top=n
+    )
     pos, target, baseline = df.attrs["position"], df.attrs["target"], df.attrs["baseline"]
     with torch.inference_mode():
         clean = float(_metric(model(tokens, return_type="logits"), pos, target, baseline))
     feats = [int(f) for f in df["feature"]]
-    actual = [_ablated_metric(model, sae, hook, tokens, [f], pos, target, baseline) - clean
-              for f in feats]
+    actual = [
+        _ablated_metric(model, sae, hook, tokens, [f], pos, target, baseline) - clean for f in feats
+    ]
     out = df[["feature", "activation", "attribution"]].copy()
     out["predicted_change"] = -out["attribution"]
     out["actual_change"] = actual
@@ -292,7 +355,9 @@ def verify_attribution(model, sae, text_or_tokens: str | torch.Tensor, target_to
     out.attrs["metric"] = clean
     if feats:
         together = _ablated_metric(model, sae, hook, tokens, feats, pos, target, baseline) - clean
-        out.attrs["together"] = {"features": feats,
-                                 "predicted_change": float(out["predicted_change"].sum()),
-                                 "actual_change": together}
+        out.attrs["together"] = {
+            "features": feats,
+            "predicted_change": float(out["predicted_change"].sum()),
+            "actual_change": together,
+        }
     return out

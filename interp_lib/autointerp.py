@@ -100,27 +100,39 @@ class CorpusActs(NamedTuple):
 
 
 @torch.inference_mode()
-def corpus_acts(sae, acts: torch.Tensor, tokens: torch.Tensor, *,
-                massive_factor: float = MASSIVE_FACTOR) -> CorpusActs:
+def corpus_acts(
+    sae, acts: torch.Tensor, tokens: torch.Tensor, *, massive_factor: float = MASSIVE_FACTOR
+) -> CorpusActs:
     """Encode ``acts`` [n_ctx * (ctx_len - 1), d_in] (what activations.harvest returns for
     ``tokens``) with ``sae``."""
     n_ctx, ctx_len = tokens.shape
     if acts.shape[0] != n_ctx * (ctx_len - 1):
-        raise ValueError(f"{acts.shape[0]} activation rows for {n_ctx} contexts of {ctx_len} "
-                         f"tokens (expected {n_ctx * (ctx_len - 1)}: position 0 left out)")
+        raise ValueError(
+            f"{acts.shape[0]} activation rows for {n_ctx} contexts of {ctx_len} "
+            f"tokens (expected {n_ctx * (ctx_len - 1)}: position 0 left out)"
+        )
     typical = typical_rows(acts, massive_factor)
     rows, feats, vals = sparse_encode(sae, acts)
     keep = typical[rows]
-    return CorpusActs(tokens, rows[keep], feats[keep], vals[keep], int(sae.cfg.d_sae),
-                      int(typical.sum()))
+    return CorpusActs(
+        tokens, rows[keep], feats[keep], vals[keep], int(sae.cfg.d_sae), int(typical.sum())
+    )
 
 
-def select_features(density: torch.Tensor, n_contexts: torch.Tensor, *, band: tuple[float, float],
-                    min_contexts: int, n: int, seed: int = 0) -> list[int]:
+def select_features(
+    density: torch.Tensor,
+    n_contexts: torch.Tensor,
+    *,
+    band: tuple[float, float],
+    min_contexts: int,
+    n: int,
+    seed: int = 0,
+) -> list[int]:
     """``n`` features drawn at random (seeded) among those with ``band[0] <= density < band[1]``
     and firing in at least ``min_contexts`` contexts (of another sample, e.g. held-out text)."""
-    eligible = torch.nonzero((density >= band[0]) & (density < band[1])
-                             & (n_contexts >= min_contexts)).flatten()
+    eligible = torch.nonzero(
+        (density >= band[0]) & (density < band[1]) & (n_contexts >= min_contexts)
+    ).flatten()
     if len(eligible) < n:
         raise ValueError(f"only {len(eligible)} features are eligible, {n} wanted")
     g = torch.Generator().manual_seed(seed)
@@ -165,8 +177,9 @@ def spread_windows(dense: torch.Tensor, n: int) -> list[Window]:
     return [Window(int(ctx[r]), int(pos[r]), float(val[r])) for r in ranks]
 
 
-def negative_windows(dense: torch.Tensor, n: int, *, before: int = BEFORE, after: int = AFTER,
-                     seed: int = 0) -> list[Window]:
+def negative_windows(
+    dense: torch.Tensor, n: int, *, before: int = BEFORE, after: int = AFTER, seed: int = 0
+) -> list[Window]:
     """``n`` random windows (seeded, distinct contexts) in which the feature is zero on every
     token."""
     n_ctx, ctx_len = dense.shape
@@ -190,8 +203,15 @@ def _show(piece: str) -> str:
     return piece.replace("\n", "\\n")
 
 
-def window_text(tokenizer, tokens: torch.Tensor, window: Window, *, before: int = BEFORE,
-                after: int = AFTER, mark: bool = True) -> str:
+def window_text(
+    tokenizer,
+    tokens: torch.Tensor,
+    window: Window,
+    *,
+    before: int = BEFORE,
+    after: int = AFTER,
+    mark: bool = True,
+) -> str:
     """The text of a window (never BOS); with ``mark``, its centre token inside :data:`MARK`;
     newlines shown as ``\\n``."""
     ctx_len = tokens.shape[1]
@@ -208,8 +228,9 @@ def chat_prompt(tokenizer, user: str, *, answer_prefix: str = "") -> str:
     ``User:/Assistant:`` lines if the tokenizer has no template); ``answer_prefix`` starts the
     answer."""
     if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template([{"role": "user", "content": user}],
-                                             add_generation_prompt=True, tokenize=False)
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": user}], add_generation_prompt=True, tokenize=False
+        )
     else:
         text = f"User: {user}\nAssistant:" + (" " if answer_prefix else "")
     return text + answer_prefix
@@ -239,8 +260,9 @@ keeps a small model on the task and its answer to one line."""
 def explain_prompt(tokenizer, examples: Sequence[str]) -> str:
     """The explainer's prompt for a feature's examples (each marked by :func:`window_text`)."""
     listed = "\n".join(f"{i + 1}. {e}" for i, e in enumerate(examples))
-    return chat_prompt(tokenizer, EXPLAIN_INSTRUCTIONS.format(examples=listed),
-                       answer_prefix=EXPLAIN_PREFIX)
+    return chat_prompt(
+        tokenizer, EXPLAIN_INSTRUCTIONS.format(examples=listed), answer_prefix=EXPLAIN_PREFIX
+    )
 
 
 @torch.inference_mode()
@@ -249,10 +271,16 @@ def explain(model, examples: Sequence[str], *, max_new_tokens: int = 24) -> str:
     first line or sentence end."""
     tok = model.tokenizer
     ids = torch.tensor([_ids(tok, explain_prompt(tok, examples))], device=model.cfg.device)
-    out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
-                         use_past_kv_cache=True, verbose=False, return_type="tokens",
-                         stop_at_eos=True)
-    new = out[0, ids.shape[1]:].tolist()
+    out = model.generate(
+        ids,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        use_past_kv_cache=True,
+        verbose=False,
+        return_type="tokens",
+        stop_at_eos=True,
+    )
+    new = out[0, ids.shape[1] :].tolist()
     for stop in {tok.eos_token_id, getattr(tok, "pad_token_id", None)} - {None}:
         if stop in new:
             new = new[: new.index(stop)]
@@ -263,7 +291,7 @@ def explain(model, examples: Sequence[str], *, max_new_tokens: int = 24) -> str:
 
 
 DETECT_INSTRUCTIONS = (
-    "A hidden feature of a language model is described like this: \"{explanation}\"\n\n"
+    'A hidden feature of a language model is described like this: "{explanation}"\n\n'
     "Text: {text}\n\nDoes the description fit something in the text? Answer Yes or No."
 )
 
@@ -285,9 +313,14 @@ def answer_ids(tokenizer, answers: tuple[str, str] = ("Yes", "No")) -> tuple[int
 
 
 @torch.inference_mode()
-def detection_scores(model, explanation: str | Sequence[str], texts: Sequence[str], *,
-                     batch_size: int = 16,
-                     answers: tuple[str, str] = ("Yes", "No")) -> torch.Tensor:
+def detection_scores(
+    model,
+    explanation: str | Sequence[str],
+    texts: Sequence[str],
+    *,
+    batch_size: int = 16,
+    answers: tuple[str, str] = ("Yes", "No"),
+) -> torch.Tensor:
     """[len(texts)] ``logit(answers[0]) - logit(answers[1])`` at the first answer token, one prompt
     per text (``explanation``: one for all texts or one per text). Prompts are batched, padded at
     the end (harmless to a causal model read at each prompt's own last position)."""
@@ -302,7 +335,7 @@ def detection_scores(model, explanation: str | Sequence[str], texts: Sequence[st
     out = torch.zeros(len(prompts))
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     for b in range(0, len(order), batch_size):
-        idx = order[b:b + batch_size]
+        idx = order[b : b + batch_size]
         width = max(len(prompts[i]) for i in idx)
         batch = torch.full((len(idx), width), pad, dtype=torch.long)
         for r, i in enumerate(idx):

@@ -15,6 +15,7 @@
 
 ``--quick`` takes a few minutes on a 2-core CPU (less once the activations are cached).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,7 +58,8 @@ CTX_LEN = 128
 # Small measuring helpers
 # --------------------------------------------------------------------------------------------
 def matmul_gflops(n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
-    """Measured rate of one ``[n, n] @ [n, n]`` matmul (``2 n^3`` FLOPs), best of ``repeats``, in GFLOP/s."""
+    """Measured rate of one ``[n, n] @ [n, n]`` matmul (``2 n^3`` FLOPs), best of ``repeats``, in
+    GFLOP/s."""
     a = torch.randn(n, n, dtype=dtype)
     b = torch.randn(n, n, dtype=dtype)
     torch.mm(a, b)  # warm-up (thread pool, caches)
@@ -116,18 +118,42 @@ def bench_harvest(model, tokens: torch.Tensor, hook: str = HOOK, batch_size: int
         "harvest_seconds": seconds,
         "harvest_tokens_per_s": n_ctx * ctx_len / seconds,
         "harvest_layers": layers_run(hook),
-        "harvest_flops_per_token": transformer_flops_per_token(model.cfg, layers_run(hook), ctx_len),
+        "harvest_flops_per_token": transformer_flops_per_token(
+            model.cfg, layers_run(hook), ctx_len
+        ),
     }
 
 
-def bench_training(acts: torch.Tensor, val: torch.Tensor, *, epochs: float, d_sae: int = 4608, k: int = 32,
-                   batch_size: int = 4096, seed: int = 0, progress: bool = False) -> dict:
+def bench_training(
+    acts: torch.Tensor,
+    val: torch.Tensor,
+    *,
+    epochs: float,
+    d_sae: int = 4608,
+    k: int = 32,
+    batch_size: int = 4096,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict:
     """Train the same TopK SAE with both trainers on ``acts``; evaluate both on ``val``."""
 
-    cfg = TrainConfig(arch="topk", d_sae=d_sae, k=k, batch_size=batch_size, epochs=epochs, seed=seed)
-    out: dict[str, Any] = {"train_config": {"arch": cfg.arch, "d_in": acts.shape[1], "d_sae": d_sae, "k": k,
-                                            "batch_size": batch_size, "epochs": epochs, "lr": cfg.learning_rate,
-                                            "dtype": "float32", "train_rows": acts.shape[0], "val_rows": val.shape[0]}}
+    cfg = TrainConfig(
+        arch="topk", d_sae=d_sae, k=k, batch_size=batch_size, epochs=epochs, seed=seed
+    )
+    out: dict[str, Any] = {
+        "train_config": {
+            "arch": cfg.arch,
+            "d_in": acts.shape[1],
+            "d_sae": d_sae,
+            "k": k,
+            "batch_size": batch_size,
+            "epochs": epochs,
+            "lr": cfg.learning_rate,
+            "dtype": "float32",
+            "train_rows": acts.shape[0],
+            "val_rows": val.shape[0],
+        }
+    }
     for name, trainer in (("homebrew", train_sae), ("saelens", train_saelens)):
         result = trainer(acts, cfg, progress=progress)
         quality = reconstruction_metrics(result.sae, val, result.scale)
@@ -141,8 +167,13 @@ def bench_training(acts: torch.Tensor, val: torch.Tensor, *, epochs: float, d_sa
     return out
 
 
-def run_bench(quick: bool = True, json_path: str | None = None, *, progress: bool = False,
-              print_table: bool = True) -> dict:
+def run_bench(
+    quick: bool = True,
+    json_path: str | None = None,
+    *,
+    progress: bool = False,
+    print_table: bool = True,
+) -> dict:
     """Measure everything above in one run; print a table; write ``json_path`` if given.
 
     Keys include ``train_tokens_per_s_homebrew``, ``train_tokens_per_s_saelens``, ``speedup``,
@@ -163,16 +194,26 @@ def run_bench(quick: bool = True, json_path: str | None = None, *, progress: boo
 
     model = load_model(MODEL)
     n_ctx = 32 if quick else 128
-    tokens = data.tokenize_corpus(model.tokenizer, corpus_split("heldout"), ctx_len=CTX_LEN,
-                                  max_tokens=n_ctx * CTX_LEN)
+    tokens = data.tokenize_corpus(
+        model.tokenizer, corpus_split("heldout"), ctx_len=CTX_LEN, max_tokens=n_ctx * CTX_LEN
+    )
     res.update(bench_harvest(model, tokens))
     res["harvest_gflops"] = res["harvest_tokens_per_s"] * res["harvest_flops_per_token"] / 1e9
     res["harvest_roofline_fraction"] = res["harvest_gflops"] / res["matmul_gflops"]
 
     n_train, n_val, epochs = (32_768, 8_192, 4) if quick else (262_144, 32_768, 3)
-    acts = cached_activations(MODEL, [HOOK], n_tokens=n_train, ctx_len=CTX_LEN, model=model, progress=progress)[HOOK]
-    val = cached_activations(MODEL, [HOOK], n_tokens=n_val, split="heldout", ctx_len=CTX_LEN, model=model,
-                             progress=progress)[HOOK]
+    acts = cached_activations(
+        MODEL, [HOOK], n_tokens=n_train, ctx_len=CTX_LEN, model=model, progress=progress
+    )[HOOK]
+    val = cached_activations(
+        MODEL,
+        [HOOK],
+        n_tokens=n_val,
+        split="heldout",
+        ctx_len=CTX_LEN,
+        model=model,
+        progress=progress,
+    )[HOOK]
     del model
     res.update(bench_training(acts, val, epochs=epochs, progress=progress))
     res["peak_rss_mb"] = peak_rss_mb()
@@ -190,24 +231,31 @@ def format_table(res: dict) -> str:
     """The human-readable summary of :func:`run_bench`'s result."""
     tc = res["train_config"]
     lines = [
-        f"interp_lib bench ({'quick' if res['quick'] else 'full'}; torch {res['torch']}, {res['threads']} threads)",
+        f"interp_lib bench ({'quick' if res['quick'] else 'full'}; torch {res['torch']}, "
+        f"{res['threads']} threads)",
         f"  fp32 matmul                {res['matmul_gflops']:10.1f} GFLOP/s",
-        f"  harvest {res['hook']} ({res['harvest_layers']} blocks, {res['harvest_flops_per_token'] / 1e6:.0f} MFLOP/token)",
+        f"  harvest {res['hook']} ({res['harvest_layers']} blocks, "
+        f"{res['harvest_flops_per_token'] / 1e6:.0f} MFLOP/token)",
         f"    tokens/s                 {res['harvest_tokens_per_s']:10,.0f}",
         f"    achieved                 {res['harvest_gflops']:10.1f} GFLOP/s = "
         f"{res['harvest_roofline_fraction']:.0%} of the matmul rate",
-        f"  train TopK {tc['d_in']} -> {tc['d_sae']}, k={tc['k']}, batch {tc['batch_size']}, fp32, "
-        f"{res['train_tokens_homebrew']:,} tokens ({tc['train_rows']:,} rows x {tc['epochs']} epochs)",
-        f"    {'':12s} {'tokens/s':>10s} {'seconds':>8s} {'val FVE':>8s} {'typical':>8s} {'val L0':>7s} {'dead':>6s}",
+        f"  train TopK {tc['d_in']} -> {tc['d_sae']}, k={tc['k']}, batch {tc['batch_size']}, "
+        f"fp32, {res['train_tokens_homebrew']:,} tokens "
+        f"({tc['train_rows']:,} rows x {tc['epochs']} epochs)",
+        f"    {'':12s} {'tokens/s':>10s} {'seconds':>8s} {'val FVE':>8s} {'typical':>8s} "
+        f"{'val L0':>7s} {'dead':>6s}",
     ]
     for name in ("homebrew", "saelens"):
+        typical = res.get(f"val_fve_typical_{name}", float("nan"))
         lines.append(
-            f"    {name:12s} {res[f'train_tokens_per_s_{name}']:10,.0f} {res[f'train_seconds_{name}']:8.1f} "
-            f"{res[f'val_fve_{name}']:8.3f} {res.get(f'val_fve_typical_{name}', float('nan')):8.3f} "
+            f"    {name:12s} {res[f'train_tokens_per_s_{name}']:10,.0f} "
+            f"{res[f'train_seconds_{name}']:8.1f} {res[f'val_fve_{name}']:8.3f} {typical:8.3f} "
             f"{res[f'val_l0_{name}']:7.1f} {res[f'val_dead_fraction_{name}']:6.1%}"
         )
-    lines.append("    (FVE over all held-out tokens; 'typical': without the rare huge-norm tokens, "
-                 f"{res.get('val_outlier_fraction_homebrew', float('nan')):.2%} of them)")
+    lines.append(
+        "    (FVE over all held-out tokens; 'typical': without the rare huge-norm tokens, "
+        f"{res.get('val_outlier_fraction_homebrew', float('nan')):.2%} of them)"
+    )
     lines += [
         f"    speed-up homebrew / SAELens: {res['speedup']:.2f}x",
         f"  peak memory {res['peak_rss_mb']:,.0f} MiB; total {res['total_seconds']:.0f} s",
@@ -217,11 +265,17 @@ def format_table(res: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m interp_lib bench [--quick] [--json PATH]``."""
-    p = argparse.ArgumentParser(prog="python -m interp_lib bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="smaller run (a few minutes on 2 CPU cores)")
+    p = argparse.ArgumentParser(
+        prog="python -m interp_lib bench", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="smaller run (a few minutes on 2 CPU cores)"
+    )
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
     p.add_argument("--progress", action="store_true", help="show progress bars")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .hooks import check_hooks, check_widths, hook_layer, stop_layer
 from .metrics import MASSIVE_FACTOR, typical_rows
+from .tokens import readable_tokens
 
 
 class Encoded(NamedTuple):
@@ -49,7 +50,8 @@ class Encoded(NamedTuple):
 
 
 def pool(per_text: Sequence[torch.Tensor], d_sae: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-text max and mean over tokens of activations [n_tokens, d_sae] per text: two [n_texts, d_sae]
+    """Per-text max and mean over tokens of activations [n_tokens, d_sae] per text: two [n_texts,
+    d_sae]
     tensors (zeros for a text with no tokens)."""
     pooled_max = torch.stack([a.max(0).values if len(a) else torch.zeros(d_sae) for a in per_text])
     pooled_mean = torch.stack([a.mean(0) if len(a) else torch.zeros(d_sae) for a in per_text])
@@ -72,12 +74,16 @@ def check_texts(texts: Sequence[str]) -> list[str]:
 
 
 def tokenize_text(model, text: str, index: int = 0) -> tuple[torch.Tensor, str]:
-    """Tokens [1, n] of ``text`` with BOS, truncated to the model's context with a warning (and the kept text)."""
+    """Tokens [1, n] of ``text`` with BOS, truncated to the model's context with a warning (and the
+    kept text)."""
     toks = model.to_tokens(text, prepend_bos=True, truncate=False)
     n_ctx = model.cfg.n_ctx
     if toks.shape[1] > n_ctx:
-        warnings.warn(f"texts[{index}] has {toks.shape[1]} tokens, more than the model's context of {n_ctx}: truncated",
-                      stacklevel=3)
+        warnings.warn(
+            f"texts[{index}] has {toks.shape[1]} tokens, more than the model's context of "
+            f"{n_ctx}: truncated",
+            stacklevel=3,
+        )
         toks = toks[:, :n_ctx]
         text = model.tokenizer.decode(toks[0, 1:])
     return toks, text
@@ -93,7 +99,9 @@ class ManyEncoded(NamedTuple):
 
 
 @torch.inference_mode()
-def encode_texts(model, saes, texts: Sequence[str], *, progress: bool = False) -> Encoded | ManyEncoded:
+def encode_texts(
+    model, saes, texts: Sequence[str], *, progress: bool = False
+) -> Encoded | ManyEncoded:
     """Per-token feature activations (with token strings) and per-text max/mean pooled activations.
 
     ``saes``: one SAE (returns its :class:`Encoded`) or a mapping {name: SAE} (returns a
@@ -114,7 +122,9 @@ def encode_texts(model, saes, texts: Sequence[str], *, progress: bool = False) -
     tokens_out, kept = [], []
     for i, text in enumerate(tqdm(texts, desc="encode", disable=not progress, leave=False)):
         toks, text = tokenize_text(model, text, i)
-        _, cache = model.run_with_cache(toks.to(model.cfg.device), names_filter=distinct, stop_at_layer=stop_at)
+        _, cache = model.run_with_cache(
+            toks.to(model.cfg.device), names_filter=distinct, stop_at_layer=stop_at
+        )
         acts = {h: cache[h][0, 1:] for h in distinct}
         for h in distinct:
             hook_acts[h].append(acts[h].float().cpu())
@@ -123,15 +133,24 @@ def encode_texts(model, saes, texts: Sequence[str], *, progress: bool = False) -
             per_sae[name].append(sae.encode(acts[hooks[name]].to(dtype)).float().cpu())
         tokens_out.append(model.to_str_tokens(toks[0, 1:]))
         kept.append(text)
-    encoded = {name: Encoded(list(kept), [list(t) for t in tokens_out], per_sae[name],
-                             *pool(per_sae[name], sae.cfg.d_sae)) for name, sae in named.items()}
+    encoded = {
+        name: Encoded(
+            list(kept),
+            [list(t) for t in tokens_out],
+            per_sae[name],
+            *pool(per_sae[name], sae.cfg.d_sae),
+        )
+        for name, sae in named.items()
+    }
     return encoded["sae"] if single else ManyEncoded(encoded, hook_acts)
 
 
 @torch.inference_mode()
-def hook_activations(model, hook: str, texts: Sequence[str], *, drop_bos: bool = True,
-                     batch_size: int = 16) -> list[torch.Tensor]:
-    """Per text, the model's activation at ``hook``, [n_tokens, d] (float32; position 0 kept if not ``drop_bos``).
+def hook_activations(
+    model, hook: str, texts: Sequence[str], *, drop_bos: bool = True, batch_size: int = 16
+) -> list[torch.Tensor]:
+    """Per text, the model's activation at ``hook``, [n_tokens, d] (float32; position 0 kept if not
+    ``drop_bos``).
 
     Texts of similar length are run together, padded at the end: the model is causal, so padding
     after a text changes nothing at its own positions.
@@ -148,7 +167,9 @@ def hook_activations(model, hook: str, texts: Sequence[str], *, drop_bos: bool =
         batch = torch.zeros(len(idx), width, dtype=toks[idx[0]].dtype)
         for row, i in enumerate(idx):
             batch[row, : len(toks[i])] = toks[i]
-        _, cache = model.run_with_cache(batch.to(model.cfg.device), names_filter=hook, stop_at_layer=stop_at)
+        _, cache = model.run_with_cache(
+            batch.to(model.cfg.device), names_filter=hook, stop_at_layer=stop_at
+        )
         acts = cache[hook].float().cpu()
         for row, i in enumerate(idx):
             x = acts[row, : len(toks[i])]
@@ -157,7 +178,8 @@ def hook_activations(model, hook: str, texts: Sequence[str], *, drop_bos: bool =
 
 
 def text_tokens(model, texts: Sequence[str]) -> list[list[str]]:
-    """Per text, its token strings with BOS left out, made readable where possible (see readable_tokens)."""
+    """Per text, its token strings with BOS left out, made readable where possible (see
+    readable_tokens)."""
     out = []
     for text in check_texts(texts):
         raw = model.to_str_tokens(model.to_tokens(text, prepend_bos=True)[0, 1 : model.cfg.n_ctx])
@@ -167,23 +189,34 @@ def text_tokens(model, texts: Sequence[str]) -> list[list[str]]:
 
 
 @torch.inference_mode()
-def encode_activations(sae, acts: Sequence[torch.Tensor], tokens: Sequence[Sequence[str]],
-                       texts: Sequence[str]) -> Encoded:
-    """The :class:`Encoded` of activations already read from the model (e.g. by hook_activations), without another pass."""
+def encode_activations(
+    sae, acts: Sequence[torch.Tensor], tokens: Sequence[Sequence[str]], texts: Sequence[str]
+) -> Encoded:
+    """The :class:`Encoded` of activations already read from the model (e.g. by hook_activations),
+    without another pass."""
     if not (len(acts) == len(tokens) == len(texts)):
-        raise ValueError(f"got {len(acts)} activation tensors, {len(tokens)} token lists and {len(texts)} texts")
+        raise ValueError(
+            f"got {len(acts)} activation tensors, {len(tokens)} token lists and {len(texts)} texts"
+        )
     for i, (a, t) in enumerate(zip(acts, tokens)):
         if a.shape[0] != len(t):
             raise ValueError(f"text {i}: {a.shape[0]} activations but {len(t)} tokens")
     dtype = next(sae.parameters()).dtype
     sizes = [a.shape[0] for a in acts]
-    feats = sae.encode(torch.cat(list(acts)).to(dtype)).float().cpu() if sum(sizes) else torch.zeros(0, sae.cfg.d_sae)
+    feats = (
+        sae.encode(torch.cat(list(acts)).to(dtype)).float().cpu()
+        if sum(sizes)
+        else torch.zeros(0, sae.cfg.d_sae)
+    )
     per_text = list(feats.split(sizes))
     return Encoded(list(texts), [list(t) for t in tokens], per_text, *pool(per_text, sae.cfg.d_sae))
 
 
-def massive_tokens(acts: Sequence[torch.Tensor], factor: float = MASSIVE_FACTOR) -> list[torch.Tensor]:
-    """Per text, a bool mask of tokens whose activation norm exceeds ``factor`` x the median norm of all tokens."""
+def massive_tokens(
+    acts: Sequence[torch.Tensor], factor: float = MASSIVE_FACTOR
+) -> list[torch.Tensor]:
+    """Per text, a bool mask of tokens whose activation norm exceeds ``factor`` x the median norm of
+    all tokens."""
     if not acts or not sum(len(a) for a in acts):
         raise ValueError("no tokens given")
     massive = ~typical_rows(torch.cat([a.reshape(len(a), -1) for a in acts]), factor)
@@ -191,7 +224,8 @@ def massive_tokens(acts: Sequence[torch.Tensor], factor: float = MASSIVE_FACTOR)
 
 
 def mask_tokens(enc: Encoded, mask: Sequence[torch.Tensor]) -> Encoded:
-    """``enc`` with the tokens marked in ``mask`` (one bool mask per text) silenced: their feature activations
+    """``enc`` with the tokens marked in ``mask`` (one bool mask per text) silenced: their feature
+    activations
     set to zero and left out of the pooled max and mean. Tokens and positions stay as they were."""
     if len(mask) != len(enc.acts):
         raise ValueError(f"got {len(mask)} masks for {len(enc.acts)} texts")
@@ -199,33 +233,25 @@ def mask_tokens(enc: Encoded, mask: Sequence[torch.Tensor]) -> Encoded:
     for i, (toks, a, m) in enumerate(zip(enc.tokens, enc.acts, mask)):
         m = torch.as_tensor(m, dtype=torch.bool)
         if m.shape != (len(toks),):
-            raise ValueError(f"mask {i} has shape {tuple(m.shape)}, text {i} has {len(toks)} tokens")
+            raise ValueError(
+                f"mask {i} has shape {tuple(m.shape)}, text {i} has {len(toks)} tokens"
+            )
         a = a.clone()
         a[m] = 0
         acts.append(a)
         kept.append(a[~m])
-    return Encoded(list(enc.texts), [list(t) for t in enc.tokens], acts, *pool(kept, enc.max.shape[1]))
-
-
-def readable_tokens(tokenizer, text: str) -> list[str] | None:
-    """Token strings that read as the text: a character split over several byte tokens shows once,
-    on its first token, and its other tokens are ''. None if the tokenizer gives no character offsets."""
-    try:
-        spans = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    except (NotImplementedError, TypeError, ValueError, KeyError):
-        return None
-    out, end = [], 0
-    for _, stop in spans:
-        # From the end of the previous token: a space that the offsets leave out goes with the next token.
-        out.append(text[end:stop] if stop > end else "")
-        end = max(end, stop)
-    return out
+    return Encoded(
+        list(enc.texts), [list(t) for t in enc.tokens], acts, *pool(kept, enc.max.shape[1])
+    )
 
 
 def with_readable_tokens(enc: Encoded, tokenizer) -> Encoded:
-    """``enc`` with each text's token strings from :func:`readable_tokens` (kept as they are where those do not line up)."""
+    """``enc`` with each text's token strings from :func:`readable_tokens` (kept as they are where
+    those do not line up)."""
     tokens = []
     for text, toks in zip(enc.texts, enc.tokens):
         readable = readable_tokens(tokenizer, text)
-        tokens.append(readable if readable is not None and len(readable) == len(toks) else list(toks))
+        tokens.append(
+            readable if readable is not None and len(readable) == len(toks) else list(toks)
+        )
     return enc._replace(tokens=tokens)

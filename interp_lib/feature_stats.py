@@ -53,7 +53,9 @@ N_BINS = 40
 N_LOGITS = 10
 """Promoted and suppressed tokens shown from the logit lens."""
 MASSIVE_FACTOR = 3.0
-"""Tokens whose activation norm at the hook exceeds this many times the median are left out:
+"""Lower than the library's sink threshold (:data:`interp_lib.metrics.MASSIVE_FACTOR`, 10) because
+pages rank single top activations, which one 5x sink already dominates.
+Tokens whose activation norm at the hook exceeds this many times the median are left out:
 attention sinks, to which an SAE gives absurd activations (chapter 2 leaves them out too, with
 :func:`interp_lib.analysis.massive_tokens`). Measured on held-out text, the norms fall in two
 groups: ordinary tokens up to about 2x the median (the MLP output at layer 15 reaches 2.1x), sinks
@@ -123,7 +125,7 @@ class FeatureData(NamedTuple):
         if ctx < 0:
             raise ValueError(f"feature {feature} has no example {example}")
         lo, hi = max(1, pos - BEFORE), min(self.tokens.shape[1], pos + AFTER + 1)
-        acts = self.ex_acts[feature, example, lo - pos + BEFORE: hi - pos + BEFORE]
+        acts = self.ex_acts[feature, example, lo - pos + BEFORE : hi - pos + BEFORE]
         return self.tokens[ctx, lo:hi].tolist(), acts.astype(np.float32).tolist(), pos - lo
 
 
@@ -140,12 +142,14 @@ def logit_lens_all(model, sae, k: int = N_LOGITS, chunk: int = 512) -> tuple[tor
     """Top-``k`` promoted and suppressed token ids (and values) of every feature's decoder row."""
     W_dec = sae.W_dec.detach().float()
     if W_dec.shape[1] != model.cfg.d_model:
-        raise ValueError(f"the logit lens needs a residual-width SAE: d_in={W_dec.shape[1]}, "
-                         f"d_model={model.cfg.d_model}")
+        raise ValueError(
+            f"the logit lens needs a residual-width SAE: d_in={W_dec.shape[1]}, "
+            f"d_model={model.cfg.d_model}"
+        )
     k = min(k, model.cfg.d_vocab)
     ups, up_vals, downs, down_vals = [], [], [], []
     for i in range(0, W_dec.shape[0], chunk):
-        logits = direct_logits(model, W_dec[i:i + chunk])
+        logits = direct_logits(model, W_dec[i : i + chunk])
         top, bottom = logits.topk(k, dim=1), (-logits).topk(k, dim=1)
         ups.append(top.indices), up_vals.append(top.values)
         downs.append(bottom.indices), down_vals.append(-bottom.values)
@@ -153,13 +157,14 @@ def logit_lens_all(model, sae, k: int = N_LOGITS, chunk: int = 512) -> tuple[tor
 
 
 @torch.inference_mode()
-def sparse_encode(sae, acts: torch.Tensor,
-                  batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def sparse_encode(
+    sae, acts: torch.Tensor, batch_size: int = 4096
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The non-zero feature activations of ``acts`` [n, d_in] as (rows, features, values)."""
     dtype = next(sae.parameters()).dtype
     rows, feats, vals = [], [], []
     for i in range(0, acts.shape[0], batch_size):
-        f = sae.encode(acts[i:i + batch_size].to(dtype))
+        f = sae.encode(acts[i : i + batch_size].to(dtype))
         if f.is_sparse:
             f = f.to_dense()
         r, c = (f > 0).nonzero(as_tuple=True)
@@ -182,8 +187,9 @@ def _spread_ranks(n_fire: torch.Tensor, n_top: int, n_spread: int) -> torch.Tens
 
 
 @torch.inference_mode()
-def compute_feature_data(model, sae, acts: torch.Tensor, tokens: torch.Tensor, *,
-                         hook: str | None = None) -> FeatureData:
+def compute_feature_data(
+    model, sae, acts: torch.Tensor, tokens: torch.Tensor, *, hook: str | None = None
+) -> FeatureData:
     """Everything the pages of ``sae`` show, for all of its features.
 
     ``acts`` [n_ctx * (ctx_len - 1), d_in] are the activations at the SAE's hook for ``tokens``
@@ -194,8 +200,10 @@ def compute_feature_data(model, sae, acts: torch.Tensor, tokens: torch.Tensor, *
     n_ctx, ctx_len = tokens.shape
     per_ctx = ctx_len - 1
     if acts.shape[0] != n_ctx * per_ctx:
-        raise ValueError(f"{acts.shape[0]} activation rows for {n_ctx} contexts of {ctx_len} "
-                         f"tokens (expected {n_ctx * per_ctx})")
+        raise ValueError(
+            f"{acts.shape[0]} activation rows for {n_ctx} contexts of {ctx_len} "
+            f"tokens (expected {n_ctx * per_ctx})"
+        )
     d_sae = sae.cfg.d_sae
     massive = ~typical_rows(acts, MASSIVE_FACTOR)
     n = max(1, int((~massive).sum()))
@@ -258,20 +266,32 @@ def compute_feature_data(model, sae, acts: torch.Tensor, tokens: torch.Tensor, *
 
     up, up_val, down, down_val = logit_lens_all(model, sae)
     return FeatureData(
-        hook=hook, n_tokens=n, n_massive=int(massive.sum()), tokens=tokens.to(torch.int32).numpy(),
-        density=density.float().numpy(), max_act=max_act.numpy(), max_later=max_later.numpy(),
-        mean_act=mean_act.float().numpy(), n_contexts=n_contexts.to(torch.int32).numpy(),
-        hist=hist.to(torch.int32).numpy(), ex_ctx=ex_ctx.to(torch.int32).numpy(),
-        ex_pos=ex_pos.to(torch.int32).numpy(), ex_max=ex_max.numpy(),
+        hook=hook,
+        n_tokens=n,
+        n_massive=int(massive.sum()),
+        tokens=tokens.to(torch.int32).numpy(),
+        density=density.float().numpy(),
+        max_act=max_act.numpy(),
+        max_later=max_later.numpy(),
+        mean_act=mean_act.float().numpy(),
+        n_contexts=n_contexts.to(torch.int32).numpy(),
+        hist=hist.to(torch.int32).numpy(),
+        ex_ctx=ex_ctx.to(torch.int32).numpy(),
+        ex_pos=ex_pos.to(torch.int32).numpy(),
+        ex_max=ex_max.numpy(),
         ex_acts=ex_acts.to(torch.float16).numpy(),
-        lens_up=up.to(torch.int32).numpy(), lens_up_val=up_val.numpy(),
-        lens_down=down.to(torch.int32).numpy(), lens_down_val=down_val.numpy(),
-        sink_count=sink_count.to(torch.int32).numpy(), sink_max=sink_max.numpy(),
+        lens_up=up.to(torch.int32).numpy(),
+        lens_up_val=up_val.numpy(),
+        lens_down=down.to(torch.int32).numpy(),
+        lens_down_val=down_val.numpy(),
+        sink_count=sink_count.to(torch.int32).numpy(),
+        sink_max=sink_max.numpy(),
     )
 
 
-def top_features(data: FeatureData, n: int = TOP_N,
-                 min_density: float = TOP_MIN_DENSITY) -> list[int]:
+def top_features(
+    data: FeatureData, n: int = TOP_N, min_density: float = TOP_MIN_DENSITY
+) -> list[int]:
     """The rule for the pages every SAE gets: the ``n`` features with the largest activation on a
     token after the first of its context (:attr:`FeatureData.max_later`), among those firing on at
     least ``min_density`` of the tokens."""
@@ -322,10 +342,22 @@ def sae_fingerprint(sae) -> str:
 def cache_parts(model_id: str, hook: str, sae, tokens: torch.Tensor) -> dict:
     """What one SAE's page data depends on: this module's settings, the model, hook, SAE weights
     and tokens."""
-    return {"settings": [FORMAT_VERSION, N_TOP, N_SPREAD, BEFORE, AFTER, N_BINS, N_LOGITS,
-                         MASSIVE_FACTOR],
-            "model": model_id, "hook": hook, "sae": sae_fingerprint(sae)[:16],
-            "tokens": _digest(tokens.to(torch.int64))[:16]}
+    return {
+        "settings": [
+            FORMAT_VERSION,
+            N_TOP,
+            N_SPREAD,
+            BEFORE,
+            AFTER,
+            N_BINS,
+            N_LOGITS,
+            MASSIVE_FACTOR,
+        ],
+        "model": model_id,
+        "hook": hook,
+        "sae": sae_fingerprint(sae)[:16],
+        "tokens": _digest(tokens.to(torch.int64))[:16],
+    }
 
 
 def cache_key(model_id: str, hook: str, sae, tokens: torch.Tensor) -> str:
@@ -348,8 +380,9 @@ def save_feature_data(path: Path, data: FeatureData, key: str, parts: dict | Non
     same SAE. ``parts`` (:func:`cache_parts`) are stored beside the key, to tell why a later key
     differs."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = json.dumps({"format": FORMAT_VERSION, "key": key, "hook": data.hook,
-                       "parts": parts or {}})
+    meta = json.dumps(
+        {"format": FORMAT_VERSION, "key": key, "hook": data.hook, "parts": parts or {}}
+    )
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".npz", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -383,10 +416,13 @@ def load_feature_data(path: Path, key: str) -> FeatureData | None:
     data = FeatureData(hook=meta["hook"], **arrays)
     d = data.density.shape[0]
     n_ex = N_TOP + N_SPREAD
-    shapes_ok = (data.hist.shape == (d, N_BINS) and data.ex_acts.shape == (d, n_ex, WIDTH)
-                 and all(getattr(data, k).shape[0] == d for k in _ARRAYS
-                         if k not in (*_SCALARS, "tokens"))
-                 and data.tokens.ndim == 2 and data.ex_ctx.max(initial=-1) < data.tokens.shape[0])
+    shapes_ok = (
+        data.hist.shape == (d, N_BINS)
+        and data.ex_acts.shape == (d, n_ex, WIDTH)
+        and all(getattr(data, k).shape[0] == d for k in _ARRAYS if k not in (*_SCALARS, "tokens"))
+        and data.tokens.ndim == 2
+        and data.ex_ctx.max(initial=-1) < data.tokens.shape[0]
+    )
     return data if shapes_ok else None
 
 
@@ -423,9 +459,15 @@ def shipped_sources() -> tuple[list[SAESource], list[tuple[str, str]]]:
     return found, missing
 
 
-def feature_data(sources: Sequence[SAESource], tokens: torch.Tensor, *, model_id: str,
-                 model: object | Callable[[], object], cache: Path | None = None,
-                 log: Callable[[str], None] = lambda msg: None) -> dict[str, FeatureData]:
+def feature_data(
+    sources: Sequence[SAESource],
+    tokens: torch.Tensor,
+    *,
+    model_id: str,
+    model: object | Callable[[], object],
+    cache: Path | None = None,
+    log: Callable[[str], None] = lambda msg: None,
+) -> dict[str, FeatureData]:
     """Page data of each SAE in ``sources`` (by slug): from the cache, or computed and cached.
 
     ``model`` is the model or a function that loads it (called only if something must be
@@ -451,8 +493,9 @@ def feature_data(sources: Sequence[SAESource], tokens: torch.Tensor, *, model_id
         log(f"feature pages: harvested in {time.monotonic() - t0:.0f} s")
         for src, key in todo:
             t1 = time.monotonic()
-            data = compute_feature_data(model, src.sae, acts[src.hook].float(), tokens,
-                                        hook=src.hook)
+            data = compute_feature_data(
+                model, src.sae, acts[src.hook].float(), tokens, hook=src.hook
+            )
             save_feature_data(cache_path(src.slug, key, cache), data, key, parts[src.slug])
             out[src.slug] = data
             log(f"feature pages: {src.slug}: computed in {time.monotonic() - t1:.0f} s")

@@ -29,7 +29,8 @@ def stop_layer(hooks: Iterable[str]) -> int:
 
 
 def resid_pre_layer(hook: str) -> int | None:
-    """N for ``blocks.N.hook_resid_pre`` with N > 0 (a forward pass can restart there), else None."""
+    """N for ``blocks.N.hook_resid_pre`` with N > 0 (a forward pass can restart there), else
+    None."""
     match = re.fullmatch(r"blocks\.(\d+)\.hook_resid_pre", hook)
     return int(match.group(1)) if match and int(match.group(1)) > 0 else None
 
@@ -45,12 +46,15 @@ def check_hooks(model, hooks: Sequence[str] | str) -> list[str]:
     for hook in hooks:
         if hook not in valid:
             examples = ", ".join(sorted(h for h in valid if h.startswith("blocks.0."))[:8])
-            raise ValueError(f"Unknown hook {hook!r} for this model. Hooks look like: {examples}, ...")
+            raise ValueError(
+                f"Unknown hook {hook!r} for this model. Hooks look like: {examples}, ..."
+            )
     return hooks
 
 
 def hook_width(model, hook: str) -> int:
-    """Width of the activation at ``hook`` (d_model for resid/mlp_out/attn_out, d_mlp for mlp post)."""
+    """Width of the activation at ``hook`` (d_model for resid/mlp_out/attn_out, d_mlp for mlp
+    post)."""
     if re.search(r"mlp\.hook_(pre|post)$", hook):
         return model.cfg.d_mlp
     if re.search(r"attn\.hook_z$", hook):
@@ -62,16 +66,22 @@ def sae_hook(sae) -> str:
     """Hook name an SAE was trained on (from its SAELens metadata)."""
     name = getattr(getattr(sae.cfg, "metadata", None), "hook_name", None)
     if not name:
-        raise ValueError("This SAE's cfg.metadata.hook_name is empty: cannot tell where it reads the model")
+        raise ValueError(
+            "This SAE's cfg.metadata.hook_name is empty: cannot tell where it reads the model"
+        )
     return name
 
 
 def check_widths(model, sae) -> str:
-    """The SAE's hook, after checking that the model has it and that the widths match (ValueError)."""
+    """The SAE's hook, after checking that the model has it and that the widths match
+    (ValueError)."""
     hook = sae_hook(sae)
     if hook not in model.hook_dict:
         raise ValueError(f"The SAE reads hook {hook!r}, which this model does not have")
     width = hook_width(model, hook)
     if sae.cfg.d_in != width:
-        raise ValueError(f"SAE input width d_in={sae.cfg.d_in} does not match the model's width {width} at {hook}")
+        raise ValueError(
+            f"SAE input width d_in={sae.cfg.d_in} does not match the model's width {width} "
+            f"at {hook}"
+        )
     return hook

@@ -32,15 +32,17 @@ def check_feature(sae, feature) -> int:
     except TypeError:
         raise ValueError(f"feature must be an int in 0..{d_sae - 1}, got {feature!r}") from None
     if not 0 <= index < d_sae:
-        raise ValueError(f"feature {index} is out of range: this SAE has {d_sae} features "
-                         f"(valid 0..{d_sae - 1})")
+        raise ValueError(
+            f"feature {index} is out of range: this SAE has {d_sae} features (valid 0..{d_sae - 1})"
+        )
     return index
 
 
 def check_features(sae, features, *, allow_empty: bool = False) -> list[int]:
     """Validate a feature index or a sequence of them (duplicates removed, order kept)."""
-    if isinstance(features, (int, np.integer)) or (isinstance(features, torch.Tensor)
-                                                   and features.ndim == 0):
+    if isinstance(features, (int, np.integer)) or (
+        isinstance(features, torch.Tensor) and features.ndim == 0
+    ):
         features = [features]
     features = [check_feature(sae, f) for f in features]
     if not features and not allow_empty:
@@ -55,8 +57,10 @@ def token_id(model, token: int | str) -> int:
         ids = model.to_tokens(token, prepend_bos=False)[0].tolist()
         if len(ids) != 1:
             pieces = model.to_str_tokens(torch.tensor(ids)) if ids else []
-            raise ValueError(f"{token!r} is {len(ids)} tokens {pieces}, not one: pass a single "
-                             "token (mind the leading space, e.g. ' Paris') or its id")
+            raise ValueError(
+                f"{token!r} is {len(ids)} tokens {pieces}, not one: pass a single "
+                "token (mind the leading space, e.g. ' Paris') or its id"
+            )
         return int(ids[0])
     if isinstance(token, bool):
         raise ValueError(f"token must be an id in 0..{d_vocab - 1} or a string, got {token!r}")
@@ -64,11 +68,14 @@ def token_id(model, token: int | str) -> int:
     try:
         index = operator.index(token.item() if scalar else token)
     except TypeError:
-        raise ValueError(f"token must be an id in 0..{d_vocab - 1} or a string, "
-                         f"got {token!r}") from None
+        raise ValueError(
+            f"token must be an id in 0..{d_vocab - 1} or a string, got {token!r}"
+        ) from None
     if not 0 <= index < d_vocab:
-        raise ValueError(f"token id {index} is out of range: the vocabulary has {d_vocab} tokens "
-                         f"(valid 0..{d_vocab - 1})")
+        raise ValueError(
+            f"token id {index} is out of range: the vocabulary has {d_vocab} tokens "
+            f"(valid 0..{d_vocab - 1})"
+        )
     return index
 
 
@@ -83,19 +90,29 @@ def to_tokens(model, text_or_tokens: str | torch.Tensor) -> torch.Tensor:
         tokens = text_or_tokens
         if tokens.ndim == 1:
             tokens = tokens[None]
-        if (tokens.ndim != 2 or tokens.is_floating_point() or tokens.is_complex()
-                or tokens.dtype == torch.bool):
-            raise ValueError("tokens must be an integer tensor [ctx] or [n, ctx], got "
-                             f"{tuple(text_or_tokens.shape)} {text_or_tokens.dtype}")
+        if (
+            tokens.ndim != 2
+            or tokens.is_floating_point()
+            or tokens.is_complex()
+            or tokens.dtype == torch.bool
+        ):
+            raise ValueError(
+                "tokens must be an integer tensor [ctx] or [n, ctx], got "
+                f"{tuple(text_or_tokens.shape)} {text_or_tokens.dtype}"
+            )
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= model.cfg.d_vocab):
-            raise ValueError(f"token ids must lie in 0..{model.cfg.d_vocab - 1}, "
-                             f"got {int(tokens.min())}..{int(tokens.max())}")
+            raise ValueError(
+                f"token ids must lie in 0..{model.cfg.d_vocab - 1}, "
+                f"got {int(tokens.min())}..{int(tokens.max())}"
+            )
     else:
-        raise TypeError("pass one text (str) or a token tensor, "
-                        f"got {type(text_or_tokens).__name__}")
+        raise TypeError(
+            f"pass one text (str) or a token tensor, got {type(text_or_tokens).__name__}"
+        )
     if tokens.shape[1] < 2:
         raise ValueError(f"need BOS plus at least one real token, got {tokens.shape[1]} token(s)")
     if tokens.shape[1] > model.cfg.n_ctx:
-        raise ValueError(f"{tokens.shape[1]} tokens is more than the model's context "
-                         f"of {model.cfg.n_ctx}")
+        raise ValueError(
+            f"{tokens.shape[1]} tokens is more than the model's context of {model.cfg.n_ctx}"
+        )
     return tokens.long().to(model.cfg.device)

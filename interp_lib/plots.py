@@ -22,9 +22,11 @@ Every chapter starts with one hidden cell::
    (`QUIET_WARNINGS`, `QUIET_LOGGERS`). Anything else that reaches stderr fails the book build
    (``stderr_output: warn`` + ``-W``): new noise must be looked at, then silenced here on purpose.
 
-The figure helpers (`bar`, `grouped_bar`, `heatmap`, `histogram`, `line`, `scatter`) give the book one
+The figure helpers (`bar`, `grouped_bar`, `heatmap`, `histogram`, `line`, `scatter`) give the book
+one
 look; `density_figure`, `tradeoff_figure`, `distributions_figure` and `curves_figure` draw SAE
-comparisons and training curves, and `LiveCurves` redraws those curves while a trainer runs. `token_highlights` and `html_table` return plain HTML (inline styles, no script), which the
+comparisons and training curves, and `LiveCurves` redraws those curves while a trainer runs.
+`token_highlights` and `html_table` return plain HTML (inline styles, no script), which the
 static site shows as it is.
 """
 
@@ -41,13 +43,14 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-import torch
 import plotly.io as pio
+import torch
 from plotly.io._base_renderers import MimetypeRenderer
 from plotly.subplots import make_subplots
 from tqdm import std
 
 from .analysis import top_activating
+from .tokens import merge_pieces
 
 __all__ = [
     "RENDERER",
@@ -92,7 +95,14 @@ QUIET_WARNINGS: list[tuple[type[Warning], str]] = [
     (Warning, r"IProgress not found.*"),
 ]
 #: Loggers that chat at INFO/WARNING level during normal use.
-QUIET_LOGGERS = ["transformers", "transformer_lens", "sae_lens", "huggingface_hub", "datasets", "gguf"]
+QUIET_LOGGERS = [
+    "transformers",
+    "transformer_lens",
+    "sae_lens",
+    "huggingface_hub",
+    "datasets",
+    "gguf",
+]
 
 
 def building_book() -> bool:
@@ -175,30 +185,72 @@ def setup(static: bool | None = None, quiet: bool = True) -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _finish(fig: go.Figure, title: str | None, height: int | None) -> go.Figure:
-    fig.update_layout(title=title, template=TEMPLATE, margin=dict(l=60, r=20, t=60 if title else 20, b=50))
+def _finish(
+    fig: go.Figure,
+    title: str | None,
+    height: int | None,
+    *,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    log_x: bool = False,
+    log_y: bool = False,
+) -> go.Figure:
+    """The book's look: title, template, margins, height, and the axes' titles and log scales."""
+    if xlabel is not None:
+        fig.update_xaxes(title=xlabel, type="log" if log_x else None)
+    if ylabel is not None:
+        fig.update_yaxes(title=ylabel, type="log" if log_y else None)
+    fig.update_layout(
+        title=title, template=TEMPLATE, margin=dict(l=60, r=20, t=60 if title else 20, b=50)
+    )
     if height is not None:
         fig.update_layout(height=height)
     return fig
 
 
-def bar(x: Sequence, y: Sequence, *, title: str | None = None, xlabel: str = "", ylabel: str = "",
-        color: Sequence | None = None, height: int | None = 400, **trace) -> go.Figure:
+def bar(
+    x: Sequence,
+    y: Sequence,
+    *,
+    title: str | None = None,
+    xlabel: str = "",
+    ylabel: str = "",
+    color: Sequence | None = None,
+    height: int | None = 400,
+    **trace,
+) -> go.Figure:
     """A bar chart (categorical or numeric x)."""
     fig = go.Figure(go.Bar(x=list(x), y=list(y), marker_color=color, **trace))
-    fig.update_xaxes(title=xlabel)
-    fig.update_yaxes(title=ylabel)
-    return _finish(fig, title, height)
+    return _finish(fig, title, height, xlabel=xlabel, ylabel=ylabel)
 
 
-def heatmap(z, *, x: Sequence | None = None, y: Sequence | None = None, title: str | None = None,
-            xlabel: str = "", ylabel: str = "", colorscale: str = "Blues", zmid: float | None = None,
-            colorbar_title: str = "", height: int | None = None, **trace) -> go.Figure:
+def heatmap(
+    z,
+    *,
+    x: Sequence | None = None,
+    y: Sequence | None = None,
+    title: str | None = None,
+    xlabel: str = "",
+    ylabel: str = "",
+    colorscale: str = "Blues",
+    zmid: float | None = None,
+    colorbar_title: str = "",
+    height: int | None = None,
+    **trace,
+) -> go.Figure:
     """A heatmap of a 2-D array (rows = y, columns = x)."""
     z = [list(map(float, row)) for row in z]
-    fig = go.Figure(go.Heatmap(z=z, x=None if x is None else list(x), y=None if y is None else list(y),
-                               colorscale=colorscale, zmid=zmid,
-                               colorbar=dict(title=colorbar_title), **trace))
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=None if x is None else list(x),
+            y=None if y is None else list(y),
+            colorscale=colorscale,
+            zmid=zmid,
+            colorbar=dict(title=colorbar_title),
+            **trace,
+        )
+    )
     fig.update_xaxes(title=xlabel)
     fig.update_yaxes(title=ylabel, autorange="reversed")
     if height is None:
@@ -206,37 +258,76 @@ def heatmap(z, *, x: Sequence | None = None, y: Sequence | None = None, title: s
     return _finish(fig, title, height)
 
 
-def histogram(values: Sequence, *, nbins: int = 50, title: str | None = None, xlabel: str = "",
-              ylabel: str = "count", log_y: bool = False, height: int | None = 400, **trace) -> go.Figure:
+def histogram(
+    values: Sequence,
+    *,
+    nbins: int = 50,
+    title: str | None = None,
+    xlabel: str = "",
+    ylabel: str = "count",
+    log_y: bool = False,
+    height: int | None = 400,
+    **trace,
+) -> go.Figure:
     """A histogram of one sequence of numbers."""
     fig = go.Figure(go.Histogram(x=list(map(float, values)), nbinsx=nbins, **trace))
-    fig.update_xaxes(title=xlabel)
-    fig.update_yaxes(title=ylabel, type="log" if log_y else None)
-    return _finish(fig, title, height)
+    return _finish(fig, title, height, xlabel=xlabel, ylabel=ylabel, log_y=log_y)
 
 
-def line(x: Sequence, ys: dict[str, Sequence], *, title: str | None = None, xlabel: str = "",
-         ylabel: str = "", log_x: bool = False, log_y: bool = False, height: int | None = 400) -> go.Figure:
+def line(
+    x: Sequence,
+    ys: dict[str, Sequence],
+    *,
+    title: str | None = None,
+    xlabel: str = "",
+    ylabel: str = "",
+    log_x: bool = False,
+    log_y: bool = False,
+    height: int | None = 400,
+) -> go.Figure:
     """One line per entry of `ys` (name -> values), sharing `x`."""
     fig = go.Figure([go.Scatter(x=list(x), y=list(v), mode="lines", name=k) for k, v in ys.items()])
-    fig.update_xaxes(title=xlabel, type="log" if log_x else None)
-    fig.update_yaxes(title=ylabel, type="log" if log_y else None)
-    return _finish(fig, title, height)
+    return _finish(fig, title, height, xlabel=xlabel, ylabel=ylabel, log_x=log_x, log_y=log_y)
 
 
-def scatter(x: Sequence, y: Sequence, *, text: Sequence | None = None, color: Sequence | None = None,
-            title: str | None = None, xlabel: str = "", ylabel: str = "", log_x: bool = False,
-            log_y: bool = False, height: int | None = 450, **trace) -> go.Figure:
+def scatter(
+    x: Sequence,
+    y: Sequence,
+    *,
+    text: Sequence | None = None,
+    color: Sequence | None = None,
+    title: str | None = None,
+    xlabel: str = "",
+    ylabel: str = "",
+    log_x: bool = False,
+    log_y: bool = False,
+    height: int | None = 450,
+    **trace,
+) -> go.Figure:
     """A scatter plot; `text` becomes the hover label of each point."""
-    fig = go.Figure(go.Scatter(x=list(x), y=list(y), mode="markers", text=None if text is None else list(text),
-                               marker=dict(color=None if color is None else list(color)), **trace))
-    fig.update_xaxes(title=xlabel, type="log" if log_x else None)
-    fig.update_yaxes(title=ylabel, type="log" if log_y else None)
-    return _finish(fig, title, height)
+    fig = go.Figure(
+        go.Scatter(
+            x=list(x),
+            y=list(y),
+            mode="markers",
+            text=None if text is None else list(text),
+            marker=dict(color=None if color is None else list(color)),
+            **trace,
+        )
+    )
+    return _finish(fig, title, height, xlabel=xlabel, ylabel=ylabel, log_x=log_x, log_y=log_y)
 
 
-def binned_histogram(values, *, nbins: int = 60, title: str | None = None, xlabel: str = "", ylabel: str = "count",
-                     log_y: bool = False, height: int | None = 400) -> go.Figure:
+def binned_histogram(
+    values,
+    *,
+    nbins: int = 60,
+    title: str | None = None,
+    xlabel: str = "",
+    ylabel: str = "count",
+    log_y: bool = False,
+    height: int | None = 400,
+) -> go.Figure:
     """A histogram binned here (numpy), so the page stores ``nbins`` bars instead of every value."""
     if hasattr(values, "detach"):
         values = values.detach().float().cpu().numpy()
@@ -245,23 +336,34 @@ def binned_histogram(values, *, nbins: int = 60, title: str | None = None, xlabe
         raise ValueError("no values to bin")
     counts, edges = np.histogram(arr, bins=nbins)
     centres = (edges[:-1] + edges[1:]) / 2
-    fig = go.Figure(go.Bar(x=centres.tolist(), y=counts.tolist(), width=float(edges[1] - edges[0]),
-                           customdata=np.stack([edges[:-1], edges[1:]], 1).tolist(),
-                           hovertemplate="%{customdata[0]:.3g} to %{customdata[1]:.3g}: %{y:,}<extra></extra>"))
+    fig = go.Figure(
+        go.Bar(
+            x=centres.tolist(),
+            y=counts.tolist(),
+            width=float(edges[1] - edges[0]),
+            customdata=np.stack([edges[:-1], edges[1:]], 1).tolist(),
+            hovertemplate="%{customdata[0]:.3g} to %{customdata[1]:.3g}: %{y:,}<extra></extra>",
+        )
+    )
     fig.update_layout(bargap=0)
-    fig.update_xaxes(title=xlabel)
-    fig.update_yaxes(title=ylabel, type="log" if log_y else None)
-    return _finish(fig, title, height)
+    return _finish(fig, title, height, xlabel=xlabel, ylabel=ylabel, log_y=log_y)
 
 
-def grouped_bar(x: Sequence, series: dict[str, Sequence], *, title: str | None = None, xlabel: str = "",
-                ylabel: str = "", height: int | None = 420) -> go.Figure:
+def grouped_bar(
+    x: Sequence,
+    series: dict[str, Sequence],
+    *,
+    title: str | None = None,
+    xlabel: str = "",
+    ylabel: str = "",
+    height: int | None = 420,
+) -> go.Figure:
     """Bars grouped by `x`, one bar per entry of `series` (name -> values) in each group."""
-    fig = go.Figure([go.Bar(x=list(x), y=list(map(float, v)), name=str(k)) for k, v in series.items()])
+    fig = go.Figure(
+        [go.Bar(x=list(x), y=list(map(float, v)), name=str(k)) for k, v in series.items()]
+    )
     fig.update_layout(barmode="group", legend_title_text="")
-    fig.update_xaxes(title=xlabel)
-    fig.update_yaxes(title=ylabel)
-    return _finish(fig, title, height)
+    return _finish(fig, title, height, xlabel=xlabel, ylabel=ylabel)
 
 
 #: Colour of the token highlights (red, green, blue); the opacity carries the activation.
@@ -272,14 +374,21 @@ def _token_span(token: str, value: float, vmax: float) -> str:
     alpha = 0.0 if vmax <= 0 or value <= 0 else min(1.0, value / vmax)
     shown = token.replace("\n", "\u21b5\n")  # a visible return sign, then the line break itself
     tip = f"{token!r}: {value:.2f}"
-    style = f"background: rgba({HIGHLIGHT_RGB[0]}, {HIGHLIGHT_RGB[1]}, {HIGHLIGHT_RGB[2]}, {alpha:.2f})"
+    style = (
+        f"background: rgba({HIGHLIGHT_RGB[0]}, {HIGHLIGHT_RGB[1]}, {HIGHLIGHT_RGB[2]}, {alpha:.2f})"
+    )
     if alpha > 0:
         style += "; border-bottom: 1px solid #b34700"
     return f'<span title="{html.escape(tip)}" style="{style}">{html.escape(shown)}</span>'
 
 
-def token_highlights(rows: Sequence[tuple[str, Sequence[str], Sequence[float]]], *, vmax: float | None = None,
-                     caption: str | None = None, caption_url: str | None = None):
+def token_highlights(
+    rows: Sequence[tuple[str, Sequence[str], Sequence[float]]],
+    *,
+    vmax: float | None = None,
+    caption: str | None = None,
+    caption_url: str | None = None,
+):
     """Texts as tokens shaded by one feature's activation: rows of (label, tokens, activations).
 
     Returns an ``IPython.display.HTML`` with inline styles only (it works on the static site);
@@ -288,13 +397,18 @@ def token_highlights(rows: Sequence[tuple[str, Sequence[str], Sequence[float]]],
     """
     from IPython.display import HTML  # optional dependency: only notebooks display HTML
 
-    rows = [(str(label), list(tokens), [float(v) for v in values]) for label, tokens, values in rows]
+    rows = [
+        (str(label), list(tokens), [float(v) for v in values]) for label, tokens, values in rows
+    ]
     for label, tokens, values in rows:
         if len(tokens) != len(values):
             raise ValueError(f"{label!r}: {len(tokens)} tokens but {len(values)} activations")
     if vmax is None:
         vmax = max((max(values, default=0.0) for _, _, values in rows), default=0.0)
-    parts = ['<div class="interp-tokens" style="font-family: monospace; font-size: 0.85em; line-height: 1.7">']
+    parts = [
+        '<div class="interp-tokens" '
+        'style="font-family: monospace; font-size: 0.85em; line-height: 1.7">'
+    ]
     if caption:
         head = html.escape(caption)
         if caption_url:
@@ -302,51 +416,59 @@ def token_highlights(rows: Sequence[tuple[str, Sequence[str], Sequence[float]]],
         parts.append(f'<div style="font-family: sans-serif; margin-bottom: 0.4em">{head}</div>')
     for label, tokens, values in rows:
         body = "".join(_token_span(t, v, vmax) for t, v in zip(tokens, values))
-        parts.append('<div style="margin: 0.3em 0; padding: 0.3em 0.5em; border-left: 3px solid #ddd">'
-                     f'<div style="font-family: sans-serif; color: #555; font-size: 0.9em">{html.escape(label)}</div>'
-                     f'<div style="white-space: pre-wrap; word-break: break-word">{body}</div></div>')
+        parts.append(
+            '<div style="margin: 0.3em 0; padding: 0.3em 0.5em; border-left: 3px solid #ddd">'
+            '<div style="font-family: sans-serif; color: #555; font-size: 0.9em">'
+            f"{html.escape(label)}</div>"
+            f'<div style="white-space: pre-wrap; word-break: break-word">{body}</div></div>'
+        )
     parts.append("</div>")
     return HTML("".join(parts))
 
 
-def _merge_pieces(tokens: Sequence[str], values: Sequence[float]) -> tuple[list[str], list[float]]:
-    """Fold '' continuation tokens (pieces of a character, see analysis.readable_tokens) into the token before
-    them, keeping the largest activation of the group."""
-    out_t: list[str] = []
-    out_v: list[float] = []
-    for token, value in zip(tokens, values):
-        if token == "" and out_t:
-            out_v[-1] = max(out_v[-1], float(value))
-        else:
-            out_t.append(token)
-            out_v.append(float(value))
-    return out_t, out_v
-
-
-def feature_examples(enc, feature: int, n: int = 5, *, labels: Sequence[str] | None = None,
-                     url: str | None = None, vmax: float | None = None):
-    """The ``n`` texts of ``enc`` (an ``analysis.Encoded``) on which ``feature`` is strongest, tokens shaded by it."""
+def feature_examples(
+    enc,
+    feature: int,
+    n: int = 5,
+    *,
+    labels: Sequence[str] | None = None,
+    url: str | None = None,
+    vmax: float | None = None,
+):
+    """The ``n`` texts of ``enc`` (an ``analysis.Encoded``) on which ``feature`` is strongest,
+    tokens shaded by it."""
     feature = int(feature)
     top = top_activating(enc, feature, n)
     rows = []
     for i, act, token in zip(top.text.tolist(), top.max_act.tolist(), top.token.tolist()):
         name = labels[i] if labels is not None else f"text {i}"
-        tokens, values = _merge_pieces(enc.tokens[i], enc.acts[i][:, feature].tolist())
+        tokens, values, _ = merge_pieces(enc.tokens[i], enc.acts[i][:, feature].tolist())
         rows.append((f"{name} \u00b7 max {act:.2f} on {token!r}", tokens, values))
     if not rows:
-        return token_highlights([], caption=f"feature {feature} is not active on any of these texts", caption_url=url)
+        return token_highlights(
+            [], caption=f"feature {feature} is not active on any of these texts", caption_url=url
+        )
     return token_highlights(rows, vmax=vmax, caption=f"feature {feature}", caption_url=url)
 
 
-def html_table(df, *, links: dict[str, Sequence[str]] | None = None, floatfmt: str = "{:.2f}", index: bool = False):
-    """A pandas DataFrame as an HTML table; `links` maps a column to one URL per row (the cell becomes a
+def html_table(
+    df,
+    *,
+    links: dict[str, Sequence[str]] | None = None,
+    floatfmt: str = "{:.2f}",
+    index: bool = False,
+):
+    """A pandas DataFrame as an HTML table; `links` maps a column to one URL per row (the cell
+    becomes a
     link; a URL of None leaves that cell plain)."""
     from IPython.display import HTML  # optional dependency: only notebooks display HTML
 
     links = links or {}
     for col, urls in links.items():
         if col not in df.columns:
-            raise ValueError(f"links names column {col!r}, which the table does not have: {list(df.columns)}")
+            raise ValueError(
+                f"links names column {col!r}, which the table does not have: {list(df.columns)}"
+            )
         if len(urls) != len(df):
             raise ValueError(f"links[{col!r}] has {len(urls)} URLs for {len(df)} rows")
 
@@ -355,8 +477,14 @@ def html_table(df, *, links: dict[str, Sequence[str]] | None = None, floatfmt: s
             return floatfmt.format(value)
         return html.escape(str(value))
 
-    head = ([html.escape(str(df.index.name or ""))] if index else []) + [html.escape(str(c)) for c in df.columns]
-    lines = ['<table class="interp-table dataframe">', "<thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>", "<tbody>"]
+    head = ([html.escape(str(df.index.name or ""))] if index else []) + [
+        html.escape(str(c)) for c in df.columns
+    ]
+    lines = [
+        '<table class="interp-table dataframe">',
+        "<thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>",
+        "<tbody>",
+    ]
     columns = {col: df[col].tolist() for col in df.columns}  # plain Python values, dtype by column
     for i, idx in enumerate(df.index.tolist()):
         cells = [cell(idx)] if index else []
@@ -383,8 +511,14 @@ class LiveCurves:
     :func:`building_book`) it only collects; call :meth:`figure` afterwards.
     """
 
-    def __init__(self, keys: Sequence[str] = ("loss", "fve", "l0", "dead_fraction"), *, title: str | None = None,
-                 every_s: float = 2.0, live: bool | None = None):
+    def __init__(
+        self,
+        keys: Sequence[str] = ("loss", "fve", "l0", "dead_fraction"),
+        *,
+        title: str | None = None,
+        every_s: float = 2.0,
+        live: bool | None = None,
+    ):
         self.keys, self.title, self.every_s = list(keys), title, every_s
         self.live = (not building_book()) if live is None else live
         self.rows: list[dict] = []
@@ -409,8 +543,13 @@ class LiveCurves:
         return curves_figure(self.rows, self.keys, title=self.title)
 
 
-def density_figure(histograms: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, title: str | None = None,
-                   height: int | None = 420, dash: Mapping[str, str] | None = None) -> go.Figure:
+def density_figure(
+    histograms: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    title: str | None = None,
+    height: int | None = 420,
+    dash: Mapping[str, str] | None = None,
+) -> go.Figure:
     """Feature-density histograms as lines: {name: (counts, bin_edges)} over log10 firing frequency
     (e.g. from :func:`interp_lib.metrics.log_density_histogram` or a metrics.json)."""
     dash = dash or {}
@@ -418,17 +557,34 @@ def density_figure(histograms: Mapping[str, tuple[Sequence[float], Sequence[floa
     for name, (counts, edges) in histograms.items():
         edges = np.asarray(edges, dtype=float)
         centres = (edges[:-1] + edges[1:]) / 2
-        traces.append(go.Scatter(x=centres.tolist(), y=[float(c) for c in counts], mode="lines", name=str(name),
-                                 line=dict(shape="hvh", dash=dash.get(name))))
+        traces.append(
+            go.Scatter(
+                x=centres.tolist(),
+                y=[float(c) for c in counts],
+                mode="lines",
+                name=str(name),
+                line=dict(shape="hvh", dash=dash.get(name)),
+            )
+        )
     fig = go.Figure(traces)
     fig.update_xaxes(title="log10 of the share of tokens a feature fires on")
     fig.update_yaxes(title="features")
     return _finish(fig, title, height)
 
 
-def tradeoff_figure(df: pd.DataFrame, *, x: str, y: str, group: str, label: str | None = None,
-                    title: str | None = None, xlabel: str = "", ylabel: str = "", log_x: bool = False,
-                    height: int | None = 450) -> go.Figure:
+def tradeoff_figure(
+    df: pd.DataFrame,
+    *,
+    x: str,
+    y: str,
+    group: str,
+    label: str | None = None,
+    title: str | None = None,
+    xlabel: str = "",
+    ylabel: str = "",
+    log_x: bool = False,
+    height: int | None = 450,
+) -> go.Figure:
     """A trade-off plot: one marker-and-line series per value of ``group`` (sorted by ``x``; a group
     of one point is a larger diamond), ``label`` as the hover text."""
     traces = []
@@ -436,23 +592,42 @@ def tradeoff_figure(df: pd.DataFrame, *, x: str, y: str, group: str, label: str 
         sub = sub.sort_values(x)
         text = None if label is None else [str(t) for t in sub[label]]
         mode = "lines+markers" if len(sub) > 1 else "markers"
-        traces.append(go.Scatter(x=sub[x].astype(float).tolist(), y=sub[y].astype(float).tolist(), mode=mode,
-                                 name=str(name), text=text,
-                                 marker=dict(size=10 if len(sub) == 1 else 7,
-                                             symbol="diamond" if len(sub) == 1 else "circle")))
+        traces.append(
+            go.Scatter(
+                x=sub[x].astype(float).tolist(),
+                y=sub[y].astype(float).tolist(),
+                mode=mode,
+                name=str(name),
+                text=text,
+                marker=dict(
+                    size=10 if len(sub) == 1 else 7, symbol="diamond" if len(sub) == 1 else "circle"
+                ),
+            )
+        )
     fig = go.Figure(traces)
-    fig.update_xaxes(title=xlabel or x, type="log" if log_x else None)
-    fig.update_yaxes(title=ylabel or y)
-    return _finish(fig, title, height)
+    return _finish(fig, title, height, xlabel=xlabel or x, ylabel=ylabel or y, log_x=log_x)
 
 
-def distributions_figure(values: Mapping[str, Sequence[float]], *, bins: int = 50, value_range: tuple[float, float] | None = None,
-                         title: str | None = None, xlabel: str = "", ylabel: str = "share", height: int | None = 420,
-                         dash: Mapping[str, str] | None = None) -> go.Figure:
+def distributions_figure(
+    values: Mapping[str, Sequence[float]],
+    *,
+    bins: int = 50,
+    value_range: tuple[float, float] | None = None,
+    title: str | None = None,
+    xlabel: str = "",
+    ylabel: str = "share",
+    height: int | None = 420,
+    dash: Mapping[str, str] | None = None,
+) -> go.Figure:
     """Several distributions on one axis, each as a step line of bin shares (binned here with numpy,
     common bins: the page stores ``bins`` numbers per series, not every value)."""
-    arrays = {k: np.asarray(torch.as_tensor(v).float().numpy() if not isinstance(v, np.ndarray) else v, dtype=np.float64).ravel()
-              for k, v in values.items()}
+    arrays = {
+        k: np.asarray(
+            torch.as_tensor(v).float().numpy() if not isinstance(v, np.ndarray) else v,
+            dtype=np.float64,
+        ).ravel()
+        for k, v in values.items()
+    }
     arrays = {k: a[~np.isnan(a)] for k, a in arrays.items()}
     if not arrays or not any(a.size for a in arrays.values()):
         raise ValueError("no values to draw")
@@ -468,13 +643,25 @@ def distributions_figure(values: Mapping[str, Sequence[float]], *, bins: int = 5
     return fig
 
 
-CURVE_TITLES = {"loss": "loss (log scale)", "mse": "MSE (log scale)", "fve": "variance explained (batch)", "l0": "L0",
-                "dead_fraction": "dead features", "val_fve": "held-out variance explained"}
+CURVE_TITLES = {
+    "loss": "loss (log scale)",
+    "mse": "MSE (log scale)",
+    "fve": "variance explained (batch)",
+    "l0": "L0",
+    "dead_fraction": "dead features",
+    "val_fve": "held-out variance explained",
+}
 
 
-def curves_figure(histories: Sequence[dict] | Mapping[str, Sequence[dict]], keys: Sequence[str],
-                  *, x: str = "tokens", title: str | None = None, height: int | None = None,
-                  log_y: Sequence[str] = ("loss", "mse")) -> go.Figure:
+def curves_figure(
+    histories: Sequence[dict] | Mapping[str, Sequence[dict]],
+    keys: Sequence[str],
+    *,
+    x: str = "tokens",
+    title: str | None = None,
+    height: int | None = None,
+    log_y: Sequence[str] = ("loss", "mse"),
+) -> go.Figure:
     """Training curves: one panel per key of ``keys``, against ``x``; ``histories`` is one history
     (a list of rows) or {name: history} for several runs on the same panels. Rows without a key
     are skipped on its panel (e.g. ``val_fve``, logged at evaluation steps only). Panels of the
@@ -484,18 +671,44 @@ def curves_figure(histories: Sequence[dict] | Mapping[str, Sequence[dict]], keys
     keys = list(keys)
     cols = min(len(keys), 2)
     rows = math.ceil(len(keys) / cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[CURVE_TITLES.get(k, k) for k in keys],
-                        horizontal_spacing=0.12, vertical_spacing=0.18)
-    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=[CURVE_TITLES.get(k, k) for k in keys],
+        horizontal_spacing=0.12,
+        vertical_spacing=0.18,
+    )
+    palette = [
+        "#1f77b4",
+        "#ff7f0e",
+        "#2ca02c",
+        "#d62728",
+        "#9467bd",
+        "#8c564b",
+        "#e377c2",
+        "#7f7f7f",
+    ]
     for j, (name, history) in enumerate(histories.items()):
         color = palette[j % len(palette)]
         for i, key in enumerate(keys):
             pts = [(r[x], r[key]) for r in history if key in r and r[key] is not None]
-            fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[float(p[1]) for p in pts], mode="lines+markers" if len(pts) < 8 else "lines",
-                                     name=str(name), legendgroup=str(name), showlegend=bool(name) and i == 0,
-                                     line=dict(color=color)), row=i // cols + 1, col=i % cols + 1)
+            fig.add_trace(
+                go.Scatter(
+                    x=[p[0] for p in pts],
+                    y=[float(p[1]) for p in pts],
+                    mode="lines+markers" if len(pts) < 8 else "lines",
+                    name=str(name),
+                    legendgroup=str(name),
+                    showlegend=bool(name) and i == 0,
+                    line=dict(color=color),
+                ),
+                row=i // cols + 1,
+                col=i % cols + 1,
+            )
     for i, key in enumerate(keys):
-        fig.update_xaxes(title_text=x if i // cols == rows - 1 else None, row=i // cols + 1, col=i % cols + 1)
+        fig.update_xaxes(
+            title_text=x if i // cols == rows - 1 else None, row=i // cols + 1, col=i % cols + 1
+        )
         if key in log_y:
             fig.update_yaxes(type="log", row=i // cols + 1, col=i % cols + 1)
     return _finish(fig, title, height if height is not None else 260 * rows + 80)

@@ -32,6 +32,7 @@ Conventions shared by both (and by SAELens, so saving is a copy):
 * ``b_dec``: ``[d_in]``, subtracted from the input before encoding and added back after
   decoding (the "pre-encoder bias"); initialise it from data with :meth:`init_b_dec_`.
 """
+
 from __future__ import annotations
 
 import math
@@ -118,6 +119,17 @@ class _SAEBase(nn.Module):
         self.d_in, self.d_sae = d_in, d_sae
         self.b_dec = nn.Parameter(torch.zeros(d_in))
 
+    @property
+    def W_enc(self) -> Tensor:
+        """``[d_sae, d_in]`` encoder weight (one row per latent; ``self.encoder`` is each
+        subclass's ``nn.Linear(d_in, d_sae)``)."""
+        return self.encoder.weight
+
+    @property
+    def b_enc(self) -> Tensor:
+        """``[d_sae]`` encoder bias."""
+        return self.encoder.bias
+
     def _init_weights(self, generator: torch.Generator | None) -> Tensor:
         """Random unit-norm rows ``[d_sae, d_in]`` for the decoder (the encoder starts as its
         transpose, as in Gao et al.: every latent starts by reading what it writes)."""
@@ -192,8 +204,15 @@ class ReluSAE(_SAEBase):
 
     architecture = "standard"
 
-    def __init__(self, d_in: int, d_sae: int, l1_coeff: float = 5.0, tied: bool = False,
-                 enc_init_norm: float = 0.1, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        d_in: int,
+        d_sae: int,
+        l1_coeff: float = 5.0,
+        tied: bool = False,
+        enc_init_norm: float = 0.1,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__(d_in, d_sae)
         self.l1_coeff, self.tied = l1_coeff, tied
         w = self._init_weights(generator)
@@ -206,16 +225,6 @@ class ReluSAE(_SAEBase):
             self.encoder.bias.zero_()
         # Tying: literally the same Parameter in two places, so gradients from both uses add up.
         self.W_dec = self.encoder.weight if tied else nn.Parameter(w.clone())
-
-    @property
-    def W_enc(self) -> Tensor:
-        """``[d_sae, d_in]`` encoder weight (one row per latent)."""
-        return self.encoder.weight
-
-    @property
-    def b_enc(self) -> Tensor:
-        """``[d_sae]`` encoder bias."""
-        return self.encoder.bias
 
     def encode(self, x: Tensor) -> Tensor:
         """``[batch, d_in] -> [batch, d_sae]`` latent activations."""
@@ -234,9 +243,14 @@ class ReluSAE(_SAEBase):
         return ReluOutput(x_hat, latents, mse, l1, mse + self.l1_coeff * l1)
 
     @torch.no_grad()
-    def resample_dead_(self, dead: Tensor, x: Tensor,
-                       optimizer: torch.optim.Optimizer | None = None,
-                       generator: torch.Generator | None = None, enc_scale: float = 0.2) -> int:
+    def resample_dead_(
+        self,
+        dead: Tensor,
+        x: Tensor,
+        optimizer: torch.optim.Optimizer | None = None,
+        generator: torch.Generator | None = None,
+        enc_scale: float = 0.2,
+    ) -> int:
         """Re-initialise dead latents on inputs the SAE reconstructs badly (Bricken et al. 2023).
 
         ``dead: [d_sae]`` bool; ``x: [n, d_in]`` a sample of normalised inputs. For each dead
@@ -251,8 +265,9 @@ class ReluSAE(_SAEBase):
         if n_dead == 0:
             return 0
         err = torch.cat([(self(xc).x_hat - xc).pow(2).sum(dim=-1) for xc in x.split(4096)])
-        pick = torch.multinomial(err / err.sum(), n_dead, replacement=n_dead > len(x),
-                                 generator=generator)
+        pick = torch.multinomial(
+            err / err.sum(), n_dead, replacement=n_dead > len(x), generator=generator
+        )
         direction = x[pick] - self.b_dec
         direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-8)
         alive = ~dead
@@ -268,6 +283,7 @@ class ReluSAE(_SAEBase):
                     if key in state:
                         state[key][rows] = 0.0
         return n_dead
+
 
 # --------------------------------------------------------------------------------------------
 # TopK SAE
@@ -308,8 +324,15 @@ class TopKSAE(_SAEBase):
 
     architecture = "topk"
 
-    def __init__(self, d_in: int, d_sae: int, k: int = 32, auxk_coeff: float = 1 / 32,
-                 k_aux: int | None = None, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        d_in: int,
+        d_sae: int,
+        k: int = 32,
+        auxk_coeff: float = 1 / 32,
+        k_aux: int | None = None,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__(d_in, d_sae)
         if not 0 < k <= d_sae:
             raise ValueError(f"need 0 < k <= d_sae, got k={k}, d_sae={d_sae}")
@@ -321,16 +344,6 @@ class TopKSAE(_SAEBase):
             self.encoder.weight.copy_(w)
             self.encoder.bias.zero_()
         self.W_dec = nn.Parameter(w.clone())
-
-    @property
-    def W_enc(self) -> Tensor:
-        """``[d_sae, d_in]`` encoder weight (one row per latent)."""
-        return self.encoder.weight
-
-    @property
-    def b_enc(self) -> Tensor:
-        """``[d_sae]`` encoder bias."""
-        return self.encoder.bias
 
     def _preacts(self, x: Tensor) -> Tensor:
         """Dense ``[batch, d_sae]`` pre-activations, without autograd (the one dense matmul)."""
@@ -394,13 +407,13 @@ class TopKSAE(_SAEBase):
         if n_dead > 0:
             e = (x - x_hat).detach()  # the residual the dead latents are asked to explain
             aux_vals, aux_idx = pre.masked_fill(~dead_mask, -torch.inf).topk(
-                min(self.k_aux, n_dead), dim=-1)
+                min(self.k_aux, n_dead), dim=-1
+            )
             e_hat = torch.zeros_like(pre).scatter(-1, aux_idx, F.relu(aux_vals)) @ self.W_dec
             auxk = (e_hat - e).pow(2).sum(dim=-1).mean() * min(n_dead / self.k_aux, 1.0)
         return TopKOutput(x_hat, top_acts, idx, mse, auxk, mse + self.auxk_coeff * auxk)
 
-    def _auxk_loss(self, x: Tensor, pre: Tensor, x_hat: Tensor,
-                   dead_mask: Tensor | None) -> Tensor:
+    def _auxk_loss(self, x: Tensor, pre: Tensor, x_hat: Tensor, dead_mask: Tensor | None) -> Tensor:
         """AuxK (Gao et al. 2024, appendix A.2).
 
         The residual ``e = x - x_hat`` (no gradient) is reconstructed by the top ``k_aux``

@@ -8,6 +8,7 @@
 * :func:`to_saelens`: one of our SAEs as a ``sae_lens.SAE`` that takes raw activations;
   :func:`with_hook` labels a ``sae_lens.SAE`` that lacks its hook name.
 """
+
 from __future__ import annotations
 
 import json
@@ -75,11 +76,21 @@ def _saelens_version() -> str:
         return "6.0.0"
 
 
-def save_saelens(sae: ReluSAE | TopKSAE, path: str | os.PathLike, *, hook_name: str,
-                 model_name: str, scale: float, dataset: str = "", dtype: str = "float32",
-                 load_dtype: str = "float32", context_size: int | None = None,
-                 extra_metadata: dict | None = None, history: list[dict] | None = None,
-                 metrics: dict | None = None) -> Path:
+def save_saelens(
+    sae: ReluSAE | TopKSAE,
+    path: str | os.PathLike,
+    *,
+    hook_name: str,
+    model_name: str,
+    scale: float,
+    dataset: str = "",
+    dtype: str = "float32",
+    load_dtype: str = "float32",
+    context_size: int | None = None,
+    extra_metadata: dict | None = None,
+    history: list[dict] | None = None,
+    metrics: dict | None = None,
+) -> Path:
     """Write ``sae`` in SAELens 6's on-disk format so ``sae_lens.SAE.load_from_disk(path)``
     works on *raw* activations.
 
@@ -173,7 +184,8 @@ def load_saelens_as_homebrew(path: str | os.PathLike) -> tuple[ReluSAE | TopKSAE
 
 
 def with_hook(sae, hook_name: str, model_name: str | None = None):
-    """Write ``hook_name`` (and ``model_name``) into a ``sae_lens.SAE``'s metadata, in place; returns it."""
+    """Write ``hook_name`` (and ``model_name``) into a ``sae_lens.SAE``'s metadata, in place;
+    returns it."""
     sae.cfg.metadata.hook_name = hook_name
     if model_name is not None:
         sae.cfg.metadata.model_name = model_name

@@ -10,7 +10,7 @@ fire on the same texts.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -38,9 +38,34 @@ class Matches(NamedTuple):
     activation correlation for :func:`activation_matches` (NaN where there is no match)."""
 
 
+def _best_columns(
+    scores: Callable[[int, int], torch.Tensor],
+    n_a: int,
+    n_b: int,
+    *,
+    chunk: int,
+    exclude_same: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For rows ``0..n_a`` of a score matrix made in chunks (``scores(i, j)``: rows ``i..j``,
+    ``[j - i, n_b]``), each row's best column and its score; with ``exclude_same`` never column
+    ``r`` for row ``r``."""
+    idx, best = [], []
+    for i in range(0, n_a, chunk):
+        sims = scores(i, min(i + chunk, n_a))
+        if exclude_same:
+            rows = torch.arange(i, min(i + chunk, n_a))
+            keep = rows < n_b
+            sims[(rows - i)[keep], rows[keep]] = -torch.inf
+        c, j = sims.max(dim=1)
+        idx.append(j)
+        best.append(c)
+    return torch.cat(idx), torch.cat(best)
+
+
 @torch.no_grad()
 def best_matches(a, b, *, exclude_same: bool = False, chunk: int = 2048) -> Matches:
-    """For each decoder direction of ``a``, the direction of ``b`` with the largest cosine similarity.
+    """For each decoder direction of ``a``, the direction of ``b`` with the largest cosine
+    similarity.
 
     ``a``, ``b``: SAEs or ``[n, d]`` matrices with the same ``d`` (rows are normalised here).
     ``exclude_same``: never match feature ``i`` of A with feature ``i`` of B. Two SAEs trained from
@@ -54,23 +79,24 @@ def best_matches(a, b, *, exclude_same: bool = False, chunk: int = 2048) -> Matc
         raise ValueError(f"directions live in different spaces: d={da.shape[1]} vs d={db.shape[1]}")
     if exclude_same and db.shape[0] < 2:
         raise ValueError("exclude_same needs at least two features in b")
-    idx, cos = [], []
-    for i in range(0, da.shape[0], chunk):
-        sims = da[i : i + chunk] @ db.T
-        if exclude_same:
-            rows = torch.arange(i, min(i + chunk, da.shape[0]))
-            keep = rows < db.shape[0]
-            sims[(rows - i)[keep], rows[keep]] = -torch.inf
-        c, j = sims.max(dim=1)
-        idx.append(j)
-        cos.append(c)
-    return Matches(torch.cat(idx), torch.cat(cos))
+    return Matches(
+        *_best_columns(
+            lambda i, j: da[i:j] @ db.T,
+            da.shape[0],
+            db.shape[0],
+            chunk=chunk,
+            exclude_same=exclude_same,
+        )
+    )
 
 
 @torch.no_grad()
-def activation_matches(acts_a, acts_b, *, exclude_same: bool = False, min_active: int = 5, chunk: int = 1024) -> Matches:
+def activation_matches(
+    acts_a, acts_b, *, exclude_same: bool = False, min_active: int = 5, chunk: int = 1024
+) -> Matches:
     """For each feature of A, the feature of B whose activations correlate best with its own over
-    the same tokens (Pearson correlation; Bricken et al. 2023 compare features across SAEs this way).
+    the same tokens (Pearson correlation; Bricken et al. 2023 compare features across SAEs this
+    way).
 
     ``acts_a``: ``[n_tokens, d_a]``, ``acts_b``: ``[n_tokens, d_b]``, the two SAEs' activations on
     the same tokens. A feature active (non-zero) on fewer than ``min_active`` tokens is not matched:
@@ -81,7 +107,10 @@ def activation_matches(acts_a, acts_b, *, exclude_same: bool = False, min_active
     a = torch.as_tensor(acts_a).detach().float().cpu()
     b = torch.as_tensor(acts_b).detach().float().cpu()
     if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[0]:
-        raise ValueError(f"need [n_tokens, d] activations of the same tokens, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            "need [n_tokens, d] activations of the same tokens, "
+            f"got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
 
     def standardise(x):
         active = (x != 0).sum(0) >= max(min_active, 1)
@@ -91,25 +120,25 @@ def activation_matches(acts_a, acts_b, *, exclude_same: bool = False, min_active
 
     za, ok_a = standardise(a)
     zb, ok_b = standardise(b)
-    idx, corr = [], []
-    for i in range(0, a.shape[1], chunk):
-        sims = za[:, i : i + chunk].T @ zb  # [chunk, d_b]
+
+    def correlations(i: int, j: int) -> torch.Tensor:
+        sims = za[:, i:j].T @ zb  # [j - i, d_b]
         sims[:, ~ok_b] = -torch.inf
-        if exclude_same:
-            rows = torch.arange(i, min(i + chunk, a.shape[1]))
-            keep = rows < b.shape[1]
-            sims[(rows - i)[keep], rows[keep]] = -torch.inf
-        c, j = sims.max(dim=1)
-        idx.append(j)
-        corr.append(c)
-    index, corr = torch.cat(idx), torch.cat(corr)
+        return sims
+
+    index, corr = _best_columns(
+        correlations, a.shape[1], b.shape[1], chunk=chunk, exclude_same=exclude_same
+    )
     bad = ~ok_a | torch.isinf(corr)
-    return Matches(torch.where(bad, torch.full_like(index, -1), index), torch.where(bad, torch.nan, corr))
+    return Matches(
+        torch.where(bad, torch.full_like(index, -1), index), torch.where(bad, torch.nan, corr)
+    )
 
 
 def same_number_share(matches: Matches) -> float:
     """Share of features whose best match is the feature with the same number (a sign of a shared
-    initialisation when it is far above ``1 / d_sae``); features without a match (index -1) are left out."""
+    initialisation when it is far above ``1 / d_sae``); features without a match (index -1) are left
+    out."""
     ok = matches.index >= 0
     if not ok.any():
         return float("nan")
@@ -129,12 +158,17 @@ def random_match_baseline(n_a: int, n_b: int, d: int, *, seed: int = 0) -> torch
     """Best-match cosines between two sets of random unit directions (``n_a`` against ``n_b`` in
     ``d`` dimensions): what :func:`best_matches` gives when the two dictionaries share nothing."""
     g = torch.Generator().manual_seed(seed)
-    return best_matches(torch.randn(n_a, d, generator=g), torch.randn(n_b, d, generator=g)).similarity
+    return best_matches(
+        torch.randn(n_a, d, generator=g), torch.randn(n_b, d, generator=g)
+    ).similarity
 
 
-def top_text_overlap(pooled_a, pooled_b, features_a: Sequence[int], features_b: Sequence[int], *, n: int = 5) -> np.ndarray:
+def top_text_overlap(
+    pooled_a, pooled_b, features_a: Sequence[int], features_b: Sequence[int], *, n: int = 5
+) -> np.ndarray:
     """For feature pairs (``features_a[i]`` of A, ``features_b[i]`` of B) over the same texts, the
-    Jaccard index of their ``n`` top-activating texts (only texts where the feature is active count)."""
+    Jaccard index of their ``n`` top-activating texts (only texts where the feature is active
+    count)."""
     a, b = as_matrix(pooled_a), as_matrix(pooled_b)
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"A has {a.shape[0]} texts, B {b.shape[0]}: they must be the same texts")

@@ -50,21 +50,28 @@ def feature_direction(sae, feature: int) -> torch.Tensor:
     row = sae.W_dec[f].detach().float()
     norm = row.norm()
     if norm == 0:
-        raise ValueError(f"feature {f} has an all-zero decoder row: "
-                         "it has no direction to steer along")
+        raise ValueError(
+            f"feature {f} has an all-zero decoder row: it has no direction to steer along"
+        )
     return row / norm
 
 
-def steering_vector(sae, feature: int, strength: float, *,
-                    ref_norm: float | None = None) -> torch.Tensor:
+def steering_vector(
+    sae, feature: int, strength: float, *, ref_norm: float | None = None
+) -> torch.Tensor:
     """``strength`` x the unit decoder direction [d_in], and x ``ref_norm`` when one is given."""
-    if (not isinstance(strength, numbers.Real) or isinstance(strength, bool)
-            or not math.isfinite(strength)):
+    if (
+        not isinstance(strength, numbers.Real)
+        or isinstance(strength, bool)
+        or not math.isfinite(strength)
+    ):
         raise ValueError(f"strength must be a finite number, got {strength!r}")
-    if ref_norm is not None and (not isinstance(ref_norm, numbers.Real) or not ref_norm > 0
-                                 or not math.isfinite(ref_norm)):
-        raise ValueError("ref_norm must be a positive number (e.g. typical_norm(model, sae)), "
-                         f"got {ref_norm!r}")
+    if ref_norm is not None and (
+        not isinstance(ref_norm, numbers.Real) or not ref_norm > 0 or not math.isfinite(ref_norm)
+    ):
+        raise ValueError(
+            f"ref_norm must be a positive number (e.g. typical_norm(model, sae)), got {ref_norm!r}"
+        )
     scale = float(ref_norm) if ref_norm is not None else 1.0
     return feature_direction(sae, feature) * float(strength) * scale
 
@@ -84,15 +91,19 @@ def add_at_positions(hook_name: str, vector: torch.Tensor) -> FwdHooks:
     def record_offset(scores: torch.Tensor, hook) -> None:
         offset = scores.shape[-1] - scores.shape[-2]
         if blind and offset > 0:
-            raise RuntimeError(f"Steering at {hook_name!r}, before the first attention layer, "
-                               "cannot tell cached positions apart: call "
-                               "model.generate(..., use_past_kv_cache=False)")
+            raise RuntimeError(
+                f"Steering at {hook_name!r}, before the first attention layer, "
+                "cannot tell cached positions apart: call "
+                "model.generate(..., use_past_kv_cache=False)"
+            )
         state["offset"] = offset
 
     def add(act: torch.Tensor, hook) -> torch.Tensor:
         if act.ndim != 3 or act.shape[-1] != vector.shape[0]:
-            raise ValueError(f"expected an activation [batch, pos, {vector.shape[0]}] "
-                             f"at {hook_name}, got {tuple(act.shape)}")
+            raise ValueError(
+                f"expected an activation [batch, pos, {vector.shape[0]}] "
+                f"at {hook_name}, got {tuple(act.shape)}"
+            )
         offset = 0 if blind else int(state.pop("offset", 0))
         start = max(0, 1 - offset)  # absolute position 0 is BOS: never steered
         mask = torch.zeros(act.shape[1], 1, dtype=act.dtype, device=act.device)
@@ -102,8 +113,9 @@ def add_at_positions(hook_name: str, vector: torch.Tensor) -> FwdHooks:
     return [("blocks.0.attn.hook_attn_scores", record_offset), (hook_name, add)]
 
 
-def steering_hooks(model, sae, feature: int, strength: float, *,
-                   ref_norm: float | None = None) -> FwdHooks:
+def steering_hooks(
+    model, sae, feature: int, strength: float, *, ref_norm: float | None = None
+) -> FwdHooks:
     """fwd_hooks for ``model.hooks(fwd_hooks=...)`` that steer ``feature`` at the SAE's hook,
     positions >= 1."""
     hook = check_widths(model, sae)
@@ -111,8 +123,9 @@ def steering_hooks(model, sae, feature: int, strength: float, *,
 
 
 @contextlib.contextmanager
-def steering(model, sae, feature: int, strength: float, *,
-             ref_norm: float | None = None) -> Iterator[None]:
+def steering(
+    model, sae, feature: int, strength: float, *, ref_norm: float | None = None
+) -> Iterator[None]:
     """Context manager: inside it every forward pass and ``model.generate`` call is steered."""
     with model.hooks(fwd_hooks=steering_hooks(model, sae, feature, strength, ref_norm=ref_norm)):
         yield
@@ -126,8 +139,9 @@ def typical_norm(model, sae, texts: Sequence[str] = NEUTRAL_TEXTS) -> float:
     stop = stop_layer([hook]) if hook.startswith("blocks.") else None
     norms: list[torch.Tensor] = []
     for text in texts:
-        _, cache = model.run_with_cache(to_tokens(model, text), names_filter=hook,
-                                        stop_at_layer=stop)
+        _, cache = model.run_with_cache(
+            to_tokens(model, text), names_filter=hook, stop_at_layer=stop
+        )
         norms.append(cache[hook][0, 1:].float().norm(dim=-1))
     return float(torch.cat(norms).median())
 
@@ -144,8 +158,15 @@ def _check_texts(texts, name: str) -> list[str]:
     return texts
 
 
-def generate(model, prompt: str, *, max_new_tokens: int, seed: int = 0, temperature: float = 0.0,
-             use_past_kv_cache: bool = True) -> str:
+def generate(
+    model,
+    prompt: str,
+    *,
+    max_new_tokens: int,
+    seed: int = 0,
+    temperature: float = 0.0,
+    use_past_kv_cache: bool = True,
+) -> str:
     """The continuation of ``prompt`` (prompt not included, cut at EOS); temperature 0 = greedy."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
@@ -156,24 +177,45 @@ def generate(model, prompt: str, *, max_new_tokens: int, seed: int = 0, temperat
     tokens = to_tokens(model, prompt)
     with torch.random.fork_rng(devices=[]), torch.inference_mode():
         torch.manual_seed(seed)
-        out = model.generate(tokens, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
-                             temperature=max(temperature, 1e-8),
-                             use_past_kv_cache=use_past_kv_cache, verbose=False,
-                             return_type="tokens")
-    new = out[0, tokens.shape[1]:]
+        out = model.generate(
+            tokens,
+            max_new_tokens=max_new_tokens,
+            do_sample=temperature > 0,
+            temperature=max(temperature, 1e-8),
+            use_past_kv_cache=use_past_kv_cache,
+            verbose=False,
+            return_type="tokens",
+        )
+    new = out[0, tokens.shape[1] :]
     eos = getattr(model.tokenizer, "eos_token_id", None)
     if eos is not None and (new == eos).any():
         new = new[: int((new == eos).nonzero()[0])]
     return model.tokenizer.decode(new)
 
 
-def generate_steered(model, sae, feature: int, strength: float, prompt: str, *,
-                     max_new_tokens: int = 30, seed: int = 0, temperature: float = 0.0,
-                     ref_norm: float | None = None, use_past_kv_cache: bool = True) -> str:
+def generate_steered(
+    model,
+    sae,
+    feature: int,
+    strength: float,
+    prompt: str,
+    *,
+    max_new_tokens: int = 30,
+    seed: int = 0,
+    temperature: float = 0.0,
+    ref_norm: float | None = None,
+    use_past_kv_cache: bool = True,
+) -> str:
     """The continuation of ``prompt`` (prompt not included) while steering ``feature``."""
     with steering(model, sae, feature, strength, ref_norm=ref_norm):
-        return generate(model, prompt, max_new_tokens=max_new_tokens, seed=seed,
-                        temperature=temperature, use_past_kv_cache=use_past_kv_cache)
+        return generate(
+            model,
+            prompt,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            temperature=temperature,
+            use_past_kv_cache=use_past_kv_cache,
+        )
 
 
 @torch.inference_mode()
@@ -193,12 +235,21 @@ def _mean_loss(model, texts: Sequence[str]) -> float:
     return total / max(count, 1)
 
 
-def steer_sweep(model, sae, feature: int, strengths: Sequence[float], prompts: Sequence[str],
-                concept_tokens: Sequence[int | str], *,
-                concept_strings: Sequence[str] | None = None,
-                neutral_texts: Sequence[str] = NEUTRAL_TEXTS,
-                ref_norm: float | Literal["auto"] | None = "auto",
-                max_new_tokens: int = 30, seed: int = 0, temperature: float = 0.0) -> pd.DataFrame:
+def steer_sweep(
+    model,
+    sae,
+    feature: int,
+    strengths: Sequence[float],
+    prompts: Sequence[str],
+    concept_tokens: Sequence[int | str],
+    *,
+    concept_strings: Sequence[str] | None = None,
+    neutral_texts: Sequence[str] = NEUTRAL_TEXTS,
+    ref_norm: float | Literal["auto"] | None = "auto",
+    max_new_tokens: int = 30,
+    seed: int = 0,
+    temperature: float = 0.0,
+) -> pd.DataFrame:
     """One row per strength: generations, concept-token probability, mention rate, fluency cost.
 
     Columns: ``strength`` (as given), ``raw_strength`` (norm of the added vector),
@@ -236,21 +287,36 @@ def steer_sweep(model, sae, feature: int, strengths: Sequence[float], prompts: S
         vector = steering_vector(sae, f, strength, ref_norm=ref_norm)
         with model.hooks(fwd_hooks=add_at_positions(hook, vector)):
             probs = [_next_token_probs(model, p, ids) for p in prompts]
-            gens = [generate(model, p, max_new_tokens=max_new_tokens, seed=seed,
-                             temperature=temperature) for p in prompts]
+            gens = [
+                generate(
+                    model, p, max_new_tokens=max_new_tokens, seed=seed, temperature=temperature
+                )
+                for p in prompts
+            ]
             loss = _mean_loss(model, neutral_texts)
         raw = float(strength) * (float(ref_norm) if ref_norm else 1.0)
         mentions = [any(n in g.lower() for n in needles) for g in gens]
-        rows.append({
-            "strength": float(strength), "raw_strength": raw,
-            "relative_strength": raw / float(ref_norm) if ref_norm else float("nan"),
-            "act_equivalent": raw / dec_norm,
-            "concept_prob": float(np.mean(probs)),
-            "concept_logprob": float(np.mean(np.log(np.maximum(probs, 1e-30)))),
-            "mention_rate": float(np.mean(mentions)) if needles else float("nan"),
-            "fluency_loss": loss, "loss_increase": loss - base_loss, "generations": gens,
-        })
+        rows.append(
+            {
+                "strength": float(strength),
+                "raw_strength": raw,
+                "relative_strength": raw / float(ref_norm) if ref_norm else float("nan"),
+                "act_equivalent": raw / dec_norm,
+                "concept_prob": float(np.mean(probs)),
+                "concept_logprob": float(np.mean(np.log(np.maximum(probs, 1e-30)))),
+                "mention_rate": float(np.mean(mentions)) if needles else float("nan"),
+                "fluency_loss": loss,
+                "loss_increase": loss - base_loss,
+                "generations": gens,
+            }
+        )
     df = pd.DataFrame(rows)
-    df.attrs.update(feature=f, hook=hook, ref_norm=ref_norm, concept_token_ids=ids,
-                    concept_strings=list(concept_strings), base_loss=base_loss)
+    df.attrs.update(
+        feature=f,
+        hook=hook,
+        ref_norm=ref_norm,
+        concept_token_ids=ids,
+        concept_strings=list(concept_strings),
+        base_loss=base_loss,
+    )
     return df

@@ -15,6 +15,7 @@ training tokens (default 1M), or in the whole run so far if that is shorter. Aux
 shorter window (``auxk_window_tokens``) because a latent should get help long before we would
 call it dead in a report.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,7 @@ from .metrics import fve, reconstruction_metrics, typical_rows
 from .sae import ReluSAE, TopKSAE, input_scale
 from .saelens_format import save_saelens
 
-__all__ = ["TrainConfig", "TrainResult", "lr_factor", "make_sae", "train_sae",
-           "main_train"]
+__all__ = ["TrainConfig", "TrainResult", "lr_factor", "make_sae", "train_sae", "main_train"]
 
 ARCHS = ("relu", "topk")
 
@@ -149,8 +149,9 @@ class TrainResult(NamedTuple):
 # --------------------------------------------------------------------------------------------
 # Pieces shared by both trainers (train_saelens imports them)
 # --------------------------------------------------------------------------------------------
-def lr_factor(step: int, total: int, warmup: int, decay_fraction: float,
-              shape: str = "linear") -> float:
+def lr_factor(
+    step: int, total: int, warmup: int, decay_fraction: float, shape: str = "linear"
+) -> float:
     """Learning-rate multiplier at ``step`` (0-based): linear warm-up over ``warmup`` steps,
     constant, then down to 0 over the last ``decay_fraction`` of ``total`` steps."""
     if warmup > 0 and step < warmup:
@@ -170,8 +171,7 @@ class Batches:
 
     def __init__(self, n: int, batch_size: int, generator: torch.Generator):
         if n < batch_size:
-            raise ValueError(
-                f"need at least batch_size={batch_size} rows of activations, got {n}")
+            raise ValueError(f"need at least batch_size={batch_size} rows of activations, got {n}")
         self.n, self.bs, self.gen = n, batch_size, generator
         self.perm, self.pos = torch.randperm(n, generator=generator), 0
 
@@ -188,7 +188,8 @@ def seeded_generators(seed: int) -> tuple[torch.Generator, torch.Generator, torc
     """Three independent seeded streams: initial weights, data samples (b_dec, resampling),
     batch order. Separate streams let SAELens's run see exactly our batches."""
     return tuple(  # type: ignore[return-value]
-        torch.Generator().manual_seed(seed * 3 + i) for i in range(3))
+        torch.Generator().manual_seed(seed * 3 + i) for i in range(3)
+    )
 
 
 def drop_outliers(acts: Tensor, factor: float | None) -> tuple[Tensor, int]:
@@ -200,16 +201,54 @@ def drop_outliers(acts: Tensor, factor: float | None) -> tuple[Tensor, int]:
     return (acts[keep] if n_drop else acts), n_drop
 
 
-def b_dec_sample(acts: Tensor, gen: torch.Generator, device: torch.device | str,
-                 rows: int = 32_768) -> Tensor:
+def b_dec_sample(
+    acts: Tensor, gen: torch.Generator, device: torch.device | str, rows: int = 32_768
+) -> Tensor:
     """Random rows (float32) to initialise ``b_dec`` from."""
     return acts[torch.randperm(acts.shape[0], generator=gen)[:rows]].to(device, torch.float32)
 
 
 def _progress_bar(total_tokens: int, desc: str, enabled: bool) -> tqdm:
     """A token-counting progress bar (``enabled=False``: silent)."""
-    return tqdm(total=total_tokens, unit="tok", unit_scale=True, desc=desc, leave=False,
-                disable=not enabled, dynamic_ncols=True)
+    return tqdm(
+        total=total_tokens,
+        unit="tok",
+        unit_scale=True,
+        desc=desc,
+        leave=False,
+        disable=not enabled,
+        dynamic_ncols=True,
+    )
+
+
+def finished_result(
+    sae: Any,
+    history: list[dict],
+    scale: float,
+    trainer: str,
+    arch: str,
+    train_tokens: int,
+    seconds: float,
+    rows_dropped: int,
+    val_acts: Tensor | None,
+) -> TrainResult:
+    """The :class:`TrainResult` both trainers return: speed, final dead share, and the held-out
+    reconstruction (``val_*``, :func:`interp_lib.metrics.reconstruction_metrics`) if ``val_acts``."""
+    metrics = {
+        "trainer": trainer,
+        "arch": arch,
+        "train_tokens": train_tokens,
+        "train_seconds": seconds,
+        "tokens_per_s": train_tokens / seconds,
+        "dead_fraction": history[-1]["dead_fraction"] if history else float("nan"),
+        "scale": scale,
+        "rows_dropped": rows_dropped,
+    }
+    if val_acts is not None:
+        metrics.update(
+            {f"val_{k}": v for k, v in reconstruction_metrics(sae, val_acts, scale).items()}
+        )
+    return TrainResult(sae, history, scale, metrics)
 
 
 def bar_postfix(row: dict) -> dict:
@@ -220,17 +259,30 @@ def bar_postfix(row: dict) -> dict:
 # --------------------------------------------------------------------------------------------
 # Our trainer
 # --------------------------------------------------------------------------------------------
-def make_sae(cfg: TrainConfig, d_in: int,
-             generator: torch.Generator | None = None) -> ReluSAE | TopKSAE:
+def make_sae(
+    cfg: TrainConfig, d_in: int, generator: torch.Generator | None = None
+) -> ReluSAE | TopKSAE:
     """A freshly initialised SAE for ``cfg`` (weights drawn from ``generator``)."""
     if cfg.arch == "topk":
-        return TopKSAE(d_in, cfg.d_sae, k=cfg.k, auxk_coeff=cfg.auxk_coeff, k_aux=cfg.k_aux,
-                       generator=generator)
+        return TopKSAE(
+            d_in,
+            cfg.d_sae,
+            k=cfg.k,
+            auxk_coeff=cfg.auxk_coeff,
+            k_aux=cfg.k_aux,
+            generator=generator,
+        )
     return ReluSAE(d_in, cfg.d_sae, l1_coeff=cfg.l1_coeff, tied=cfg.tied, generator=generator)
 
 
-def train_sae(acts: Tensor, cfg: TrainConfig, *, val_acts: Tensor | None = None,
-              progress: bool = True, callback: Callable[[dict], Any] | None = None) -> TrainResult:
+def train_sae(
+    acts: Tensor,
+    cfg: TrainConfig,
+    *,
+    val_acts: Tensor | None = None,
+    progress: bool = True,
+    callback: Callable[[dict], Any] | None = None,
+) -> TrainResult:
     """Train an SAE on ``acts: [n, d_in]`` raw activations (any float dtype, position 0 already
     left out). ``val_acts``: held-out rows for evaluation. ``callback(row)`` is called with each
     history row as it is logged (for live plots). Returns a :class:`TrainResult`."""
@@ -255,8 +307,7 @@ def train_sae(acts: Tensor, cfg: TrainConfig, *, val_acts: Tensor | None = None,
     warmup = cfg.warmup(steps)
     log_every = cfg.log_every or max(1, steps // 50)
     eval_every = cfg.eval_every or max(1, steps // 4)
-    resample_every = (cfg.resample_every if cfg.resample_every is not None
-                      else max(25, steps // 10))
+    resample_every = cfg.resample_every if cfg.resample_every is not None else max(25, steps // 10)
     bs = cfg.batch_size
     batches = Batches(n, bs, gen_data)
 
@@ -290,8 +341,12 @@ def train_sae(acts: Tensor, cfg: TrainConfig, *, val_acts: Tensor | None = None,
         since_fired[fired] = 0
         tokens = (step + 1) * bs
 
-        if (isinstance(sae, ReluSAE) and resample_every and (step + 1) % resample_every == 0
-                and step + 1 <= steps // 2):
+        if (
+            isinstance(sae, ReluSAE)
+            and resample_every
+            and (step + 1) % resample_every == 0
+            and step + 1 <= steps // 2
+        ):
             dead = since_fired >= resample_every * bs
             picked = torch.randperm(n, generator=gen_sample)[: 8 * bs]
             sample = acts[picked].to(device, torch.float32) * scale
@@ -317,15 +372,21 @@ def train_sae(acts: Tensor, cfg: TrainConfig, *, val_acts: Tensor | None = None,
                     "l0": l0,
                     "fve": fve(x, (x - out.x_hat).pow(2).sum(-1)),
                     "dead_fraction": float(
-                        (since_fired >= min(cfg.dead_window_tokens, tokens)).float().mean()),
+                        (since_fired >= min(cfg.dead_window_tokens, tokens)).float().mean()
+                    ),
                     "lr": optimizer.param_groups[0]["lr"],
                     "elapsed_s": elapsed,
                     "tokens_per_s": tokens / elapsed,
                 }
             if val_acts is not None and ((step + 1) % eval_every == 0 or last):
                 t_eval = time.perf_counter()
-                row.update({f"val_{k}": v for k, v in reconstruction_metrics(sae, val_acts, scale).items()
-                            if k != "dead_fraction"})
+                row.update(
+                    {
+                        f"val_{k}": v
+                        for k, v in reconstruction_metrics(sae, val_acts, scale).items()
+                        if k != "dead_fraction"
+                    }
+                )
                 eval_seconds += time.perf_counter() - t_eval
             history.append(row)
             bar.set_postfix(bar_postfix(row), refresh=False)
@@ -336,19 +397,9 @@ def train_sae(acts: Tensor, cfg: TrainConfig, *, val_acts: Tensor | None = None,
     elapsed = time.perf_counter() - t0 - eval_seconds
     sae.eval()
 
-    metrics = {
-        "trainer": "interp_lib",
-        "arch": cfg.arch,
-        "train_tokens": steps * bs,
-        "train_seconds": elapsed,
-        "tokens_per_s": steps * bs / elapsed,
-        "dead_fraction": history[-1]["dead_fraction"],
-        "scale": scale,
-        "rows_dropped": n_dropped,
-    }
-    if val_acts is not None:
-        metrics.update({f"val_{k}": v for k, v in reconstruction_metrics(sae, val_acts, scale).items()})
-    return TrainResult(sae, history, scale, metrics)
+    return finished_result(
+        sae, history, scale, "interp_lib", cfg.arch, steps * bs, elapsed, n_dropped, val_acts
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,27 +409,40 @@ def _parser() -> argparse.ArgumentParser:
     """The ``python -m interp_lib train`` argument parser."""
     p = argparse.ArgumentParser(
         prog="python -m interp_lib train",
-        description="Train an SAE on cached activations and save it in SAELens format.")
+        description="Train an SAE on cached activations and save it in SAELens format.",
+    )
     p.add_argument("--model", default="smollm2-135m", help="model name (see interp_lib.models)")
     p.add_argument("--hook", required=True, help="hook point, e.g. blocks.12.hook_resid_pre")
     p.add_argument("--arch", choices=ARCHS, default="topk")
     p.add_argument("--k", type=int, default=32, help="TopK: active latents per token")
     p.add_argument("--l1", type=float, default=5.0, help="ReLU: L1 coefficient")
     p.add_argument("--width", type=int, required=True, help="number of latents (d_sae)")
-    p.add_argument("--tokens", type=int, required=True,
-                   help="tokens of activations to harvest (train split)")
-    p.add_argument("--val-tokens", type=int, default=None,
-                   help="held-out tokens to evaluate on "
-                        "(default: a tenth of --tokens, at least 8192; 0: none)")
+    p.add_argument(
+        "--tokens", type=int, required=True, help="tokens of activations to harvest (train split)"
+    )
+    p.add_argument(
+        "--val-tokens",
+        type=int,
+        default=None,
+        help="held-out tokens to evaluate on "
+        "(default: a tenth of --tokens, at least 8192; 0: none)",
+    )
     p.add_argument("--ctx-len", type=int, default=128)
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", choices=("float32", "float16"), default="float32",
-                   help="storage dtype of the weights")
-    p.add_argument("--out", required=True,
-                   help="output folder (cfg.json, sae_weights.safetensors, training_log.json)")
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "float16"),
+        default="float32",
+        help="storage dtype of the weights",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder (cfg.json, sae_weights.safetensors, training_log.json)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -389,32 +453,59 @@ def main_train(argv: list[str] | None = None) -> int:
     --width W --tokens N --out DIR [--seed S] [--epochs E] [--lr LR]``."""
     args = _parser().parse_args(argv)
     progress = not args.no_progress
-    acts = activations.cached_activations(args.model, [args.hook], n_tokens=args.tokens,
-                                          ctx_len=args.ctx_len, progress=progress)[args.hook]
+    acts = activations.cached_activations(
+        args.model, [args.hook], n_tokens=args.tokens, ctx_len=args.ctx_len, progress=progress
+    )[args.hook]
     val_tokens = args.val_tokens if args.val_tokens is not None else max(8192, args.tokens // 10)
     val = None
     if val_tokens:
-        val = activations.cached_activations(args.model, [args.hook], n_tokens=val_tokens,
-                                             split="heldout", ctx_len=args.ctx_len,
-                                             progress=progress)[args.hook]
-    cfg = TrainConfig(arch=args.arch, d_sae=args.width, k=args.k, l1_coeff=args.l1, lr=args.lr,
-                      batch_size=min(args.batch_size, acts.shape[0]), epochs=args.epochs,
-                      seed=args.seed, device=args.device)
+        val = activations.cached_activations(
+            args.model,
+            [args.hook],
+            n_tokens=val_tokens,
+            split="heldout",
+            ctx_len=args.ctx_len,
+            progress=progress,
+        )[args.hook]
+    cfg = TrainConfig(
+        arch=args.arch,
+        d_sae=args.width,
+        k=args.k,
+        l1_coeff=args.l1,
+        lr=args.lr,
+        batch_size=min(args.batch_size, acts.shape[0]),
+        epochs=args.epochs,
+        seed=args.seed,
+        device=args.device,
+    )
     result = train_sae(acts, cfg, val_acts=val, progress=progress)
     path = save_saelens(
-        result.sae, args.out, hook_name=args.hook, model_name=args.model, scale=result.scale,
-        dataset=(f"interp_lib offline corpus (train split, {acts.shape[0]} tokens, "
-                 f"ctx_len {args.ctx_len})"),
-        dtype=args.dtype, context_size=args.ctx_len, extra_metadata={"train_config": asdict(cfg)},
-        history=result.history, metrics=result.metrics,
+        result.sae,
+        args.out,
+        hook_name=args.hook,
+        model_name=args.model,
+        scale=result.scale,
+        dataset=(
+            f"interp_lib offline corpus (train split, {acts.shape[0]} tokens, "
+            f"ctx_len {args.ctx_len})"
+        ),
+        dtype=args.dtype,
+        context_size=args.ctx_len,
+        extra_metadata={"train_config": asdict(cfg)},
+        history=result.history,
+        metrics=result.metrics,
     )
     m = result.metrics
-    summary = (f"saved {cfg.arch} SAE ({acts.shape[1]} -> {cfg.d_sae}) to {path}: "
-               f"{m['train_tokens']:,} tokens in {m['train_seconds']:.0f} s "
-               f"({m['tokens_per_s']:,.0f} tok/s)")
+    summary = (
+        f"saved {cfg.arch} SAE ({acts.shape[1]} -> {cfg.d_sae}) to {path}: "
+        f"{m['train_tokens']:,} tokens in {m['train_seconds']:.0f} s "
+        f"({m['tokens_per_s']:,.0f} tok/s)"
+    )
     if "val_fve" in m:
-        summary += (f", held-out FVE {m['val_fve']:.3f}, L0 {m['val_l0']:.1f}, "
-                    f"dead {m['val_dead_fraction']:.1%}")
+        summary += (
+            f", held-out FVE {m['val_fve']:.3f}, L0 {m['val_l0']:.1f}, "
+            f"dead {m['val_dead_fraction']:.1%}"
+        )
     print(summary)
     return 0
 

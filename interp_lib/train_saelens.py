@@ -7,6 +7,7 @@ or L1 coefficient, batch size, data order and learning-rate schedule as
 trainers side by side. It returns the same :class:`~interp_lib.train.TrainResult`, holding an
 inference ``sae_lens.SAE`` that takes raw activations.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,8 +27,8 @@ from sae_lens.training.sae_trainer import SAETrainer
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .sae import initial_b_dec, input_scale
 from .metrics import reconstruction_metrics
+from .sae import initial_b_dec, input_scale
 from .train import (
     Batches,
     TrainConfig,
@@ -35,6 +36,7 @@ from .train import (
     b_dec_sample,
     bar_postfix,
     drop_outliers,
+    finished_result,
     seeded_generators,
 )
 
@@ -46,8 +48,14 @@ def _quiet_saelens(progress: bool, desc: str = "train SAE (SAELens)") -> Iterato
     """Silence SAELens while it trains: no wandb, no log lines, no warnings, our own bar."""
 
     def bar(*args, **kwargs):  # SAELens's own bar, in our style
-        kwargs.update(desc=desc, unit="tok", unit_scale=True, leave=False, disable=not progress,
-                      dynamic_ncols=True)
+        kwargs.update(
+            desc=desc,
+            unit="tok",
+            unit_scale=True,
+            leave=False,
+            disable=not progress,
+            dynamic_ncols=True,
+        )
         return tqdm(*args, **kwargs)
 
     old_tqdm = sae_trainer.tqdm
@@ -66,9 +74,15 @@ def _quiet_saelens(progress: bool, desc: str = "train SAE (SAELens)") -> Iterato
             lg.setLevel(level)
 
 
-def train_saelens(acts: Tensor, cfg: TrainConfig, *, val_acts: Tensor | None = None,
-                  progress: bool = True, callback: Callable[[dict], Any] | None = None,
-                  init_b_dec: bool = True) -> TrainResult:
+def train_saelens(
+    acts: Tensor,
+    cfg: TrainConfig,
+    *,
+    val_acts: Tensor | None = None,
+    progress: bool = True,
+    callback: Callable[[dict], Any] | None = None,
+    init_b_dec: bool = True,
+) -> TrainResult:
     """Train with SAELens's own ``SAETrainer`` on the same data and settings as
     :func:`~interp_lib.train.train_sae`.
 
@@ -155,18 +169,27 @@ def train_saelens(acts: Tensor, cfg: TrainConfig, *, val_acts: Tensor | None = N
             if "losses/l1_loss" in log:
                 row["l1"] = log["losses/l1_loss"] / max(cfg.l1_coeff, 1e-12)
             if "losses/auxiliary_reconstruction_loss" in log:
-                row["auxk"] = (log["losses/auxiliary_reconstruction_loss"]
-                               / max(cfg.auxk_coeff, 1e-12))
-            row.update({
-                "l0": log["metrics/l0"],
-                "fve": log["metrics/explained_variance"],
-                # SAELens counts steps since each latent fired; same rule as ours, in tokens
-                "dead_fraction": float((self.n_forward_passes_since_fired * bs
-                                        >= min(cfg.dead_window_tokens, tokens)).float().mean()),
-                "lr": log["details/current_learning_rate"],
-                "elapsed_s": elapsed,
-                "tokens_per_s": tokens / elapsed,
-            })
+                row["auxk"] = log["losses/auxiliary_reconstruction_loss"] / max(
+                    cfg.auxk_coeff, 1e-12
+                )
+            row.update(
+                {
+                    "l0": log["metrics/l0"],
+                    "fve": log["metrics/explained_variance"],
+                    # SAELens counts steps since each latent fired; same rule as ours, in tokens
+                    "dead_fraction": float(
+                        (
+                            self.n_forward_passes_since_fired * bs
+                            >= min(cfg.dead_window_tokens, tokens)
+                        )
+                        .float()
+                        .mean()
+                    ),
+                    "lr": log["details/current_learning_rate"],
+                    "elapsed_s": elapsed,
+                    "tokens_per_s": tokens / elapsed,
+                }
+            )
             if val_acts is not None and (step % eval_every == 0 or step == steps):
                 t_eval = time.perf_counter()
                 val = reconstruction_metrics(_inference(self.sae), val_acts, scale)
@@ -194,16 +217,6 @@ def train_saelens(acts: Tensor, cfg: TrainConfig, *, val_acts: Tensor | None = N
         trainer.fit()
         elapsed = time.perf_counter() - t0 - clock["eval"]
     sae = _inference(training_sae)
-    metrics = {
-        "trainer": "sae_lens",
-        "arch": cfg.arch,
-        "train_tokens": steps * bs,
-        "train_seconds": elapsed,
-        "tokens_per_s": steps * bs / elapsed,
-        "dead_fraction": history[-1]["dead_fraction"] if history else float("nan"),
-        "scale": scale,
-        "rows_dropped": n_dropped,
-    }
-    if val_acts is not None:
-        metrics.update({f"val_{k}": v for k, v in reconstruction_metrics(sae, val_acts, scale).items()})
-    return TrainResult(sae, history, scale, metrics)
+    return finished_result(
+        sae, history, scale, "sae_lens", cfg.arch, steps * bs, elapsed, n_dropped, val_acts
+    )

@@ -17,23 +17,51 @@ from .metrics import evaluate, log_density_histogram
 from .models import load_model
 from .saelens_format import save_saelens
 from .train import TrainConfig, train_sae
-from .zoo import (RELEASES, SAE_ROOT, ZOO_RECIPE, check_release, heldout_tokens, list_saes, load_sae,
-                  recorded_metrics, sae_path, sae_recipe)
+from .zoo import (
+    RELEASES,
+    SAE_ROOT,
+    ZOO_RECIPE,
+    check_release,
+    heldout_tokens,
+    list_saes,
+    load_sae,
+    recorded_metrics,
+    sae_path,
+    sae_recipe,
+)
 
 
-def heldout_record(sae, model, *, n_tokens: int = ZOO_RECIPE["eval_tokens"], ctx_len: int = 128,
-                   progress: bool = True) -> dict:
-    """:func:`interp_lib.metrics.evaluate` on held-out text, as the flat dict a ``metrics.json`` stores."""
+def heldout_record(
+    sae,
+    model,
+    *,
+    n_tokens: int = ZOO_RECIPE["eval_tokens"],
+    ctx_len: int = 128,
+    progress: bool = True,
+) -> dict:
+    """:func:`interp_lib.metrics.evaluate` on held-out text, as the flat dict a ``metrics.json``
+    stores."""
     tokens = heldout_tokens(model, n_tokens, ctx_len)
     result = evaluate(model, sae, tokens, progress=progress)
     counts, edges = log_density_histogram(result.density)
-    return {**result.summary(), "log10_density_hist": {"counts": counts.tolist(), "edges": edges.tolist()},
-            "eval": f"held-out split of the offline corpus, {result.n_tokens} tokens (BOS excluded)"}
+    return {
+        **result.summary(),
+        "log10_density_hist": {"counts": counts.tolist(), "edges": edges.tolist()},
+        "eval": f"held-out split of the offline corpus, {result.n_tokens} tokens (BOS excluded)",
+    }
 
 
-def train_zoo(releases: list[str] | None = None, *, sae_ids: list[str] | None = None, recipe: dict | None = None,
-              device: str = "cpu", out_root: Path | None = None, progress: bool = True) -> list[dict]:
-    """Retrain the project's releases from the recipe (same seed, same corpus), save and evaluate each."""
+def train_zoo(
+    releases: list[str] | None = None,
+    *,
+    sae_ids: list[str] | None = None,
+    recipe: dict | None = None,
+    device: str = "cpu",
+    out_root: Path | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Retrain the project's releases from the recipe (same seed, same corpus), save and evaluate
+    each."""
     recipe = {**ZOO_RECIPE, **(recipe or {})}
     releases = releases or list(RELEASES)
     for r in releases:
@@ -47,7 +75,8 @@ def train_zoo(releases: list[str] | None = None, *, sae_ids: list[str] | None = 
     by_model: dict[str, list[tuple[str, str]]] = {}
     for r in releases:
         by_model.setdefault(RELEASES[r].model, []).extend(
-            (r, s) for s in RELEASES[r].sae_ids if sae_ids is None or s in sae_ids)
+            (r, s) for s in RELEASES[r].sae_ids if sae_ids is None or s in sae_ids
+        )
     for model_name, pairs in by_model.items():
         if not pairs:
             continue
@@ -56,31 +85,78 @@ def train_zoo(releases: list[str] | None = None, *, sae_ids: list[str] | None = 
         for pair in pairs:
             by_tokens.setdefault(sae_recipe(pair[1], recipe)["train_tokens"], []).append(pair)
         for n_tokens, group in by_tokens.items():
-            acts = cached_activations(model_name, [s for _, s in group], n_tokens=n_tokens, ctx_len=recipe["ctx_len"],
-                                      model=model, progress=progress)
+            acts = cached_activations(
+                model_name,
+                [s for _, s in group],
+                n_tokens=n_tokens,
+                ctx_len=recipe["ctx_len"],
+                model=model,
+                progress=progress,
+            )
             for release, sae_id in group:
-                rows.append(_train_one(release, sae_id, acts.pop(sae_id), model, model_name, recipe, device,
-                                       out_root, progress))
+                rows.append(
+                    _train_one(
+                        release,
+                        sae_id,
+                        acts.pop(sae_id),
+                        model,
+                        model_name,
+                        recipe,
+                        device,
+                        out_root,
+                        progress,
+                    )
+                )
     return rows
 
 
-def _train_one(release: str, sae_id: str, acts, model, model_name: str, recipe: dict, device: str,
-               out_root: Path, progress: bool) -> dict:
+def _train_one(
+    release: str,
+    sae_id: str,
+    acts,
+    model,
+    model_name: str,
+    recipe: dict,
+    device: str,
+    out_root: Path,
+    progress: bool,
+) -> dict:
     """Train, save (SAELens format, fp16) and evaluate one SAE of a release."""
     own = sae_recipe(sae_id, recipe)
-    cfg = TrainConfig(arch=own["arch"], d_sae=own["d_sae"], k=own["k"], epochs=own["epochs"], seed=own["seed"],
-                      batch_size=own["batch_size"], lr=own["lr"], device=device)
+    cfg = TrainConfig(
+        arch=own["arch"],
+        d_sae=own["d_sae"],
+        k=own["k"],
+        epochs=own["epochs"],
+        seed=own["seed"],
+        batch_size=own["batch_size"],
+        lr=own["lr"],
+        device=device,
+    )
     result = train_sae(acts.float(), cfg, progress=progress)
     path = save_saelens(
-        result.sae, out_root / release / sae_id, hook_name=sae_id, model_name=model_name, scale=result.scale,
+        result.sae,
+        out_root / release / sae_id,
+        hook_name=sae_id,
+        model_name=model_name,
+        scale=result.scale,
         dataset=f"interp_lib offline corpus, train split, {acts.shape[0]} tokens (BOS excluded)",
-        dtype="float16", context_size=own["ctx_len"], history=result.history, metrics=result.metrics,
+        dtype="float16",
+        context_size=own["ctx_len"],
+        history=result.history,
+        metrics=result.metrics,
         extra_metadata={"release": release, "recipe": recipe},
     )
     sae = load_sae(path)
-    metrics = {"release": release, "sae_id": sae_id, **heldout_record(sae, model, n_tokens=own["eval_tokens"], ctx_len=own["ctx_len"],
-                                                                        progress=progress),
-               "train_tokens_per_s": result.metrics.get("tokens_per_s"), "recipe": recipe}
+    metrics = {
+        "release": release,
+        "sae_id": sae_id,
+        **heldout_record(
+            sae, model, n_tokens=own["eval_tokens"], ctx_len=own["ctx_len"], progress=progress
+        ),
+        "train_tokens_per_s": result.metrics.get("tokens_per_s"),
+        "recipe": recipe,
+    }
     (path / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     return metrics
 
@@ -97,7 +173,12 @@ def reevaluate_zoo(*, progress: bool = True) -> list[dict]:
         model = models[model_name]
         ctx_len = meta.get("recipe", ZOO_RECIPE)["ctx_len"]
         fresh = heldout_record(load_sae(release, sae_id), model, ctx_len=ctx_len, progress=progress)
-        meta = {"release": release, "sae_id": sae_id, **{k: v for k, v in meta.items() if k not in fresh}, **fresh}
+        meta = {
+            "release": release,
+            "sae_id": sae_id,
+            **{k: v for k, v in meta.items() if k not in fresh},
+            **fresh,
+        }
         (sae_path(release, sae_id) / "metrics.json").write_text(json.dumps(meta, indent=1) + "\n")
         rows.append(meta)
     return rows

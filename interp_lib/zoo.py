@@ -61,16 +61,21 @@ def _pretrained_directory() -> dict:
 
 
 def check_release(release: str, sae_id: str | None) -> None:
-    """Raise ValueError unless ``release`` (and ``sae_id``, if given) is known, naming the valid ones."""
+    """Raise ValueError unless ``release`` (and ``sae_id``, if given) is known, naming the valid
+    ones."""
     if release in RELEASES:
         if sae_id is not None and sae_id not in RELEASES[release].sae_ids:
-            raise ValueError(f"Unknown sae_id {sae_id!r} for release {release!r}. Valid ids: {list(RELEASES[release].sae_ids)}")
+            raise ValueError(
+                f"Unknown sae_id {sae_id!r} for release {release!r}. "
+                f"Valid ids: {list(RELEASES[release].sae_ids)}"
+            )
         return
     directory = _pretrained_directory()
     if release not in directory:
         raise ValueError(
             f"Unknown SAE release {release!r}. The project's own releases: {sorted(RELEASES)}; "
-            f"SAELens's pretrained releases include gpt2-small-res-jb and {len(directory) - 1} more "
+            "SAELens's pretrained releases include gpt2-small-res-jb and "
+            f"{len(directory) - 1} more "
             "(see list_saes())."
         )
     if sae_id is not None and sae_id not in directory[release].saes_map:
@@ -94,26 +99,43 @@ def sae_path(release: str, sae_id: str) -> Path:
     """On-disk folder (SAELens format) of one of the project's shipped SAEs."""
     if release not in RELEASES:
         check_release(release, None)  # unknown -> ValueError naming the valid ones
-        raise ValueError(f"{release!r} is a SAELens pretrained release; it lives on the hub, not on disk. "
-                         f"Shipped releases: {sorted(RELEASES)}")
+        raise ValueError(
+            f"{release!r} is a SAELens pretrained release; it lives on the hub, not on disk. "
+            f"Shipped releases: {sorted(RELEASES)}"
+        )
     check_release(release, sae_id)
     path = SAE_ROOT / release / sae_id
     if not (path / "cfg.json").exists():
-        raise FileNotFoundError(f"{path} is missing: the SAE {release}/{sae_id} has not been trained into this checkout")
+        raise FileNotFoundError(
+            f"{path} is missing: the SAE {release}/{sae_id} has not been trained into this checkout"
+        )
     return path
 
 
-def load_sae(release_or_path: str | Path, sae_id: str | None = None, *, device: str = "cpu", dtype: str = "float32"):
+def load_sae(
+    release_or_path: str | Path,
+    sae_id: str | None = None,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+):
     """Load an SAE as ``sae_lens.SAE``: ``load_sae(release, sae_id)`` or ``load_sae(folder)``."""
-    if isinstance(release_or_path, Path) or (sae_id is None and ("/" in str(release_or_path) or Path(str(release_or_path)).exists())):
+    if isinstance(release_or_path, Path) or (
+        sae_id is None and ("/" in str(release_or_path) or Path(str(release_or_path)).exists())
+    ):
         path = Path(release_or_path).expanduser()
         if not (path / "cfg.json").exists():
-            raise FileNotFoundError(f"No SAE at {path}: expected cfg.json and sae_weights.safetensors (SAELens format)")
+            raise FileNotFoundError(
+                f"No SAE at {path}: expected cfg.json and sae_weights.safetensors (SAELens format)"
+            )
         return _load_disk(path, device, dtype)
     release = str(release_or_path)
     if sae_id is None:
         check_release(release, None)
-        raise ValueError(f"load_sae({release!r}) needs an sae_id; valid ids: {[s for r, s in list_saes() if r == release][:8]}")
+        raise ValueError(
+            f"load_sae({release!r}) needs an sae_id; "
+            f"valid ids: {[s for r, s in list_saes() if r == release][:8]}"
+        )
     if release in RELEASES:
         return _load_disk(sae_path(release, sae_id), device, dtype)
     check_release(release, sae_id)
@@ -129,12 +151,15 @@ def _load_disk(path: Path, device: str, dtype: str):
 
 
 def _load_from_hub(release: str, sae_id: str, device: str, dtype: str):
-    """The online path: ``SAE.from_pretrained``; offline it fails fast unless the hub cache has it."""
+    """The online path: ``SAE.from_pretrained``; offline it fails fast unless the hub cache has
+    it."""
     from sae_lens import SAE  # heavy: imported where first used
 
-    return from_hub(lambda: SAE.from_pretrained(release, sae_id, device=device, dtype=dtype),
-                    f"SAE {release}/{sae_id}",
-                    f"the project's own SAEs {sorted(RELEASES)} (for the embedded model smollm2-135m)")
+    return from_hub(
+        lambda: SAE.from_pretrained(release, sae_id, device=device, dtype=dtype),
+        f"SAE {release}/{sae_id}",
+        f"the project's own SAEs {sorted(RELEASES)} (for the embedded model smollm2-135m)",
+    )
 
 
 def recorded_metrics(release: str, sae_id: str) -> dict:
@@ -156,16 +181,25 @@ def training_recipe(release: str, sae_id: str) -> dict:
     if not recipe:
         return {}
     own = sae_recipe(sae_id, recipe)
-    return {"training tokens": int(own["train_tokens"]), "passes": float(own["epochs"]),
-            "batch size": int(own["batch_size"])}
+    return {
+        "training tokens": int(own["train_tokens"]),
+        "passes": float(own["epochs"]),
+        "batch size": int(own["batch_size"]),
+    }
 
 
 _HOOK = re.compile(r"^blocks\.(\d+)\.hook_(.+)$")
-_SITE_NAMES = {"resid_pre": "resid", "mlp_out": "mlp_out", "attn_out": "attn_out", "resid_post": "resid_post"}
+_SITE_NAMES = {
+    "resid_pre": "resid",
+    "mlp_out": "mlp_out",
+    "attn_out": "attn_out",
+    "resid_post": "resid_post",
+}
 
 
 def sae_label(release: str, sae_id: str) -> str:
-    """A short name for tables and legends: ``"resid 15"``, ``"mlp_out 15"`` (the sae_id if not a hook)."""
+    """A short name for tables and legends: ``"resid 15"``, ``"mlp_out 15"`` (the sae_id if not a
+    hook)."""
     match = _HOOK.match(sae_id)
     if not match:
         return sae_id
@@ -174,17 +208,20 @@ def sae_label(release: str, sae_id: str) -> str:
 
 
 def feature_slug(release: str, sae_id: str) -> str:
-    """Folder name of an SAE's feature pages in the book (``smollm2-135m-res--blocks.15.hook_resid_pre``)."""
+    """Folder name of an SAE's feature pages in the book
+    (``smollm2-135m-res--blocks.15.hook_resid_pre``)."""
     return f"{release}--{sae_id}"
 
 
 def feature_url(release: str, sae_id: str, feature: int, *, base: str | None = None) -> str:
-    """Page that shows what ``feature`` does: Neuronpedia for SAELens releases, the book's page for ours."""
+    """Page that shows what ``feature`` does: Neuronpedia for SAELens releases, the book's page for
+    ours."""
     if not isinstance(feature, int) or isinstance(feature, bool) or feature < 0:
         raise ValueError(f"feature must be a non-negative int, got {feature!r}")
     check_release(release, sae_id)
     if release in RELEASES:
-        return f"{(base if base is not None else BOOK_URL).rstrip('/')}/features/{feature_slug(release, sae_id)}/{feature}.html"
+        root = (base if base is not None else BOOK_URL).rstrip("/")
+        return f"{root}/features/{feature_slug(release, sae_id)}/{feature}.html"
     neuronpedia_id = _pretrained_directory()[release].neuronpedia_id.get(sae_id)
     if not neuronpedia_id:
         raise ValueError(f"{release}/{sae_id} has no Neuronpedia dashboard")
@@ -210,8 +247,18 @@ ZOO_RECIPE: dict = {
     # reached held-out FVE 0.853 and 0.775; interp_lib/saes/README.md has the measurements).
     "by_sae": {
         "blocks.20.hook_resid_pre": {"epochs": 6.0},
-        "blocks.25.hook_resid_pre": {"train_tokens": 2_000_000, "epochs": 6.0, "batch_size": 1024, "lr": 1e-3},
-        "blocks.15.hook_mlp_out": {"train_tokens": 2_000_000, "epochs": 6.0, "batch_size": 1024, "lr": 1e-3},
+        "blocks.25.hook_resid_pre": {
+            "train_tokens": 2_000_000,
+            "epochs": 6.0,
+            "batch_size": 1024,
+            "lr": 1e-3,
+        },
+        "blocks.15.hook_mlp_out": {
+            "train_tokens": 2_000_000,
+            "epochs": 6.0,
+            "batch_size": 1024,
+            "lr": 1e-3,
+        },
     },
 }
 """The settings every SAE of the project's releases is trained with (offline corpus, train split):
@@ -223,10 +270,23 @@ def sae_recipe(sae_id: str, recipe: dict | None = None) -> dict:
     ``by_sae`` overrides for ``sae_id`` applied (and the older ``epochs_by_sae`` /
     ``train_tokens_by_sae`` keys that recorded recipes may carry)."""
     recipe = ZOO_RECIPE if recipe is None else recipe
-    legacy = {key: recipe[f"{key}_by_sae"][sae_id] for key in ("epochs", "train_tokens")
-              if sae_id in recipe.get(f"{key}_by_sae", {})}
-    own = {k: v for k, v in recipe.items() if k not in ("by_sae", "epochs_by_sae", "train_tokens_by_sae")}
-    return {"batch_size": 4096, "lr": None, **own, **legacy, **recipe.get("by_sae", {}).get(sae_id, {})}
+    legacy = {
+        key: recipe[f"{key}_by_sae"][sae_id]
+        for key in ("epochs", "train_tokens")
+        if sae_id in recipe.get(f"{key}_by_sae", {})
+    }
+    own = {
+        k: v
+        for k, v in recipe.items()
+        if k not in ("by_sae", "epochs_by_sae", "train_tokens_by_sae")
+    }
+    return {
+        "batch_size": 4096,
+        "lr": None,
+        **own,
+        **legacy,
+        **recipe.get("by_sae", {}).get(sae_id, {}),
+    }
 
 
 def heldout_tokens(model, n_tokens: int, ctx_len: int = 128) -> torch.Tensor:
@@ -236,15 +296,35 @@ def heldout_tokens(model, n_tokens: int, ctx_len: int = 128) -> torch.Tensor:
 
 def zoo_table(markdown: bool = True) -> str:
     """The zoo's held-out quality table (from each SAE's metrics.json)."""
-    head = ["release", "sae_id", "L0", "FVE", "FVE typical", "CE recovered", "loss increase (nats)", "dead", "dense"]
+    head = [
+        "release",
+        "sae_id",
+        "L0",
+        "FVE",
+        "FVE typical",
+        "CE recovered",
+        "loss increase (nats)",
+        "dead",
+        "dense",
+    ]
     lines = []
     for release, sae_id in list_saes(pretrained=False):
         m = recorded_metrics(release, sae_id)
         if not m:
             continue
-        lines.append([release, sae_id, f"{m['l0']:.1f}", f"{m['fve']:.3f}",
-                      f"{m['fve_typical']:.3f}" if "fve_typical" in m else "-", f"{m['ce_recovered']:.3f}",
-                      f"{m['ce_increase']:.3f}", f"{m['dead_fraction']:.1%}", f"{m['dense_fraction']:.1%}"])
+        lines.append(
+            [
+                release,
+                sae_id,
+                f"{m['l0']:.1f}",
+                f"{m['fve']:.3f}",
+                f"{m['fve_typical']:.3f}" if "fve_typical" in m else "-",
+                f"{m['ce_recovered']:.3f}",
+                f"{m['ce_increase']:.3f}",
+                f"{m['dead_fraction']:.1%}",
+                f"{m['dense_fraction']:.1%}",
+            ]
+        )
     if not markdown:
         return "\n".join("\t".join(row) for row in [head, *lines])
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -10,6 +10,7 @@ import torch
 from interp_lib import analysis as A
 from interp_lib import encoding as E
 from interp_lib import plots
+from interp_lib.tokens import readable_tokens
 
 # 6 texts x 5 features; categories a, a, a, b, b, c.
 #   f0: everywhere, weak          f1: one text, very strong (text 4)
@@ -228,12 +229,12 @@ class _TrimmedTokenizer:
 
 
 def test_readable_tokens_show_a_split_character_once():
-    assert E.readable_tokens(_FakeTokenizer(), "café!") == ["caf", "é", "", "!"]
-    assert E.readable_tokens(_TrimmedTokenizer(), "a cat sat") == ["a", " cat", " sat"]
+    assert readable_tokens(_FakeTokenizer(), "café!") == ["caf", "", "é", "!"]
+    assert readable_tokens(_TrimmedTokenizer(), "a cat sat") == ["a", " cat", " sat"]
     enc = E.Encoded(["café!"], [["caf", "\ufffd", "\ufffd", "!"]], [torch.tensor([[0.0], [0.0], [2.0], [1.0]])],
                     torch.tensor([[2.0]]), torch.tensor([[0.75]]))
     enc = E.with_readable_tokens(enc, _FakeTokenizer())
-    assert enc.tokens == [["caf", "é", "", "!"]]
+    assert enc.tokens == [["caf", "", "é", "!"]]
     # the peak is on the second piece of "é": reported as "é", and shown once with the group's max
     assert A.top_activating(enc, 0).token.tolist() == ["é"]
     assert A.feature_peaks(enc, [0], [0]).to_dict("records") == [

@@ -11,35 +11,8 @@
 The names below are the package's API: ``from interp_lib import data; data.build_corpus()``.
 """
 
-from .corpus import (
-    CORPUS_PACKAGES,
-    DEFAULT_CHUNK_CHARS,
-    KINDS,
-    MIN_DOC_CHARS,
-    SOURCES,
-    Document,
-    build_corpus,
-    corpus_key,
-    corpus_report,
-    split_corpus,
-    tokenize_corpus,
-)
-from .probes import CATEGORIES, CATEGORY_LABELS, ProbeText, probe_texts
+from . import corpus, probes
+from .corpus import *  # noqa: F403 - the package API is the two modules' __all__
+from .probes import *  # noqa: F403
 
-__all__ = [
-    "CATEGORIES",
-    "CATEGORY_LABELS",
-    "ProbeText",
-    "probe_texts",
-    "SOURCES",
-    "KINDS",
-    "DEFAULT_CHUNK_CHARS",
-    "MIN_DOC_CHARS",
-    "CORPUS_PACKAGES",
-    "Document",
-    "build_corpus",
-    "split_corpus",
-    "corpus_report",
-    "corpus_key",
-    "tokenize_corpus",
-]
+__all__ = probes.__all__ + corpus.__all__

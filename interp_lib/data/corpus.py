@@ -111,8 +111,10 @@ def _round_robin(items: list[tuple[str, Path]]) -> tuple[tuple[str, Path], ...]:
     groups: dict[str, list[tuple[str, Path]]] = {}
     for item in items:
         groups.setdefault(item[0].split("/", 1)[0], []).append(item)
-    queues = [sorted(groups[g], key=lambda item: _order_key(item[0]))
-              for g in sorted(groups, key=_order_key)]
+    queues = [
+        sorted(groups[g], key=lambda item: _order_key(item[0]))
+        for g in sorted(groups, key=_order_key)
+    ]
     out: list[tuple[str, Path]] = []
     for round_ in range(max((len(q) for q in queues), default=0)):
         out.extend(q[round_] for q in queues if round_ < len(q))
@@ -146,8 +148,15 @@ def _read_text(path: Path) -> str | None:
 # max_chars only reads the files it needs.
 _Raw = tuple[str, Callable[[], "str | None"]]
 
-_STDLIB_SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__", "test", "tests",
-                     "idle_test", "pydoc_data"}
+_STDLIB_SKIP_DIRS = {
+    "site-packages",
+    "dist-packages",
+    "__pycache__",
+    "test",
+    "tests",
+    "idle_test",
+    "pydoc_data",
+}
 
 
 @functools.lru_cache(maxsize=1)
@@ -171,6 +180,7 @@ def _stdlib_loader(path: Path) -> Callable[[], str | None]:
         if text is None or "decoding_table = (" in text:
             return None
         return text
+
     return load
 
 
@@ -199,13 +209,43 @@ def _description(meta: Any) -> str | None:
     return _clean(body) if body else None
 
 
-CORPUS_PACKAGES: frozenset[str] = frozenset({
-    "numpy", "pandas", "torch", "transformers", "tokenizers", "safetensors", "huggingface-hub",
-    "sae-lens", "transformer-lens", "plotly", "tqdm", "jupyter-book", "sphinx", "sphinx-book-theme",
-    "pydata-sphinx-theme", "docutils", "myst-parser", "myst-nb", "ipython", "jinja2", "pygments",
-    "requests", "urllib3", "pyyaml", "jsonschema", "networkx", "sympy", "nbformat", "jupytext",
-    "sphinxcontrib-bibtex", "sphinx-design", "sphinx-togglebutton", "sphinx-copybutton",
-})
+CORPUS_PACKAGES: frozenset[str] = frozenset(
+    {
+        "numpy",
+        "pandas",
+        "torch",
+        "transformers",
+        "tokenizers",
+        "safetensors",
+        "huggingface-hub",
+        "sae-lens",
+        "transformer-lens",
+        "plotly",
+        "tqdm",
+        "jupyter-book",
+        "sphinx",
+        "sphinx-book-theme",
+        "pydata-sphinx-theme",
+        "docutils",
+        "myst-parser",
+        "myst-nb",
+        "ipython",
+        "jinja2",
+        "pygments",
+        "requests",
+        "urllib3",
+        "pyyaml",
+        "jsonschema",
+        "networkx",
+        "sympy",
+        "nbformat",
+        "jupytext",
+        "sphinxcontrib-bibtex",
+        "sphinx-design",
+        "sphinx-togglebutton",
+        "sphinx-copybutton",
+    }
+)
 """Distributions whose descriptions and docs join the corpus: the project's own dependencies.
 
 A fixed list, so installing an unrelated package (or a test tool) does not change the corpus,
@@ -221,8 +261,9 @@ def _dist_key(name: str) -> str:
 def _corpus_top_levels() -> frozenset[str]:
     """Top-level import folders in site-packages that belong to CORPUS_PACKAGES."""
     mapping = importlib.metadata.packages_distributions()
-    return frozenset(top for top, dists in mapping.items()
-                     if any(_dist_key(d) in CORPUS_PACKAGES for d in dists))
+    return frozenset(
+        top for top, dists in mapping.items() if any(_dist_key(d) in CORPUS_PACKAGES for d in dists)
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -264,8 +305,20 @@ _SKIP_DOC_STEMS = re.compile(
     r"not-zip-safe|api_tests|vendor|third_party_notices|thirdpartynotices|citation)",
     re.IGNORECASE,
 )
-_SKIP_DOC_DIRS = {"__pycache__", "node_modules", ".git", "test", "tests", "testing", "testdata",
-                  "test_data", "data", "datasets", "fixtures", "samples"}
+_SKIP_DOC_DIRS = {
+    "__pycache__",
+    "node_modules",
+    ".git",
+    "test",
+    "tests",
+    "testing",
+    "testdata",
+    "test_data",
+    "data",
+    "datasets",
+    "fixtures",
+    "samples",
+}
 _MAX_DOC_FILE_BYTES = 500_000  # a README-like file is never this big; such files are data
 
 
@@ -290,7 +343,8 @@ def _package_doc_files() -> tuple[tuple[str, Path], ...]:
                 dirnames[:] = [d for d in dirnames if d in allowed]
                 continue  # loose files at the top of site-packages belong to no listed package
             dirnames[:] = sorted(
-                d for d in dirnames
+                d
+                for d in dirnames
                 if d not in _SKIP_DOC_DIRS and not d.endswith((".dist-info", ".egg-info"))
             )
             for fn in sorted(filenames):
@@ -336,8 +390,13 @@ def _po_translations(text: str) -> str | None:
     flush()
     cleaned = []
     for s in strings:
-        s = (s.replace("\\n", " ").replace('\\"', '"').replace("\\t", " ")
-             .replace("\\\\", "\\").strip())
+        s = (
+            s.replace("\\n", " ")
+            .replace('\\"', '"')
+            .replace("\\t", " ")
+            .replace("\\\\", "\\")
+            .strip()
+        )
         if s:
             cleaned.append(s)
     return _clean("\n".join(cleaned)) if cleaned else None
@@ -354,6 +413,7 @@ def _package_doc_loader(path: Path) -> Callable[[], str | None]:
         if text is not None and path.suffix.lower() == ".po":
             return _po_translations(text)
         return text
+
     return load
 
 
@@ -458,8 +518,9 @@ def build_corpus(
     chunk_chars: int = DEFAULT_CHUNK_CHARS,
 ) -> list[Document]:
     """Offline corpus of installed text, deterministic, deduplicated, sources interleaved."""
-    if max_chars is not None and (isinstance(max_chars, bool) or not isinstance(max_chars, int)
-                                  or max_chars <= 0):
+    if max_chars is not None and (
+        isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars <= 0
+    ):
         raise ValueError(f"max_chars must be a positive int or None, got {max_chars!r}")
     if isinstance(sources, str):
         raise TypeError(f"sources must be a sequence of source names, e.g. {SOURCES!r}, not a str")
@@ -523,8 +584,11 @@ def split_corpus(
     docs: Iterable[Document], held_out_fraction: float = 0.1
 ) -> tuple[list[Document], list[Document]]:
     """Split into (train, held_out) by a stable hash of the source file; held out never trains."""
-    if isinstance(held_out_fraction, bool) or not isinstance(held_out_fraction, (int, float)) \
-            or not 0.0 <= held_out_fraction <= 1.0:
+    if (
+        isinstance(held_out_fraction, bool)
+        or not isinstance(held_out_fraction, (int, float))
+        or not 0.0 <= held_out_fraction <= 1.0
+    ):
         raise ValueError(f"held_out_fraction must be a number in [0, 1], got {held_out_fraction!r}")
     docs = _check_docs(docs)
     held_texts = {d.text for d in docs if _split_value(d) < held_out_fraction}
@@ -548,8 +612,15 @@ def corpus_report(docs: Iterable[Document]) -> "pandas.DataFrame":
             if not group:
                 continue
             chars = sum(len(d.text) for d in group)
-            rows.append({"by": by, "group": value, "documents": len(group), "characters": chars,
-                         "share": chars / total if total else 0.0})
+            rows.append(
+                {
+                    "by": by,
+                    "group": value,
+                    "documents": len(group),
+                    "characters": chars,
+                    "share": chars / total if total else 0.0,
+                }
+            )
     return pd.DataFrame(rows, columns=["by", "group", "documents", "characters", "share"])
 
 
@@ -593,8 +664,9 @@ def tokenize_corpus(
         raise ValueError(
             f"ctx_len must be an int >= 2 (BOS plus at least one token), got {ctx_len!r}"
         )
-    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
-                                   or max_tokens < ctx_len):
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < ctx_len
+    ):
         raise ValueError(
             f"max_tokens must be None or an int >= ctx_len ({ctx_len}), got {max_tokens!r}"
         )
@@ -610,9 +682,10 @@ def tokenize_corpus(
     needed = None if max_rows is None else max_rows * body
     ids: list[int] = []
     for start in range(0, len(texts), batch_size):
-        batch = texts[start:start + batch_size]
-        encoded = tok(batch, add_special_tokens=False, return_attention_mask=False,
-                      verbose=False)["input_ids"]
+        batch = texts[start : start + batch_size]
+        encoded = tok(batch, add_special_tokens=False, return_attention_mask=False, verbose=False)[
+            "input_ids"
+        ]
         for seq in encoded:
             ids.extend(seq)
             ids.append(eos)

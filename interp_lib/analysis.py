@@ -445,7 +445,8 @@ def is_emoji(text: str) -> bool:
 
 def emoji_mask(tokens: Sequence[str]) -> np.ndarray:
     """Bool per token: the token shows an emoji, or is a '' piece (see
-    :func:`interp_lib.tokens.readable_tokens`) of a character that a later token completes with one."""
+    :func:`interp_lib.tokens.readable_tokens`) of a character that a later token completes with
+    one."""
     out = np.zeros(len(tokens), dtype=bool)
     for i in range(len(tokens) - 1, -1, -1):
         tok = tokens[i]

@@ -233,7 +233,8 @@ def finished_result(
     val_acts: Tensor | None,
 ) -> TrainResult:
     """The :class:`TrainResult` both trainers return: speed, final dead share, and the held-out
-    reconstruction (``val_*``, :func:`interp_lib.metrics.reconstruction_metrics`) if ``val_acts``."""
+    reconstruction (``val_*``, :func:`interp_lib.metrics.reconstruction_metrics`) if
+    ``val_acts``."""
     metrics = {
         "trainer": trainer,
         "arch": arch,
@@ -398,7 +399,7 @@ def train_sae(
     sae.eval()
 
     return finished_result(
-        sae, history, scale, "interp_lib", cfg.arch, steps * bs, elapsed, n_dropped, val_acts
+        sae, history, scale, "homebrew", cfg.arch, steps * bs, elapsed, n_dropped, val_acts
     )
 
 

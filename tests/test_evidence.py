@@ -1,0 +1,88 @@
+"""interp_lib.evidence on cases whose answers are known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from interp_lib import analysis, evidence
+
+
+def test_bootstrap_interval_covers_the_true_mean_at_about_the_stated_rate():
+    rng = np.random.default_rng(0)
+    covered = 0
+    for trial in range(200):
+        sample = rng.normal(loc=3.0, scale=2.0, size=40)
+        ci = evidence.bootstrap_ci(sample, n_boot=400, seed=trial)
+        covered += ci.low <= 3.0 <= ci.high
+    assert 0.88 <= covered / 200 <= 0.99  # nominal 0.95; the percentile bootstrap runs a bit low
+
+
+def test_bootstrap_interval_of_a_constant_is_a_point_and_needs_two_units():
+    ci = evidence.bootstrap_ci([2.0, 2.0, 2.0])
+    assert (ci.estimate, ci.low, ci.high) == (2.0, 2.0, 2.0)
+    assert ci.excludes(2.5) and not ci.excludes(2.0)
+    with pytest.raises(ValueError, match="at least 2"):
+        evidence.bootstrap_ci([1.0])
+
+
+def _pooled(planted: bool, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """60 texts in 3 categories; feature 0 strong exactly on category 'a' if planted."""
+    rng = np.random.default_rng(seed)
+    cats = ["a"] * 20 + ["b"] * 20 + ["c"] * 20
+    pooled = rng.random((60, 4))  # noise: strong on about half the texts of every category
+    if planted:
+        pooled[:20, 0] = 5.0 + rng.random(20)
+    return pooled, cats
+
+
+def _best_concentration(pooled: np.ndarray):
+    return lambda labels: float(
+        np.nanmax(analysis.category_concentration(pooled, list(labels), min_strong=3)[:1])
+    )
+
+
+def test_a_planted_specialist_beats_the_shuffled_label_null():
+    pooled, cats = _pooled(planted=True)
+    null = evidence.permutation_null(_best_concentration(pooled), cats, n=200)
+    assert null.observed > 0.9 and null.observed > null.null_high and null.p_value < 0.01
+
+
+def test_a_pure_noise_feature_does_not_beat_the_null():
+    pooled, cats = _pooled(planted=False, seed=1)
+    null = evidence.permutation_null(_best_concentration(pooled), cats, n=200)
+    assert null.p_value > 0.05 and null.observed <= null.null_high
+
+
+def test_random_directions_match_the_norm_and_differ():
+    d = torch.tensor([3.0, 4.0, 0.0])
+    r = evidence.random_directions(d, 5, seed=1)
+    assert r.shape == (5, 3)
+    torch.testing.assert_close(r.norm(dim=1), torch.full((5,), 5.0))
+    assert not torch.allclose(r[0], r[1])
+    torch.testing.assert_close(r, evidence.random_directions(d, 5, seed=1))  # seeded
+
+
+def test_agreement_between_a_prediction_and_a_measurement():
+    pred = [1.0, -2.0, 3.0, -4.0]
+    assert evidence.rank_agreement(pred, [2.0, -4.0, 6.0, -8.0]) == pytest.approx(1.0)
+    assert evidence.sign_agreement(pred, [1.0, 2.0, 3.0, -4.0]) == 0.75
+    assert evidence.size_ratio(pred, [2.0, -4.0, 6.0, -8.0]) == 2.0
+    assert np.isnan(evidence.rank_agreement([1.0, 1.0], [1.0, 2.0]))
+    with pytest.raises(ValueError):
+        evidence.rank_agreement([1.0], [1.0])
+
+
+def test_auroc_test_separates_signal_from_chance():
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.ones(30, bool), np.zeros(30, bool)]
+    assert evidence.auroc_test(np.r_[rng.normal(2, 1, 30), rng.normal(0, 1, 30)], labels) < 1e-3
+    assert evidence.auroc_test(rng.normal(0, 1, 60), labels) > 0.01
+
+
+def test_findings_table_writes_the_interval_and_the_verdict():
+    f = evidence.finding("x beats y", "mean gain", evidence.Interval(0.3, 0.1, 0.5),
+                         control="random direction", control_value=0.05, holds=True)
+    table = evidence.findings_table([f])
+    assert table.loc[0, "95% interval"] == "[0.1, 0.5]" and table.loc[0, "holds"] == "yes"

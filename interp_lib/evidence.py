@@ -4,7 +4,8 @@ A sentence in the book that concludes something rests on a :class:`Finding`: wha
 the statistic, its 95% interval over the unit that was sampled (texts, prompts, windows), the
 value of a control or null model, and whether the claim holds. :func:`findings_table` shows a
 list of findings as the visible "what the evidence says" table of a section; the chapter's
-sentence then follows ``finding.holds`` rather than a number typed in by hand.
+sentence then follows ``finding.holds`` (:func:`verdict` picks its words) rather than a number
+typed in by hand.
 
 The tools:
 
@@ -182,6 +183,11 @@ def finding(
 ) -> Finding:
     """A :class:`Finding` (``holds`` computed by the caller from the interval and the control)."""
     return Finding(claim, statistic, value, control, float(control_value), bool(holds))
+
+
+def verdict(f: Finding, holds: str, fails: str) -> str:
+    """The words a chapter's sentence uses: ``holds`` if the finding holds, else ``fails``."""
+    return holds if f.holds else fails
 
 
 def findings_table(findings: Sequence[Finding]) -> pd.DataFrame:

@@ -24,6 +24,9 @@ One module per idea, named after what a reader looks for:
 * ``autointerp``: explain features with the model itself and score the explanations.
 * ``plots``: the book's figures and the set-up that puts them on the static site.
 * ``bench``: speed of harvesting and training, measured in one run.
+* ``errors``: the library's own exceptions (a damaged or missing file, an invalid argument, the hub
+  out of reach) and how the command line shows them; ``files``: atomic writes, checked JSON reads;
+  ``sae_folder``: what an SAE folder in SAELens's format must hold, checked before it is loaded.
 
 The heavy libraries (transformers, transformer_lens' loaders, sae_lens) are imported where they
 are first used, so that ``import interp_lib`` stays quick.
@@ -32,13 +35,18 @@ are first used, so that ``import interp_lib`` stays quick.
 from . import profiles
 from .data import probe_texts
 from .encoding import encode_texts
+from .errors import DamagedFileError, InterpLibError, InvalidArgumentError, MissingFileError
 from .metrics import evaluate
 from .models import DEFAULT_MODEL, HubUnavailableError, cache_dir, load_model
 from .zoo import RELEASES, feature_url, list_saes, load_sae, sae_path
 
 __all__ = [
     "DEFAULT_MODEL",
+    "DamagedFileError",
     "HubUnavailableError",
+    "InterpLibError",
+    "InvalidArgumentError",
+    "MissingFileError",
     "RELEASES",
     "cache_dir",
     "encode_texts",

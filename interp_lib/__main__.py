@@ -7,6 +7,10 @@
 * ``train-zoo``: retrain the project's shipped SAEs from their recipe (same seed, same corpus).
 * ``zoo [--reevaluate]``: list the shipped SAEs with their held-out quality (recomputed with
   --reevaluate).
+
+A reader's mistake (an argument out of range, an unknown name, a missing or damaged file) exits
+with status 2 and one line naming it, as argparse does; Ctrl-C and SIGTERM stop a command without
+leaving a half-written output. Any other error is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -15,12 +19,18 @@ import argparse
 import json
 import sys
 import warnings
+from pathlib import Path
 
 from .bench import main as main_bench
+from .errors import cli_errors
+from .files import write_text_atomic
 from .models import load_model
-from .train import main_train
+from .train import check_device_argument, main_train
 from .train_zoo import heldout_record, reevaluate_zoo, train_zoo
 from .zoo import RELEASES, ZOO_RECIPE, load_sae, zoo_table
+
+EVAL_CTX = 128
+"""Context length of the held-out text ``eval`` scores (as :func:`heldout_record`)."""
 
 
 def main_eval(argv: list[str] | None = None) -> int:
@@ -36,12 +46,24 @@ def main_eval(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     args = parser.parse_args(argv)
+    if args.json is not None and Path(args.json).is_dir():
+        parser.error(f"argument --json: invalid value {args.json!r} (a file path, not a folder)")
+    if args.tokens < EVAL_CTX:
+        parser.error(
+            f"argument --tokens: invalid value {args.tokens!r} (at least {EVAL_CTX}, one context)"
+        )
+    with cli_errors(parser):
+        return _eval(parser, args)
+
+
+def _eval(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The body of :func:`main_eval`, after its arguments are checked."""
     sae = load_sae(args.path)
     model_name = args.model or sae.cfg.metadata.model_name
     if not model_name:
         parser.error("the SAE's metadata names no model: pass --model")
     model = load_model(model_name)
-    metrics = heldout_record(sae, model, n_tokens=args.tokens)
+    metrics = heldout_record(sae, model, n_tokens=args.tokens, ctx_len=EVAL_CTX)
     labels = {
         "l0": "L0",
         "fve": "variance explained",
@@ -66,8 +88,7 @@ def main_eval(argv: list[str] | None = None) -> int:
         )
         print(f"  {label:<24} {text}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(metrics, f, indent=1)
+        write_text_atomic(args.json, json.dumps(metrics, indent=1))
     return 0
 
 
@@ -99,6 +120,20 @@ def main_train_zoo(argv: list[str] | None = None) -> int:
         "--out", default=None, help="write into this folder instead of interp_lib/saes"
     )
     args = parser.parse_args(argv)
+    valid = [s for r in (args.release or RELEASES) for s in RELEASES[r].sae_ids]
+    for sae_id in args.sae_id or []:
+        if sae_id not in valid:
+            parser.error(
+                f"argument --sae-id: invalid choice: {sae_id!r} (choose from {', '.join(valid)})"
+            )
+    if args.tokens is not None and args.tokens < ZOO_RECIPE["ctx_len"]:
+        parser.error(
+            f"argument --tokens: invalid value {args.tokens!r} (at least the recipe's context "
+            f"length, {ZOO_RECIPE['ctx_len']})"
+        )
+    check_device_argument(parser, args.device)
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        parser.error(f"argument --out: invalid value {args.out!r} (a folder, not a file)")
     recipe = None
     if args.tokens:  # one budget for every SAE: drop the per-SAE token budgets
         recipe = {
@@ -108,10 +143,11 @@ def main_train_zoo(argv: list[str] | None = None) -> int:
                 for sae_id, over in ZOO_RECIPE["by_sae"].items()
             },
         }
-    train_zoo(
-        args.release, sae_ids=args.sae_id, recipe=recipe, device=args.device, out_root=args.out
-    )
-    print(zoo_table())
+    with cli_errors(parser):
+        train_zoo(
+            args.release, sae_ids=args.sae_id, recipe=recipe, device=args.device, out_root=args.out
+        )
+        print(zoo_table())
     return 0
 
 
@@ -123,18 +159,20 @@ def main_zoo(argv: list[str] | None = None) -> int:
         action="store_true",
         help="recompute every shipped SAE's held-out metrics and rewrite its metrics.json",
     )
-    if parser.parse_args(argv).reevaluate:
-        reevaluate_zoo()
-    print(zoo_table())
+    args = parser.parse_args(argv)
+    with cli_errors(parser):
+        if args.reevaluate:
+            reevaluate_zoo()
+        print(zoo_table())
     return 0
 
 
 COMMANDS = {
-    "train": "train",
-    "eval": "eval",
-    "bench": "bench",
-    "train-zoo": "train-zoo",
-    "zoo": "zoo",
+    "train": main_train,
+    "eval": main_eval,
+    "bench": main_bench,
+    "train-zoo": main_train_zoo,
+    "zoo": main_zoo,
 }
 
 
@@ -146,16 +184,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    if command == "train":
-        return main_train(rest)
-    if command == "bench":
-        return main_bench(rest)
-    if command == "eval":
-        return main_eval(rest)
-    if command == "train-zoo":
-        return main_train_zoo(rest)
-    if command == "zoo":
-        return main_zoo(rest)
+    if command in COMMANDS:
+        try:
+            return COMMANDS[command](rest)
+        except KeyboardInterrupt:  # outside a command's own handling (e.g. while parsing)
+            print(f"python -m interp_lib {command}: interrupted", file=sys.stderr)
+            return 130
     print(f"unknown command {command!r}; valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
     return 2
 

@@ -5,25 +5,27 @@ and stops at the last layer it needs. Position 0 (the BOS token, an attention si
 with ~150x the norm of other positions) is dropped, so what comes back is one row per real token.
 
 :func:`cached_activations` adds a disk cache in fp16 safetensors, keyed by model, hook, corpus,
-split, context length and token count. Files are written atomically (temp file + rename) and
-checked on read: a truncated or corrupt file is rebuilt, never used.
+split, context length and token count. Files are written atomically
+(:func:`interp_lib.files.atomic_file`) and checked on read (header, shape, content digest, and the
+model and hook they were made for): a truncated, corrupt or mismatched file is rebuilt, never used.
+A harvest killed at any moment leaves each cache file complete or absent.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from . import data
+from .errors import InvalidArgumentError
+from .files import atomic_file
 from .hooks import check_hooks, hook_layer, hook_width, stop_layer
 from .models import cache_dir, load_model
 
@@ -45,9 +47,15 @@ def harvest(
     d]}."""
     hooks = check_hooks(model, hooks)
     if tokens.ndim != 2:
-        raise ValueError(f"tokens must be [n_contexts, ctx_len], got shape {tuple(tokens.shape)}")
+        raise InvalidArgumentError(
+            f"tokens must be [n_contexts, ctx_len], got shape {tuple(tokens.shape)}"
+        )
     start = 1 if drop_bos else 0
     n_ctx, ctx_len = tokens.shape
+    if ctx_len > model.cfg.n_ctx:
+        raise InvalidArgumentError(
+            f"contexts of {ctx_len} tokens are longer than the model's {model.cfg.n_ctx}"
+        )
     n_rows = n_ctx * (ctx_len - start)
     out = {h: torch.empty(n_rows, hook_width(model, h), dtype=dtype) for h in hooks}
     stop_at = stop_layer(hooks)
@@ -99,37 +107,29 @@ def _digest(t: torch.Tensor) -> str:
 
 def save_activations(path: Path, acts: torch.Tensor, meta: dict[str, str]) -> None:
     """Write ``acts`` to ``path`` atomically, with a content digest in the header."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         **{k: str(v) for k, v in meta.items()},
         "digest": _digest(acts),
         "shape": json.dumps(list(acts.shape)),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({"acts": acts.contiguous()}, tmp, metadata=meta)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp:
+        save_file({"acts": acts.contiguous()}, str(tmp), metadata=meta)
 
 
-def load_activations(path: Path) -> torch.Tensor | None:
-    """Read a cached activation file; ``None`` if it is missing, truncated or corrupt."""
-    if not path.exists():
+def load_activations(path: Path, expect: dict | None = None) -> torch.Tensor | None:
+    """Read a cached activation file; ``None`` if it is missing, truncated or corrupt, or if its
+    metadata differs from ``expect`` (e.g. ``{"model": ..., "hook": ...}``)."""
+    if not path.is_file():
         return None
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
         acts = load_file(str(path))["acts"]
     except (SafetensorError, OSError, KeyError, RuntimeError, ValueError):
         return None
     if json.dumps(list(acts.shape)) != meta.get("shape") or _digest(acts) != meta.get("digest"):
+        return None
+    if any(meta.get(k) != str(v) for k, v in (expect or {}).items()):
         return None
     return acts
 
@@ -154,9 +154,9 @@ def cached_activations(
     """
     hooks = [hooks] if isinstance(hooks, str) else list(dict.fromkeys(hooks))
     if split not in ("train", "heldout"):
-        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+        raise InvalidArgumentError(f"split must be 'train' or 'heldout', got {split!r}")
     if n_tokens < ctx_len:
-        raise ValueError(f"n_tokens ({n_tokens}) must be at least ctx_len ({ctx_len})")
+        raise InvalidArgumentError(f"n_tokens ({n_tokens}) must be at least ctx_len ({ctx_len})")
     docs = corpus_split(split)
     ckey = data.corpus_key(docs)
     root = cache_dir() / "activations"
@@ -167,8 +167,19 @@ def cached_activations(
         for h in hooks
     }
     result: dict[str, torch.Tensor] = {}
+    metas = {
+        h: {
+            "model": model_name,
+            "hook": h,
+            "corpus": ckey,
+            "split": split,
+            "ctx_len": ctx_len,
+            "n_tokens": n_tokens,
+        }
+        for h in hooks
+    }
     for h, p in paths.items():
-        acts = load_activations(p)
+        acts = load_activations(p, metas[h])
         if acts is not None:
             result[h] = acts
     missing = [h for h in hooks if h not in result]
@@ -178,15 +189,7 @@ def cached_activations(
         tokens = corpus_tokens(model, split, n_tokens, ctx_len)
         fresh = harvest(model, missing, tokens, batch_size=batch_size, progress=progress)
         for h in missing:
-            meta = {
-                "model": model_name,
-                "hook": h,
-                "corpus": ckey,
-                "split": split,
-                "ctx_len": ctx_len,
-                "n_tokens": n_tokens,
-            }
-            save_activations(paths[h], fresh[h], meta)
+            save_activations(paths[h], fresh[h], metas[h])
             result[h] = fresh[h]
     return {h: result[h] for h in hooks}
 
@@ -198,7 +201,7 @@ def corpus_tokens(
     'heldout'),
     BOS first: the text behind :func:`cached_activations` with the same arguments."""
     if split not in ("train", "heldout"):
-        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+        raise InvalidArgumentError(f"split must be 'train' or 'heldout', got {split!r}")
     return data.tokenize_corpus(
         model_or_tokenizer, corpus_split(split), ctx_len=ctx_len, max_tokens=n_tokens
     )

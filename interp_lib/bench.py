@@ -32,6 +32,8 @@ import torch
 
 from . import data
 from .activations import cached_activations, corpus_split, harvest
+from .errors import cli_errors
+from .files import write_text_atomic
 from .hooks import hook_layer
 from .metrics import reconstruction_metrics
 from .models import load_model
@@ -222,8 +224,7 @@ def run_bench(
     if print_table:
         print(format_table(res))
     if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(res, indent=2) + "\n")
+        write_text_atomic(json_path, json.dumps(res, indent=2) + "\n")
     return res
 
 
@@ -277,9 +278,14 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
     )
     args = p.parse_args(argv)
+    if args.json is not None and Path(args.json).is_dir():
+        p.error(f"argument --json: invalid value {args.json!r} (a file path, not a folder)")
+    if args.threads is not None and args.threads < 1:
+        p.error(f"argument --threads: invalid value {args.threads!r} (a positive number)")
     if args.threads:
         torch.set_num_threads(args.threads)
-    run_bench(quick=args.quick, json_path=args.json, progress=args.progress)
+    with cli_errors(p):
+        run_bench(quick=args.quick, json_path=args.json, progress=args.progress)
     return 0
 
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import os
-import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -31,6 +29,7 @@ import numpy as np
 import torch
 
 from .activations import harvest
+from .files import atomic_file
 from .hooks import sae_hook
 from .logit_lens import direct_logits
 from .metrics import typical_rows
@@ -376,23 +375,14 @@ def cache_path(slug: str, key: str, root: Path | None = None) -> Path:
 
 
 def save_feature_data(path: Path, data: FeatureData, key: str, parts: dict | None = None) -> None:
-    """Write ``data`` to ``path`` atomically (temp file, fsync, rename); drop older files of the
-    same SAE. ``parts`` (:func:`cache_parts`) are stored beside the key, to tell why a later key
-    differs."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``data`` to ``path`` atomically (:func:`interp_lib.files.atomic_file`); drop older
+    files of the same SAE. ``parts`` (:func:`cache_parts`) are stored beside the key, to tell why a
+    later key differs."""
     meta = json.dumps(
         {"format": FORMAT_VERSION, "key": key, "hook": data.hook, "parts": parts or {}}
     )
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, meta=np.array(meta), **{k: np.asarray(getattr(data, k)) for k in _ARRAYS})
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, meta=np.array(meta), **{k: np.asarray(getattr(data, k)) for k in _ARRAYS})
     slug = path.name.rsplit("--", 1)[0]
     for old in path.parent.glob(f"{slug}--*.npz"):
         if old != path and old.name.rsplit("--", 1)[0] == slug:
@@ -406,23 +396,40 @@ def load_feature_data(path: Path, key: str) -> FeatureData | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
+            if not isinstance(meta, dict):
+                return None
             if meta.get("format") != FORMAT_VERSION or meta.get("key") != key:
                 return None
             arrays = {k: z[k] for k in _ARRAYS}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError):
+        if not isinstance(meta.get("hook"), str):
+            return None
+        if any(a.dtype.kind not in "biuf" for a in arrays.values()):
+            return None
+        for k in _SCALARS:
+            arrays[k] = int(arrays[k])
+        data = FeatureData(hook=meta["hook"], **arrays)
+        d = data.density.shape[0]
+        n_ex = N_TOP + N_SPREAD
+        shapes_ok = (
+            data.hist.shape == (d, N_BINS)
+            and data.ex_acts.shape == (d, n_ex, WIDTH)
+            and all(
+                getattr(data, k).shape[0] == d for k in _ARRAYS if k not in (*_SCALARS, "tokens")
+            )
+            and data.tokens.ndim == 2
+            and data.ex_ctx.max(initial=-1) < data.tokens.shape[0]
+        )
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        IndexError,
+        EOFError,
+        zipfile.BadZipFile,
+        json.JSONDecodeError,
+    ):
         return None
-    for k in _SCALARS:
-        arrays[k] = int(arrays[k])
-    data = FeatureData(hook=meta["hook"], **arrays)
-    d = data.density.shape[0]
-    n_ex = N_TOP + N_SPREAD
-    shapes_ok = (
-        data.hist.shape == (d, N_BINS)
-        and data.ex_acts.shape == (d, n_ex, WIDTH)
-        and all(getattr(data, k).shape[0] == d for k in _ARRAYS if k not in (*_SCALARS, "tokens"))
-        and data.tokens.ndim == 2
-        and data.ex_ctx.max(initial=-1) < data.tokens.shape[0]
-    )
     return data if shapes_ok else None
 
 

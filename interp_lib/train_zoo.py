@@ -4,7 +4,8 @@
 token budget, one training run per SAE with the settings :func:`interp_lib.zoo.sae_recipe`
 resolves, the SAE saved in SAELens's format (fp16) and its held-out quality
 (:func:`heldout_record`) written beside it as ``metrics.json``. :func:`reevaluate_zoo` rewrites
-those records without retraining.
+those records without retraining. Each SAE's folder (weights and record together) is replaced
+atomically, so a retrain killed at any moment leaves every SAE as it was or fully retrained.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import json
 from pathlib import Path
 
 from .activations import cached_activations
+from .errors import InvalidArgumentError
+from .files import atomic_dir, write_text_atomic
 from .metrics import evaluate, log_density_histogram
 from .models import load_model
 from .saelens_format import save_saelens
@@ -69,7 +72,9 @@ def train_zoo(
     known = [s for r in releases for s in RELEASES[r].sae_ids]
     unknown = [s for s in (sae_ids or []) if s not in known]
     if unknown:
-        raise ValueError(f"Unknown sae_id(s) {unknown} for releases {releases}. Valid ids: {known}")
+        raise InvalidArgumentError(
+            f"Unknown sae_id(s) {unknown} for releases {releases}. Valid ids: {known}"
+        )
     out_root = Path(out_root) if out_root else SAE_ROOT
     rows = []
     by_model: dict[str, list[tuple[str, str]]] = {}
@@ -134,30 +139,33 @@ def _train_one(
         device=device,
     )
     result = train_sae(acts.float(), cfg, progress=progress)
-    path = save_saelens(
-        result.sae,
-        out_root / release / sae_id,
-        hook_name=sae_id,
-        model_name=model_name,
-        scale=result.scale,
-        dataset=f"interp_lib offline corpus, train split, {acts.shape[0]} tokens (BOS excluded)",
-        dtype="float16",
-        context_size=own["ctx_len"],
-        history=result.history,
-        metrics=result.metrics,
-        extra_metadata={"release": release, "recipe": recipe},
-    )
-    sae = load_sae(path)
-    metrics = {
-        "release": release,
-        "sae_id": sae_id,
-        **heldout_record(
-            sae, model, n_tokens=own["eval_tokens"], ctx_len=own["ctx_len"], progress=progress
-        ),
-        "train_tokens_per_s": result.metrics.get("tokens_per_s"),
-        "recipe": recipe,
-    }
-    (path / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    with atomic_dir(out_root / release / sae_id) as path:  # weights and record, or neither
+        save_saelens(
+            result.sae,
+            path,
+            hook_name=sae_id,
+            model_name=model_name,
+            scale=result.scale,
+            dataset=(
+                f"interp_lib offline corpus, train split, {acts.shape[0]} tokens (BOS excluded)"
+            ),
+            dtype="float16",
+            context_size=own["ctx_len"],
+            history=result.history,
+            metrics=result.metrics,
+            extra_metadata={"release": release, "recipe": recipe},
+        )
+        sae = load_sae(path)
+        metrics = {
+            "release": release,
+            "sae_id": sae_id,
+            **heldout_record(
+                sae, model, n_tokens=own["eval_tokens"], ctx_len=own["ctx_len"], progress=progress
+            ),
+            "train_tokens_per_s": result.metrics.get("tokens_per_s"),
+            "recipe": recipe,
+        }
+        (path / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     return metrics
 
 
@@ -179,6 +187,8 @@ def reevaluate_zoo(*, progress: bool = True) -> list[dict]:
             **{k: v for k, v in meta.items() if k not in fresh},
             **fresh,
         }
-        (sae_path(release, sae_id) / "metrics.json").write_text(json.dumps(meta, indent=1) + "\n")
+        write_text_atomic(
+            sae_path(release, sae_id) / "metrics.json", json.dumps(meta, indent=1) + "\n"
+        )
         rows.append(meta)
     return rows

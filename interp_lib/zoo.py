@@ -5,12 +5,13 @@ one folder per SAE in SAELens's on-disk format (``cfg.json`` + ``sae_weights.saf
 plus our ``metrics.json``), under ``interp_lib/saes/<release>/<sae_id>/``. Every loader returns
 a ``sae_lens.SAE``, so the whole SAELens ecosystem works on them. An SAE takes raw activations
 and returns raw-scale reconstructions: the input normalisation used in training is folded into
-the weights when the SAE is saved.
+the weights when the SAE is saved. A folder is checked before SAELens reads it
+(:func:`interp_lib.sae_folder.read_sae_folder`), and a damaged ``metrics.json`` is reported by
+name, so a truncated or mismatched file fails with the library's own error naming it.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from pathlib import Path
@@ -19,7 +20,10 @@ from typing import Iterator, NamedTuple
 import torch
 
 from .activations import corpus_tokens
+from .errors import DamagedFileError, InvalidArgumentError, MissingFileError
+from .files import read_json
 from .models import from_hub
+from .sae_folder import CFG, WEIGHTS, read_sae_folder
 
 SAE_ROOT = Path(__file__).parent / "saes"
 BOOK_URL = "https://interp-book.github.io/sae-book"
@@ -61,18 +65,18 @@ def _pretrained_directory() -> dict:
 
 
 def check_release(release: str, sae_id: str | None) -> None:
-    """Raise ValueError unless ``release`` (and ``sae_id``, if given) is known, naming the valid
-    ones."""
+    """Raise :class:`~interp_lib.errors.InvalidArgumentError` (a ValueError) unless ``release`` (and
+    ``sae_id``, if given) is known, naming the valid ones."""
     if release in RELEASES:
         if sae_id is not None and sae_id not in RELEASES[release].sae_ids:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"Unknown sae_id {sae_id!r} for release {release!r}. "
                 f"Valid ids: {list(RELEASES[release].sae_ids)}"
             )
         return
     directory = _pretrained_directory()
     if release not in directory:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"Unknown SAE release {release!r}. The project's own releases: {sorted(RELEASES)}; "
             "SAELens's pretrained releases include gpt2-small-res-jb and "
             f"{len(directory) - 1} more "
@@ -81,7 +85,9 @@ def check_release(release: str, sae_id: str | None) -> None:
     if sae_id is not None and sae_id not in directory[release].saes_map:
         valid = list(directory[release].saes_map)
         shown = valid[:8] + (["..."] if len(valid) > 8 else [])
-        raise ValueError(f"Unknown sae_id {sae_id!r} for release {release!r}. Valid ids: {shown}")
+        raise InvalidArgumentError(
+            f"Unknown sae_id {sae_id!r} for release {release!r}. Valid ids: {shown}"
+        )
 
 
 def list_saes(*, pretrained: bool = True) -> Iterator[tuple[str, str]]:
@@ -99,15 +105,18 @@ def sae_path(release: str, sae_id: str) -> Path:
     """On-disk folder (SAELens format) of one of the project's shipped SAEs."""
     if release not in RELEASES:
         check_release(release, None)  # unknown -> ValueError naming the valid ones
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{release!r} is a SAELens pretrained release; it lives on the hub, not on disk. "
             f"Shipped releases: {sorted(RELEASES)}"
         )
     check_release(release, sae_id)
     path = SAE_ROOT / release / sae_id
-    if not (path / "cfg.json").exists():
-        raise FileNotFoundError(
-            f"{path} is missing: the SAE {release}/{sae_id} has not been trained into this checkout"
+    if not (path / CFG).exists():
+        raise MissingFileError(
+            path / CFG,
+            f"is missing: the SAE {release}/{sae_id} is not in this checkout",
+            f"Restore it from git, or retrain it: python -m interp_lib train-zoo --release "
+            f"{release} --sae-id {sae_id}",
         )
     return path
 
@@ -124,15 +133,23 @@ def load_sae(
         sae_id is None and ("/" in str(release_or_path) or Path(str(release_or_path)).exists())
     ):
         path = Path(release_or_path).expanduser()
-        if not (path / "cfg.json").exists():
-            raise FileNotFoundError(
-                f"No SAE at {path}: expected cfg.json and sae_weights.safetensors (SAELens format)"
+        if not path.exists():
+            raise MissingFileError(
+                path,
+                "does not exist",
+                f"Check the path: an SAE folder holds {CFG} and {WEIGHTS} (SAELens format)",
+            )
+        if not (path / CFG).exists():
+            raise MissingFileError(
+                path,
+                f"holds no SAE: expected {CFG} and {WEIGHTS} (SAELens format)",
+                "Check the path",
             )
         return _load_disk(path, device, dtype)
     release = str(release_or_path)
     if sae_id is None:
         check_release(release, None)
-        raise ValueError(
+        raise InvalidArgumentError(
             f"load_sae({release!r}) needs an sae_id; "
             f"valid ids: {[s for r, s in list_saes() if r == release][:8]}"
         )
@@ -143,8 +160,11 @@ def load_sae(
 
 
 def _load_disk(path: Path, device: str, dtype: str):
+    """A folder in SAELens format, checked first, loaded by SAELens."""
     from sae_lens import SAE
+    from sae_lens.registry import SAE_CLASS_REGISTRY
 
+    read_sae_folder(path, architectures=SAE_CLASS_REGISTRY)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return SAE.load_from_disk(path, device=device, dtype=dtype)
@@ -164,14 +184,18 @@ def _load_from_hub(release: str, sae_id: str, device: str, dtype: str):
 
 def recorded_metrics(release: str, sae_id: str) -> dict:
     """The ``metrics.json`` stored beside a shipped SAE (quality on held-out text, training set-up);
-    ``{}`` for an SAE that is not shipped with the project (e.g. SAELens's pretrained releases)."""
+    ``{}`` for an SAE that is not shipped with the project (e.g. SAELens's pretrained releases).
+    A damaged file raises :class:`~interp_lib.errors.DamagedFileError` naming it."""
     if release not in RELEASES:
         return {}
     try:
         path = sae_path(release, sae_id) / "metrics.json"
     except (FileNotFoundError, ValueError):
         return {}
-    return json.loads(path.read_text()) if path.exists() else {}
+    return read_json(path, METRICS_REMEDY) if path.exists() else {}
+
+
+METRICS_REMEDY = "Restore it from git, or recompute it: python -m interp_lib zoo --reevaluate"
 
 
 def training_recipe(release: str, sae_id: str) -> dict:
@@ -217,14 +241,14 @@ def feature_url(release: str, sae_id: str, feature: int, *, base: str | None = N
     """Page that shows what ``feature`` does: Neuronpedia for SAELens releases, the book's page for
     ours."""
     if not isinstance(feature, int) or isinstance(feature, bool) or feature < 0:
-        raise ValueError(f"feature must be a non-negative int, got {feature!r}")
+        raise InvalidArgumentError(f"feature must be a non-negative int, got {feature!r}")
     check_release(release, sae_id)
     if release in RELEASES:
         root = (base if base is not None else BOOK_URL).rstrip("/")
         return f"{root}/features/{feature_slug(release, sae_id)}/{feature}.html"
     neuronpedia_id = _pretrained_directory()[release].neuronpedia_id.get(sae_id)
     if not neuronpedia_id:
-        raise ValueError(f"{release}/{sae_id} has no Neuronpedia dashboard")
+        raise InvalidArgumentError(f"{release}/{sae_id} has no Neuronpedia dashboard")
     return f"{NEURONPEDIA_URL}/{neuronpedia_id}/{feature}"
 
 
@@ -312,8 +336,8 @@ def zoo_table(markdown: bool = True) -> str:
         m = recorded_metrics(release, sae_id)
         if not m:
             continue
-        lines.append(
-            [
+        try:
+            row = [
                 release,
                 sae_id,
                 f"{m['l0']:.1f}",
@@ -324,7 +348,19 @@ def zoo_table(markdown: bool = True) -> str:
                 f"{m['dead_fraction']:.1%}",
                 f"{m['dense_fraction']:.1%}",
             ]
-        )
+        except KeyError as exc:
+            raise DamagedFileError(
+                sae_path(release, sae_id) / "metrics.json",
+                f"lacks the field {exc.args[0]!r}",
+                METRICS_REMEDY,
+            ) from None
+        except (TypeError, ValueError) as exc:
+            raise DamagedFileError(
+                sae_path(release, sae_id) / "metrics.json",
+                f"holds a value that is not a number ({exc})",
+                METRICS_REMEDY,
+            ) from None
+        lines.append(row)
     if not markdown:
         return "\n".join("\t".join(row) for row in [head, *lines])
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

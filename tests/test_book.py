@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -152,6 +153,14 @@ def test_no_measured_number_typed_into_prose(src):
     numbers such as layer indices are allowed; end a line with <!-- number-ok --> to exempt it)."""
     found = TYPED_NUMBER.findall(_prose(src.read_text()))
     assert not found, f"numbers typed into the prose (glue them instead): {found}"
+
+
+def test_library_is_clean_for_ruff():
+    """Undefined names, unused imports and unsorted imports in the library fail here (ruff check,
+    settings in pyproject.toml); `ruff format` keeps the layout."""
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "interp_lib"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]
 
 
 def test_glue_key_regexes():

@@ -43,30 +43,25 @@ class InterpLibError(Exception):
     """Base of the library's own errors: a reader's file, argument or set-up it cannot use."""
 
 
-class DamagedFileError(InterpLibError, ValueError):
+class _FileProblem:
+    """What the two file errors share: the path, what is wrong with it, and what to do."""
+
+    def __init__(self, path: str | os.PathLike, problem: str, remedy: str):
+        self.path = Path(path)
+        self.problem = problem
+        self.remedy = remedy
+        super().__init__(f"{self.path}: {problem}. {remedy}")
+
+    def __reduce__(self):
+        return type(self), (self.path, self.problem, self.remedy)
+
+
+class DamagedFileError(_FileProblem, InterpLibError, ValueError):
     """A file is truncated, malformed or does not match what it should hold."""
 
-    def __init__(self, path: str | os.PathLike, problem: str, remedy: str):
-        self.path = Path(path)
-        self.problem = problem
-        self.remedy = remedy
-        super().__init__(f"{self.path}: {problem}. {remedy}")
 
-    def __reduce__(self):
-        return type(self), (self.path, self.problem, self.remedy)
-
-
-class MissingFileError(InterpLibError, FileNotFoundError):
+class MissingFileError(_FileProblem, InterpLibError, FileNotFoundError):
     """A file the library needs is not there."""
-
-    def __init__(self, path: str | os.PathLike, problem: str, remedy: str):
-        self.path = Path(path)
-        self.problem = problem
-        self.remedy = remedy
-        super().__init__(f"{self.path}: {problem}. {remedy}")
-
-    def __reduce__(self):
-        return type(self), (self.path, self.problem, self.remedy)
 
 
 class InvalidArgumentError(InterpLibError, ValueError):

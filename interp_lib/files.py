@@ -118,7 +118,7 @@ def atomic_dir(path: str | os.PathLike, *, replace: bool = True) -> Iterator[Pat
     """Yield an empty temporary folder to fill; on success it takes the place of ``path``
     (``replace=False``: unless another folder is there by then, which is kept)."""
     target = Path(os.path.abspath(path))
-    if target.exists() and not target.is_dir():
+    if target.is_file():  # one stat: another writer may swap the folder between two
         raise InvalidArgumentError(f"{target} is a file, not a folder: choose another output path")
     target.parent.mkdir(parents=True, exist_ok=True)
     _sweep_stale(target)

@@ -93,7 +93,7 @@ def check_sae_output(path: str | os.PathLike) -> Path:
     """``path`` if an SAE may be saved there (absent, empty, or an SAE folder, which is replaced);
     otherwise :class:`~interp_lib.errors.InvalidArgumentError`."""
     out = Path(path)
-    if out.exists() and not out.is_dir():
+    if out.is_file():  # one stat: another writer may swap the folder between two
         raise InvalidArgumentError(f"{out} is a file, not a folder: choose another output folder")
     try:
         entries = list(out.iterdir()) if out.is_dir() else []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -152,6 +153,14 @@ def test_no_measured_number_typed_into_prose(src):
     numbers such as layer indices are allowed; end a line with <!-- number-ok --> to exempt it)."""
     found = TYPED_NUMBER.findall(_prose(src.read_text()))
     assert not found, f"numbers typed into the prose (glue them instead): {found}"
+
+
+def test_library_is_clean_for_ruff():
+    """Undefined names, unused imports and unsorted imports in the library fail here (ruff check,
+    settings in pyproject.toml); `ruff format` keeps the layout."""
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "interp_lib"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]
 
 
 def test_glue_key_regexes():
@@ -308,6 +317,18 @@ def test_plotly_js_once_per_page_with_figures(site, doc):
         assert not scripts, "plotly.js loaded on a page without figures"
     # plotly.js itself (several MB) is never inlined
     assert len(html) < 2_000_000 or "plotly.js v" not in html
+
+
+@book_html
+@pytest.mark.parametrize("doc", DOCS)
+def test_no_markdown_table_shown_as_raw_pipes(site, doc):
+    """A Markdown table printed by a cell (not rendered) shows on the page as pipes and dashes."""
+    soup = BeautifulSoup(_read(doc), "html.parser")
+    for code in soup.select("div.cell_input"):  # a cell's code may hold a table on purpose
+        code.decompose()
+    text = soup.get_text()
+    rows = [line for line in text.splitlines() if re.search(r"\|\s*:?-{3,}:?\s*\|", line)]
+    assert not rows, f"raw Markdown table on the page: {rows[:3]}"
 
 
 @book_html

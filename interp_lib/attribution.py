@@ -7,7 +7,8 @@
   a target logit (or logit difference) with respect to each feature's activation, computed by
   splicing the SAE in with its error term (the forward pass is unchanged) and backpropagating. It
   is the linear estimate of what zero-ablating the feature would do; :func:`verify_attribution`
-  checks it against real ablations.
+  checks it against real ablations (all of them in one batched forward pass), and
+  :func:`attribution_agreement` does so over several prompts.
 
 Position 0 (BOS) is never spliced or scored.
 """
@@ -299,22 +300,31 @@ def attribute_features(
 
 
 @torch.inference_mode()
-def _ablated_metric(
+def _ablated_metrics(
     model,
     sae,
     hook: str,
     tokens: torch.Tensor,
-    features: list[int],
+    feature_sets: list[list[int]],
     pos: int,
     target: int,
     baseline: int | None,
-) -> float:
+) -> list[float]:
+    """The metric with each set of features zero-ablated (positions >= 1, error term kept): one
+    batch row per set, one forward pass."""
+    rows = tokens.expand(len(feature_sets), -1)
+    mask = torch.zeros(len(feature_sets), int(sae.cfg.d_sae), dtype=torch.bool)
+    for r, feats in enumerate(feature_sets):
+        mask[r, feats] = True
+
     def ablate(act: torch.Tensor, hook) -> torch.Tensor:
-        delta, _ = _features_delta(sae, act[:, 1:], features, None)
+        feats = sae.encode(act[:, 1:].to(_sae_dtype(sae)))
+        keep = (~mask).to(feats.device)[:, None, :]
+        delta = (sae.decode(feats * keep) - sae.decode(feats)).to(act.dtype)
         return torch.cat([act[:, :1], act[:, 1:] + delta], dim=1)
 
-    logits = model.run_with_hooks(tokens, return_type="logits", fwd_hooks=[(hook, ablate)])
-    return float(_metric(logits, pos, target, baseline))
+    logits = model.run_with_hooks(rows, return_type="logits", fwd_hooks=[(hook, ablate)])
+    return [float(_metric(logits[r : r + 1], pos, target, baseline)) for r in range(len(rows))]
 
 
 def verify_attribution(
@@ -345,19 +355,72 @@ def verify_attribution(
     with torch.inference_mode():
         clean = float(_metric(model(tokens, return_type="logits"), pos, target, baseline))
     feats = [int(f) for f in df["feature"]]
-    actual = [
-        _ablated_metric(model, sae, hook, tokens, [f], pos, target, baseline) - clean for f in feats
-    ]
+    sets = [[f] for f in feats] + ([feats] if feats else [])  # one by one, then all together
+    ablated = (
+        _ablated_metrics(model, sae, hook, tokens, sets, pos, target, baseline) if sets else []
+    )
     out = df[["feature", "activation", "attribution"]].copy()
     out["predicted_change"] = -out["attribution"]
-    out["actual_change"] = actual
+    out["actual_change"] = [a - clean for a in ablated[: len(feats)]]
     out.attrs.update(df.attrs)
     out.attrs["metric"] = clean
     if feats:
-        together = _ablated_metric(model, sae, hook, tokens, feats, pos, target, baseline) - clean
+        together = ablated[-1] - clean
         out.attrs["together"] = {
             "features": feats,
             "predicted_change": float(out["predicted_change"].sum()),
             "actual_change": together,
         }
+    return out
+
+
+def attribution_agreement(
+    model,
+    sae,
+    prompts: Sequence[str],
+    *,
+    n: int = 5,
+    targets: Sequence[int | str] | None = None,
+) -> pd.DataFrame:
+    """:func:`verify_attribution` on each prompt: predicted vs actual change, one row per
+    (prompt, feature).
+
+    The metric is the logit of ``targets[i]`` at the last position, by default the model's own top
+    next token. Columns: ``prompt``, ``target`` (the token as text), then those of
+    :func:`verify_attribution`. ``df.attrs['together']``: one row per prompt with the predicted
+    and actual change of ablating its ``n`` features at once; ``df.attrs['metric']``: the clean
+    metric per prompt.
+    """
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list of strings, not a single string")
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("prompts is empty")
+    if targets is not None and len(targets) != len(prompts):
+        raise ValueError(f"got {len(targets)} targets for {len(prompts)} prompts")
+    frames, together, metric = [], [], {}
+    for i, prompt in enumerate(prompts):
+        tokens = to_tokens(model, prompt)
+        if targets is None:
+            with torch.inference_mode():
+                target = int(model(tokens, return_type="logits")[0, -1].argmax())
+        else:
+            target = token_id(model, targets[i])
+        df = verify_attribution(model, sae, tokens, target, n=n)
+        text = model.to_str_tokens(torch.tensor([target]))[0]
+        frames.append(df.assign(prompt=prompt, target=text))
+        metric[prompt] = df.attrs["metric"]
+        if "together" in df.attrs:
+            t = df.attrs["together"]
+            together.append(
+                {
+                    "prompt": prompt,
+                    "target": text,
+                    "predicted_change": t["predicted_change"],
+                    "actual_change": t["actual_change"],
+                }
+            )
+    out = pd.concat(frames, ignore_index=True)
+    out = out[["prompt", "target"] + [c for c in out.columns if c not in ("prompt", "target")]]
+    out.attrs = {"together": pd.DataFrame(together), "metric": metric}
     return out

@@ -12,7 +12,14 @@ Two steps, after Bills et al. (2023) and the *detection* score of Paulo et al. (
    that number against the truth (:func:`auroc`): 0.5 is chance, 1 is perfect.
 
 A score means little on its own: :func:`derangement` gives every feature another feature's
-explanation, the baseline that the real explanations have to beat.
+explanation, the baseline that the real explanations have to beat, and :func:`token_explanation`
+a control that needs no explainer. :func:`auroc_table` turns scored windows into one AUROC per
+feature and explanation.
+
+Feature splitting (Bricken et al., 2023), the other question of the book's last chapter, reads a
+narrow and a wide SAE side by side: :func:`split_families` lists the narrow features that several
+wide ones correlate with best, and how those wide features share the narrow one's tokens;
+:func:`family_table` shows one family.
 
 Everything works on :class:`CorpusActs`, the sparse feature activations of a tokenised corpus
 (:func:`corpus_acts`), with position 0 (BOS) and tokens of massive activation norm (attention sinks,
@@ -21,9 +28,11 @@ see :data:`interp_lib.feature_stats.MASSIVE_FACTOR`) left out, as everywhere in 
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy.stats import mannwhitneyu
 
@@ -47,7 +56,14 @@ __all__ = [
     "detection_scores",
     "auroc",
     "derangement",
+    "top_token",
     "token_explanation",
+    "names_token",
+    "auroc_table",
+    "children_firing",
+    "split_families",
+    "top_tokens",
+    "family_table",
 ]
 
 MARK = ("<<", ">>")
@@ -370,11 +386,9 @@ def derangement(n: int, shift: int = 1) -> list[int]:
     return [(i + shift) % n for i in range(n)]
 
 
-def token_explanation(tokenizer, tokens: torch.Tensor, windows: Sequence[Window]) -> str:
-    """A control explanation that needs no explainer: the token seen most often at the windows'
-    centres (ties: the first seen), as ``'The marked tokens are the token "x".'``. On a feature that
-    fires on one token it is close to a perfect explanation, so it tells how well the scorer can
-    score at all."""
+def top_token(tokenizer, tokens: torch.Tensor, windows: Sequence[Window]) -> tuple[str, float]:
+    """The token seen most often at the windows' centres (stripped of spaces; ties: the first
+    seen) and the share of the windows centred on it (1.0: a one-token feature)."""
     if not windows:
         raise ValueError("need at least one window")
     pieces = [token_strings(tokenizer, [int(tokens[w.ctx, w.pos])])[0] for w in windows]
@@ -382,4 +396,123 @@ def token_explanation(tokenizer, tokens: torch.Tensor, windows: Sequence[Window]
     for piece in pieces:
         counts[piece.strip() or piece] = counts.get(piece.strip() or piece, 0) + 1
     word = max(counts, key=counts.get)
+    return word, counts[word] / len(pieces)
+
+
+def token_explanation(tokenizer, tokens: torch.Tensor, windows: Sequence[Window]) -> str:
+    """A control explanation that needs no explainer: the token seen most often at the windows'
+    centres (:func:`top_token`), as ``'The marked tokens are the token "x".'``. On a feature that
+    fires on one token it is close to a perfect explanation, so it tells how well the scorer can
+    score at all."""
+    word, _ = top_token(tokenizer, tokens, windows)
     return f'{EXPLAIN_PREFIX} the token "{_show(word)}".'
+
+
+def names_token(explanation: str, word: str) -> bool:
+    """Whether ``explanation`` names ``word``: case-insensitive, as a whole word if it has letters
+    or digits (``"cat"`` is not named by ``"category"``), as it is otherwise (punctuation); the
+    prefix the explainer was given does not count."""
+    body = explanation.removeprefix(EXPLAIN_PREFIX).lower()
+    word = word.strip().lower()
+    if not word:
+        return False
+    if not any(c.isalnum() for c in word):
+        return word in body
+    return re.search(rf"(?<!\w){re.escape(word)}(?!\w)", body) is not None
+
+
+def auroc_table(windows: pd.DataFrame) -> pd.DataFrame:
+    """AUROC per feature (rows) and explanation (columns) from one row per scored window
+    (columns ``feature``, ``explanation``, ``score``, ``fires``), as :func:`auroc` computes it."""
+    values = {
+        key: auroc(w["score"], w["fires"])
+        for key, w in windows.groupby(["feature", "explanation"], sort=True)
+    }
+    table = pd.Series(values).unstack()
+    return table.rename_axis(index="feature", columns="explanation")
+
+
+# ----------------------------------------------------------------------------------------------
+# Feature splitting: a narrow SAE's feature and the wide SAE's features that correlate with it
+
+
+def children_firing(
+    narrow_feats: torch.Tensor, wide_feats: torch.Tensor, parent: int, kids: Sequence[int]
+) -> torch.Tensor:
+    """On each token where narrow feature ``parent`` fires, how many of the wide features ``kids``
+    fire too (``narrow_feats`` [n, d_narrow], ``wide_feats`` [n, d_wide], same tokens)."""
+    fires = narrow_feats[:, int(parent)] > 0
+    kids = torch.as_tensor(list(kids), dtype=torch.long)
+    return (wide_feats[fires][:, kids] > 0).sum(1)
+
+
+FAMILY_COLUMNS = ["parent", "children", "parent fires on", "coverage", "children firing at once"]
+"""Columns of :func:`split_families`."""
+
+
+def split_families(
+    narrow_feats: torch.Tensor,
+    wide_feats: torch.Tensor,
+    parent_index: torch.Tensor,
+    is_child: torch.Tensor,
+) -> pd.DataFrame:
+    """One row per narrow feature with two or more children (wide features whose parent it is,
+    ``parent_index`` [d_wide] where ``is_child``), largest family first: how often the parent
+    fires, the share of those tokens on which a child fires too (*coverage*) and the mean number
+    of children firing there (*children firing at once*: about 1 for a split, many for copies)."""
+    children = torch.bincount(parent_index[is_child], minlength=narrow_feats.shape[1])
+    rows = []
+    for p in torch.nonzero(children >= 2).flatten().tolist():
+        kids = torch.nonzero(is_child & (parent_index == p)).flatten().tolist()
+        count = children_firing(narrow_feats, wide_feats, p, kids)
+        rows.append(
+            {
+                "parent": p,
+                "children": len(kids),
+                "parent fires on": int((narrow_feats[:, p] > 0).sum()),
+                "coverage": (count > 0).float().mean().item(),
+                "children firing at once": count.float()[count > 0].mean().item(),
+            }
+        )
+    fam = pd.DataFrame(rows, columns=FAMILY_COLUMNS)
+    return fam.sort_values("children", ascending=False, kind="stable")
+
+
+def top_tokens(column: torch.Tensor, strings: Sequence[str], n: int = 6) -> str:
+    """The ``n`` tokens a feature fires on most often, with counts (``column`` [n_tokens]: its
+    activations; ``strings``: the token of each row)."""
+    fired = torch.nonzero(column > 0).flatten().tolist()
+    counts = pd.Series([strings[i].strip() or repr(strings[i]) for i in fired]).value_counts()
+    return ", ".join(f"{t!r} {c}" for t, c in counts.head(n).items())
+
+
+def family_table(
+    parent: int,
+    narrow_feats: torch.Tensor,
+    wide_feats: torch.Tensor,
+    parent_index: torch.Tensor,
+    parent_corr: torch.Tensor,
+    is_child: torch.Tensor,
+    strings: Sequence[str],
+) -> pd.DataFrame:
+    """A narrow feature and its children, one row each: correlation with the parent, tokens
+    fired on, and the tokens each fires on most often (:func:`top_tokens`)."""
+    kids = torch.nonzero(is_child & (parent_index == parent)).flatten().tolist()
+    rows = [
+        {
+            "feature": f"narrow {parent} (parent)",
+            "correlation with parent": 1.0,
+            "fires on": int((narrow_feats[:, parent] > 0).sum()),
+            "most frequent tokens": top_tokens(narrow_feats[:, parent], strings),
+        }
+    ]
+    rows += [
+        {
+            "feature": f"wide {k}",
+            "correlation with parent": float(parent_corr[k]),
+            "fires on": int((wide_feats[:, k] > 0).sum()),
+            "most frequent tokens": top_tokens(wide_feats[:, k], strings),
+        }
+        for k in kids
+    ]
+    return pd.DataFrame(rows)

@@ -205,3 +205,71 @@ def findings_table(findings: Sequence[Finding]) -> pd.DataFrame:
         for f in findings
     ]
     return pd.DataFrame(rows)
+
+
+def unit_sums(values: torch.Tensor | np.ndarray, units: torch.Tensor | np.ndarray) -> np.ndarray:
+    """``values`` ([n] or [n, m], one row per token) summed within each unit (``units`` [n]: the
+    id of the unit each row belongs to, e.g. its context), as float64 [n_units, m] in order of
+    unit id: the units over which a ratio of sums (variance explained, a share of tokens) is
+    bootstrapped with :func:`bootstrap_ci`."""
+    v = torch.as_tensor(values).detach().double().cpu().numpy()
+    u = torch.as_tensor(units).detach().cpu().numpy().ravel()
+    v = v.reshape(v.shape[0], -1)
+    if v.shape[0] != u.shape[0]:
+        raise ValueError(f"{v.shape[0]} rows of values for {u.shape[0]} unit ids")
+    _, inverse = np.unique(u, return_inverse=True)
+    out = np.zeros((int(inverse.max()) + 1 if u.size else 0, v.shape[1]))
+    np.add.at(out, inverse, v)
+    return out
+
+
+def two_sample_ci(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    statistic: Callable[[np.ndarray, np.ndarray], float] | None = None,
+    *,
+    n_boot: int = 2000,
+    level: float = LEVEL,
+    seed: int = 0,
+) -> Interval:
+    """Percentile bootstrap interval of ``statistic(a, b)`` (default: mean of ``a`` minus mean of
+    ``b``, NaNs left out) with the two groups of units resampled independently."""
+    x = np.asarray(a, dtype=np.float64).ravel()
+    y = np.asarray(b, dtype=np.float64).ravel()
+    x, y = x[~np.isnan(x)], y[~np.isnan(y)]
+    if x.size < 2 or y.size < 2:
+        raise ValueError(f"need at least 2 units in each group, got {x.size} and {y.size}")
+    stat = statistic or (lambda p, q: float(p.mean() - q.mean()))
+    rng = np.random.default_rng(seed)
+    boot = np.array(
+        [
+            stat(x[rng.integers(0, x.size, x.size)], y[rng.integers(0, y.size, y.size)])
+            for _ in range(n_boot)
+        ]
+    )
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(boot, [tail, 100 - tail])
+    return Interval(float(stat(x, y)), float(low), float(high))
+
+
+def grouped_bootstrap_ci(
+    statistic: Callable[[np.ndarray], float],
+    rows: Sequence | np.ndarray,
+    groups: Sequence,
+    *,
+    n_boot: int = 2000,
+    level: float = LEVEL,
+    seed: int = 0,
+) -> Interval:
+    """Bootstrap interval of ``statistic(rows)`` resampling whole groups of rows (e.g. all the
+    features measured on one prompt) with replacement: the interval over the sampled groups."""
+    arr = np.asarray(rows, dtype=np.float64)
+    keys = np.asarray(list(groups), dtype=object)
+    if keys.shape[0] != arr.shape[0]:
+        raise ValueError(f"need one group per row, got {keys.shape[0]} groups for {arr.shape[0]}")
+    members = [np.flatnonzero(keys == k) for k in dict.fromkeys(keys.tolist())]
+
+    def pooled(idx: np.ndarray) -> float:
+        return statistic(arr[np.concatenate([members[int(i)] for i in idx])])
+
+    return bootstrap_ci(np.arange(len(members)), pooled, n_boot=n_boot, level=level, seed=seed)

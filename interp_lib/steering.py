@@ -8,6 +8,12 @@ as a multiple of a typical activation norm at that hook instead (0.5 = half the 
 activation). A raw strength ``s`` is the same as raising the feature's activation by
 ``s / |W_dec[f]|``. :func:`steer_sweep` measures what a range of strengths does: concept-token
 probability, mentions in greedy generations, and the fluency cost on :data:`NEUTRAL_TEXTS`.
+
+To steer along any direction (a random one of the same norm, the control) and to measure many
+prompts and conditions at once: :func:`add_at_positions` takes any vector (or one per batch row),
+and :func:`concept_probability`, :func:`text_loss` and :func:`steered_generations` (greedy and
+seeded sampled continuations) run a dict of conditions, ``name -> vector``, on every prompt or
+text, several rows per forward pass.
 """
 
 from __future__ import annotations
@@ -77,8 +83,8 @@ def steering_vector(
 
 
 def add_at_positions(hook_name: str, vector: torch.Tensor) -> FwdHooks:
-    """Forward hooks adding ``vector`` [d] at ``hook_name`` to every position >= 1, even under a
-    KV cache.
+    """Forward hooks adding ``vector`` [d] (or one vector per batch row, [batch, d]) at
+    ``hook_name`` to every position >= 1, even under a KV cache.
 
     With a KV cache (``model.generate``'s default) later forward passes see only the new token, so
     the hook learns the absolute position from the attention scores of layer 0 ([.., query, key]:
@@ -87,6 +93,8 @@ def add_at_positions(hook_name: str, vector: torch.Tensor) -> FwdHooks:
     """
     state: dict[str, int] = {}  # the layer-0 hook hands the cache offset to the adding hook
     blind = bool(_BEFORE_FIRST_ATTENTION.match(hook_name))
+    if vector.ndim not in (1, 2):
+        raise ValueError(f"vector must be [d] or [batch, d], got {tuple(vector.shape)}")
 
     def record_offset(scores: torch.Tensor, hook) -> None:
         offset = scores.shape[-1] - scores.shape[-2]
@@ -99,16 +107,18 @@ def add_at_positions(hook_name: str, vector: torch.Tensor) -> FwdHooks:
         state["offset"] = offset
 
     def add(act: torch.Tensor, hook) -> torch.Tensor:
-        if act.ndim != 3 or act.shape[-1] != vector.shape[0]:
+        rows = act.shape[0] if vector.ndim == 1 else vector.shape[0]
+        if act.ndim != 3 or act.shape[-1] != vector.shape[-1] or act.shape[0] != rows:
             raise ValueError(
-                f"expected an activation [batch, pos, {vector.shape[0]}] "
-                f"at {hook_name}, got {tuple(act.shape)}"
+                f"expected an activation [{rows if vector.ndim == 2 else 'batch'}, pos, "
+                f"{vector.shape[-1]}] at {hook_name}, got {tuple(act.shape)}"
             )
         offset = 0 if blind else int(state.pop("offset", 0))
         start = max(0, 1 - offset)  # absolute position 0 is BOS: never steered
         mask = torch.zeros(act.shape[1], 1, dtype=act.dtype, device=act.device)
         mask[start:] = 1
-        return act + mask * vector.to(act.device, act.dtype)
+        vec = vector.to(act.device, act.dtype)
+        return act + mask * (vec if vec.ndim == 1 else vec[:, None, :])
 
     return [("blocks.0.attn.hook_attn_scores", record_offset), (hook_name, add)]
 
@@ -320,3 +330,222 @@ def steer_sweep(
         base_loss=base_loss,
     )
     return df
+
+
+# --- Steering along any direction, many prompts and conditions per forward pass ---------------
+#
+# A *condition* is a vector added at the hook (positions >= 1): ``[d]`` for every unit, or
+# ``[n_units, d]`` with its own vector per prompt or text (e.g. a different random direction for
+# each, :func:`interp_lib.evidence.random_directions`). The functions below run every condition
+# on every unit, several rows per forward pass, and return one column per condition.
+
+
+def _per_unit(vectors: dict[str, torch.Tensor], n: int, d: int) -> dict[str, torch.Tensor]:
+    """Each condition's vector as float32 [n, d] (a [d] vector is repeated)."""
+    if not vectors:
+        raise ValueError("vectors is empty: pass at least one condition, e.g. {'none': zeros}")
+    out = {}
+    for name, v in vectors.items():
+        v = torch.as_tensor(v).detach().float().cpu()
+        if v.ndim == 1:
+            v = v.expand(n, -1)
+        if tuple(v.shape) != (n, d):
+            raise ValueError(
+                f"condition {name!r}: vector must be [{d}] or [{n}, {d}], got {tuple(v.shape)}"
+            )
+        out[name] = v
+    return out
+
+
+def _length_groups(tokens: list[torch.Tensor]) -> list[list[int]]:
+    """Indices of the token rows grouped by length (equal lengths batch without padding)."""
+    groups: dict[int, list[int]] = {}
+    for i, t in enumerate(tokens):
+        groups.setdefault(int(t.shape[0]), []).append(i)
+    return list(groups.values())
+
+
+@torch.inference_mode()
+def concept_probability(
+    model,
+    hook: str,
+    vectors: dict[str, torch.Tensor],
+    prompts: Sequence[str],
+    concept_tokens: Sequence[int | str],
+    *,
+    batch_size: int = 64,
+) -> pd.DataFrame:
+    """Next-token probability mass on ``concept_tokens`` after each prompt, under each condition.
+
+    One row per prompt (index: the prompt), one column per condition of ``vectors`` (added at
+    ``hook`` at every position >= 1, see :func:`add_at_positions`).
+    """
+    prompts = _check_texts(prompts, "prompts")
+    ids = list(dict.fromkeys(token_id(model, t) for t in concept_tokens))
+    if not ids:
+        raise ValueError("concept_tokens is empty")
+    per = _per_unit(vectors, len(prompts), model.cfg.d_model)
+    tokens = [to_tokens(model, p)[0] for p in prompts]
+    out = np.zeros((len(prompts), len(per)))
+    conds = list(per.values())
+    for idx in _length_groups(tokens):
+        rows = [(c, i) for c in range(len(per)) for i in idx]
+        vecs = torch.stack([conds[c][i] for c, i in rows])
+        toks = torch.stack([tokens[i] for _, i in rows])
+        for s in range(0, len(rows), batch_size):
+            with model.hooks(fwd_hooks=add_at_positions(hook, vecs[s : s + batch_size])):
+                logits = model(toks[s : s + batch_size], return_type="logits")[:, -1].float()
+            p = logits.softmax(-1)[:, ids].sum(-1).cpu().numpy()
+            for (c, i), value in zip(rows[s : s + batch_size], p):
+                out[i, c] = value
+    return pd.DataFrame(out, index=pd.Index(prompts, name="prompt"), columns=list(per))
+
+
+@torch.inference_mode()
+def text_loss(
+    model,
+    hook: str,
+    vectors: dict[str, torch.Tensor],
+    texts: Sequence[str] = NEUTRAL_TEXTS,
+    *,
+    batch_size: int = 32,
+) -> pd.DataFrame:
+    """Mean next-token loss (nats) of each text under each condition: the fluency cost.
+
+    Predictions from positions >= 1, as in :func:`steer_sweep`. One row per text, one column per
+    condition. Texts of different lengths share a forward pass, padded at the end (a causal model
+    never sees the padding from the positions that are scored).
+    """
+    texts = _check_texts(texts, "texts")
+    per = _per_unit(vectors, len(texts), model.cfg.d_model)
+    tokens = [to_tokens(model, t)[0] for t in texts]
+    conds = list(per.values())
+    # rows sorted by length, so that each forward pass pads little
+    rows = sorted(
+        ((c, i) for c in range(len(per)) for i in range(len(texts))),
+        key=lambda r: len(tokens[r[1]]),
+    )
+    out = np.zeros((len(texts), len(per)))
+    for s in range(0, len(rows), batch_size):
+        chunk = rows[s : s + batch_size]
+        width = max(len(tokens[i]) for _, i in chunk)
+        toks = torch.stack(
+            [
+                torch.cat([tokens[i], tokens[i][-1:].expand(width - len(tokens[i]))])
+                for _, i in chunk
+            ]
+        )
+        vecs = torch.stack([conds[c][i] for c, i in chunk])
+        with model.hooks(fwd_hooks=add_at_positions(hook, vecs)):
+            logits = model(toks, return_type="logits")
+        logp = logits[:, :-1].float().log_softmax(-1)
+        loss = -logp.gather(-1, toks[:, 1:, None])[..., 0].cpu()  # [b, width-1]
+        for row, (c, i) in enumerate(chunk):
+            n = len(tokens[i])
+            out[i, c] = float(loss[row, 1 : n - 1].double().mean())
+    return pd.DataFrame(out, index=pd.RangeIndex(len(texts), name="text"), columns=list(per))
+
+
+def _sample_seed(seed: int, unit: int, sample: int) -> int:
+    """The seed of sample ``sample`` of prompt ``unit``: the same under every condition."""
+    return int(seed) + 1_000_003 * int(sample) + 7919 * int(unit)
+
+
+@torch.inference_mode()
+def _continue(
+    model,
+    tokens: torch.Tensor,
+    generators: list[torch.Generator | None],
+    *,
+    max_new_tokens: int,
+    temperature: float,
+) -> torch.Tensor:
+    """[b, max_new_tokens] new tokens for the rows of ``tokens`` [b, pos] under a KV cache; a row
+    with a generator samples at ``temperature`` (Gumbel-max), a row with None is greedy."""
+    # imported here: transformer_lens is a heavy import that `import interp_lib` avoids
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+    cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, tokens.shape[0])
+    logits = model(tokens, return_type="logits", past_kv_cache=cache)[:, -1].float()
+    new = []
+    for step in range(max_new_tokens):
+        scores = logits.cpu()
+        for row, g in enumerate(generators):
+            if g is not None:
+                u = torch.rand(scores.shape[-1], generator=g).clamp_(1e-20, 1.0)
+                scores[row] = scores[row] / temperature - torch.log(-torch.log(u))
+        nxt = scores.argmax(-1).to(tokens.device)
+        new.append(nxt)
+        if step + 1 < max_new_tokens:
+            logits = model(nxt[:, None], return_type="logits", past_kv_cache=cache)[:, -1].float()
+    return torch.stack(new, dim=1)
+
+
+def steered_generations(
+    model,
+    hook: str,
+    vectors: dict[str, torch.Tensor],
+    prompts: Sequence[str],
+    *,
+    n_samples: int = 16,
+    max_new_tokens: int = 12,
+    temperature: float = 1.0,
+    seed: int = 0,
+    concept_strings: Sequence[str] = (),
+    batch_size: int = 64,
+) -> pd.DataFrame:
+    """Greedy and sampled continuations of every prompt under every condition, batched.
+
+    One row per (condition, prompt, sample): ``sample`` -1 is the greedy continuation, 0..
+    ``n_samples``-1 are sampled at ``temperature`` with a fixed seed per (prompt, sample), the
+    same under every condition, so conditions differ only by what is added. Columns:
+    ``condition``, ``prompt``, ``sample``, ``text`` (cut at EOS) and ``mentions`` (the text
+    contains one of ``concept_strings``, case-insensitive).
+    """
+    prompts = _check_texts(prompts, "prompts")
+    if not isinstance(n_samples, int) or n_samples < 0:
+        raise ValueError(f"n_samples must be an int >= 0, got {n_samples!r}")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0 (sample -1 is greedy), got {temperature!r}")
+    per = _per_unit(vectors, len(prompts), model.cfg.d_model)
+    names = list(per)
+    needles = [s.lower() for s in concept_strings if s]
+    eos = getattr(model.tokenizer, "eos_token_id", None)
+    tokens = [to_tokens(model, p)[0] for p in prompts]
+    records = []
+    for idx in _length_groups(tokens):
+        rows = [(c, i, j) for c in range(len(names)) for i in idx for j in range(-1, n_samples)]
+        for s in range(0, len(rows), batch_size):
+            chunk = rows[s : s + batch_size]
+            vecs = torch.stack([per[names[c]][i] for c, i, _ in chunk])
+            gens = [
+                None if j < 0 else torch.Generator().manual_seed(_sample_seed(seed, i, j))
+                for _, i, j in chunk
+            ]
+            with model.hooks(fwd_hooks=add_at_positions(hook, vecs)):
+                new = _continue(
+                    model,
+                    torch.stack([tokens[i] for _, i, _ in chunk]),
+                    gens,
+                    max_new_tokens=max_new_tokens,
+                    temperature=temperature,
+                )
+            for (c, i, j), row in zip(chunk, new.cpu()):
+                if eos is not None and (row == eos).any():
+                    row = row[: int((row == eos).nonzero()[0])]
+                text = model.tokenizer.decode(row)
+                records.append(
+                    {
+                        "condition": names[c],
+                        "prompt": prompts[i],
+                        "sample": j,
+                        "text": text,
+                        "mentions": any(n in text.lower() for n in needles),
+                    }
+                )
+    order = {n: k for k, n in enumerate(names)}
+    df = pd.DataFrame(records)
+    df["_c"], df["_p"] = df.condition.map(order), df.prompt.map(prompts.index)
+    return df.sort_values(["_c", "_p", "sample"]).drop(columns=["_c", "_p"]).reset_index(drop=True)

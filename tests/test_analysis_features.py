@@ -273,3 +273,37 @@ def test_encode_activations_matches_encode_texts(tiny_gpt2):
     torch.testing.assert_close(enc.mean, ref.mean, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="tokens"):
         E.encode_activations(sae, E.hook_activations(tiny_gpt2, HOOK, TEXTS), [t[:-1] for t in tokens], TEXTS)
+
+
+def test_distinct_common_features():
+    assert A.distinct_common_features(POOLED, CATS, n=1) == A.category_common_features(POOLED, CATS, n=1).feature.nunique()
+
+
+def test_pair_counts_and_jaccard_against_independence():
+    # text 0: features 0 and 1 on the same two of four tokens; text 1: on different tokens
+    acts = [
+        torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1.0]]),
+        torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]),
+    ]
+    counts = A.pair_counts(acts, [0, 1])
+    assert counts.shape == (2, 1, 3)
+    np.testing.assert_allclose(counts[:, 0], [[2, 2, 1.0], [0, 2, 0.5]])
+    assert A.jaccard_of_counts(counts) == pytest.approx(2 / 4)
+    # independence: 1.5 expected together, union 6 - 1.5
+    assert A.jaccard_of_counts(counts, independent=True) == pytest.approx(1.5 / 4.5)
+    # agrees with coactivation over all tokens
+    jac = A.coactivation(torch.cat(acts), [0, 1, 2])
+    assert A.jaccard_of_counts(A.pair_counts(acts, [0, 1, 2])) == pytest.approx(
+        jac.to_numpy()[np.triu_indices(3, 1)].mean())
+
+
+def test_concept_null_planted_concept_beats_random_texts():
+    rng = np.random.default_rng(0)
+    background = rng.exponential(size=(70, 50)) * (rng.random((70, 50)) < 0.3)
+    concept = rng.exponential(size=(5, 50)) * (rng.random((5, 50)) < 0.3)
+    assert A.concept_null(concept, background).p_value > 0.05
+    concept[:, 7] = 4.0  # a feature of the concept: strong on every example, rare elsewhere
+    background[:, 7] = 0.0
+    null = A.concept_null(concept, background)
+    assert null.observed == pytest.approx(A.features_for_concept(concept, background, n=1).score.iloc[0])
+    assert null.p_value < 0.01

@@ -126,3 +126,69 @@ def test_explain_returns_one_line_after_the_prefix(smollm):
     examples = ["    def<< __init__>>(self):", "class Foo:\\n    def<< __init__>>(self, x):"]
     out = ai.explain(smollm, examples, max_new_tokens=12)
     assert out.startswith(ai.EXPLAIN_PREFIX) and len(out) > len(ai.EXPLAIN_PREFIX) and "\n" not in out
+
+
+def test_top_token_and_names_token(tiny_gpt2):
+    tokens = tiny_gpt2.to_tokens("the cat sat on the cat mat", prepend_bos=True)
+    windows = [ai.Window(0, 2, 1.0), ai.Window(0, 6, 1.0), ai.Window(0, 3, 1.0)]  # cat, cat, sat
+    word, share = ai.top_token(tiny_gpt2.tokenizer, tokens, windows)
+    assert word == "cat" and share == pytest.approx(2 / 3)
+    assert ai.names_token(f"{ai.EXPLAIN_PREFIX} words like Cat and dog.", "cat")
+    assert not ai.names_token(f"{ai.EXPLAIN_PREFIX} animals.", "cat")
+    assert not ai.names_token(ai.EXPLAIN_PREFIX, "marked")  # the given prefix does not count
+    assert not ai.names_token(f"{ai.EXPLAIN_PREFIX} a category.", "cat")  # whole words
+    assert ai.names_token(f"{ai.EXPLAIN_PREFIX} a colon (:) here.", ":")
+
+
+def test_auroc_table_has_one_auroc_per_feature_and_explanation():
+    import pandas as pd
+
+    windows = pd.DataFrame({
+        "feature": [7] * 8,
+        "explanation": ["right"] * 4 + ["wrong"] * 4,
+        "score": [3, 2, 1, 0, 0, 1, 2, 3],
+        "fires": [True, True, False, False] * 2,
+    })
+    table = ai.auroc_table(windows)
+    assert table.loc[7, "right"] == 1.0 and table.loc[7, "wrong"] == 0.0
+
+
+def _split_case():
+    """Narrow feature 0 split by wide 0 and 1 (one at a time); narrow 1 copied by wide 2 and 3
+    (together); narrow 2 has one child, wide 4."""
+    narrow = torch.zeros(8, 3)
+    narrow[:4, 0] = 1.0
+    narrow[4:7, 1] = 1.0
+    narrow[7, 2] = 1.0
+    wide = torch.zeros(8, 5)
+    wide[:2, 0] = 1.0
+    wide[2:4, 1] = 1.0
+    wide[4:7, 2] = 1.0
+    wide[4:6, 3] = 1.0
+    wide[7, 4] = 1.0
+    parent = torch.tensor([0, 0, 1, 1, 2])
+    corr = torch.tensor([0.7, 0.7, 0.9, 0.8, 0.95])
+    return narrow, wide, parent, corr, torch.ones(5, dtype=torch.bool)
+
+
+def test_split_families_tell_a_split_from_copies():
+    narrow, wide, parent, corr, is_child = _split_case()
+    torch.testing.assert_close(ai.children_firing(narrow, wide, 1, [2, 3]),
+                               torch.tensor([2, 2, 1]))
+    fam = ai.split_families(narrow, wide, parent, is_child).set_index("parent")
+    assert list(fam.index) == [0, 1]  # narrow 2 has a single child: not a family
+    assert fam.loc[0, "coverage"] == 1.0 and fam.loc[0, "children firing at once"] == 1.0
+    assert fam.loc[1, "children firing at once"] == pytest.approx(5 / 3)
+    assert fam.loc[1, "parent fires on"] == 3
+    empty = ai.split_families(narrow, wide, parent, torch.zeros(5, dtype=torch.bool))
+    assert empty.empty and list(empty.columns) == ai.FAMILY_COLUMNS
+
+
+def test_family_table_lists_the_parent_then_its_children():
+    narrow, wide, parent, corr, is_child = _split_case()
+    strings = [" a", " b", " c", " d", " e", " e", " f", " g"]
+    table = ai.family_table(1, narrow, wide, parent, corr, is_child, strings)
+    assert list(table.feature) == ["narrow 1 (parent)", "wide 2", "wide 3"]
+    assert table.loc[1, "correlation with parent"] == pytest.approx(0.9)
+    assert table.loc[0, "most frequent tokens"] == "'e' 2, 'f' 1"
+    assert ai.top_tokens(wide[:, 3], strings) == "'e' 2"

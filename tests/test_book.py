@@ -320,6 +320,18 @@ def test_plotly_js_once_per_page_with_figures(site, doc):
 
 
 @book_html
+@pytest.mark.parametrize("doc", DOCS)
+def test_no_markdown_table_shown_as_raw_pipes(site, doc):
+    """A Markdown table printed by a cell (not rendered) shows on the page as pipes and dashes."""
+    soup = BeautifulSoup(_read(doc), "html.parser")
+    for code in soup.select("div.cell_input"):  # a cell's code may hold a table on purpose
+        code.decompose()
+    text = soup.get_text()
+    rows = [line for line in text.splitlines() if re.search(r"\|\s*:?-{3,}:?\s*\|", line)]
+    assert not rows, f"raw Markdown table on the page: {rows[:3]}"
+
+
+@book_html
 def test_some_chapter_has_a_figure_and_glued_numbers(site):
     pages = [_read(d) for d in CHAPTER_DOCS]
     assert any('class="plotly-graph-div' in p for p in pages)

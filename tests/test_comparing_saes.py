@@ -361,3 +361,133 @@ def test_figures():
     fig = plots.curves_figure([{"tokens": 1, "l0": 2.0}, {"tokens": 2, "l0": 3.0, "val_fve": 0.5}], ["l0", "val_fve"])
     assert list(fig.data[0].x) == [1, 2] and list(fig.data[1].x) == [2]  # rows without val_fve skipped
     assert fig.layout.yaxis.type != "log"
+
+
+# ---------------------------------------------------------------------------------------------
+# specialisation against chance: shuffled-label nulls, density control, intervals over texts
+SEVEN = [c for c in "abcdefg" for _ in range(10)]
+
+
+def _planted_and_noise(seed=0, n_noise=300):
+    """7 x 10 texts: 20 planted specialists (strong on 4-6 texts of one category, weak on a few
+    others) and ``n_noise`` features strong on 3-6 random texts."""
+    rng = np.random.default_rng(seed)
+    cats = np.array(SEVEN)
+    planted = np.zeros((70, 20))
+    for f in range(20):
+        rows = rng.choice(np.flatnonzero(cats == "abcdefg"[f % 7]), size=rng.integers(4, 7), replace=False)
+        planted[rows, f] = rng.uniform(5, 6, size=len(rows))
+        planted[rng.choice(70, size=3, replace=False), f] += 0.5  # weak elsewhere: not strong
+    noise = np.zeros((70, n_noise))
+    for f in range(n_noise):
+        noise[rng.choice(70, size=rng.integers(3, 7), replace=False), f] = rng.uniform(5, 6)
+    return planted, noise
+
+
+def test_expected_concentration_known_answers_and_monte_carlo():
+    # two categories of two: two strong texts share a category with probability 2/6
+    assert analysis.expected_concentration(2, (2, 2)) == pytest.approx((2 * 2 / 6 + 4 / 6) / 2)
+    assert analysis.expected_concentration(1, (2, 2)) == 1.0
+    assert analysis.expected_concentration(4, (2, 2)) == pytest.approx(0.5)
+    assert analysis.expected_concentration(3, (3, 3)) == pytest.approx(0.7)  # P(all same) = 2/20
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(7), 10)
+    for n in (3, 5, 12):
+        draws = [np.bincount(rng.choice(labels, n, replace=False)).max() / n for _ in range(20000)]
+        assert analysis.expected_concentration(n, (10,) * 7) == pytest.approx(np.mean(draws), abs=0.005)
+    with pytest.raises(ValueError):
+        analysis.expected_concentration(0, (2, 2))
+
+
+def test_concentration_excess_takes_chance_off():
+    excess = analysis.concentration_excess(_pooled(), CATS)
+    assert excess[0] == pytest.approx(1 - 0.7)  # strong on the three "a" texts: 1 vs 0.7 by chance
+    assert excess[1] == pytest.approx(0.0)  # strong on all six texts: 0.5, as by chance
+    assert excess[2] == pytest.approx(2 / 3 - 0.7)
+    assert math.isnan(excess[3])
+    assert analysis.mean_concentration_excess(_pooled(), CATS) == pytest.approx(np.nanmean(excess))
+
+
+def test_concentration_null_planted_beats_noise_does_not():
+    planted, noise = _planted_and_noise()
+    real = analysis.concentration_null(np.hstack([planted, noise]), SEVEN, n=200)
+    assert real.p_value < 0.01 and real.observed > real.null_high
+    pure = analysis.concentration_null(noise, SEVEN, n=200)
+    assert pure.p_value > 0.05 and pure.observed <= pure.null_high
+    # the null's mean is the exact expectation for the features' numbers of strong texts
+    n_strong = analysis.strong_mask(noise).sum(0)
+    exact = np.mean([analysis.expected_concentration(int(k), (10,) * 7) for k in n_strong])
+    assert pure.null_mean == pytest.approx(exact, abs=0.01)
+    assert abs(analysis.mean_concentration_excess(noise, SEVEN)) < 0.02
+    assert analysis.mean_concentration_excess(planted, SEVEN) > 0.4
+
+
+def test_sparser_noise_scores_higher_but_not_in_excess():
+    """The issue's point: features strong on fewer texts have a higher concentration by chance."""
+    rng = np.random.default_rng(1)
+    sparse = np.zeros((70, 400))
+    dense = np.zeros((70, 400))
+    for f in range(400):
+        sparse[rng.choice(70, size=3, replace=False), f] = 1.0
+        dense[rng.choice(70, size=10, replace=False), f] = 1.0
+    conc = [np.nanmean(analysis.category_concentration(m, SEVEN)) for m in (sparse, dense)]
+    assert conc[0] > conc[1] + 0.1
+    excess = [analysis.mean_concentration_excess(m, SEVEN) for m in (sparse, dense)]
+    assert abs(excess[0]) < 0.02 and abs(excess[1]) < 0.02
+
+
+def test_specialist_null_and_best_share():
+    planted, noise = _planted_and_noise()
+    both = np.hstack([planted, noise])
+    share = analysis.best_specialist_share(both, SEVEN, "a")
+    assert share == pytest.approx(analysis.category_specialists(both, SEVEN).score.iloc[0] / 10)
+    assert share >= 0.4
+    assert analysis.specialist_null(both, SEVEN, "a").p_value < 0.01
+    assert analysis.specialist_null(noise, SEVEN, "a").p_value > 0.05
+    with pytest.raises(ValueError):
+        analysis.best_specialist_share(both, SEVEN, "z")
+
+
+def test_subsample_interval_covers_the_mean_at_about_the_stated_rate():
+    rng = np.random.default_rng(0)
+    covered = 0
+    for rep in range(200):
+        x = rng.normal(1.0, 2.0, size=(70, 1))
+        draws = analysis.paired_subsamples({"x": x}, SEVEN, lambda p, c: float(p.mean()), n=100, seed=rep)
+        ci = analysis.subsample_interval(float(x.mean()), draws["x"], SEVEN)
+        covered += ci.low <= 1.0 <= ci.high
+        assert ci.estimate == pytest.approx(float(x.mean()))
+    assert 0.9 <= covered / 200 <= 0.99
+    with pytest.raises(ValueError):
+        analysis.subsample_interval(0.0, [0.1, 0.2], SEVEN, frac=1.0)
+    # kept: 8 of 10 texts per category, 56 of 70 -> spread x sqrt(56 / 14) = x 2
+    ci = analysis.subsample_interval(0.9, [0.8, 1.0], SEVEN)
+    assert ci.high - ci.estimate == pytest.approx(1.959964 * np.std([0.8, 1.0], ddof=1) * 2)
+    assert analysis.subsample_interval(0.9, [0.8, 1.0], SEVEN, bounds=(0, 1)).high == 1.0
+
+
+def test_precision_count_null():
+    rng = np.random.default_rng(0)
+    acts = rng.exponential(size=(500, 30)) * (rng.random((500, 30)) < 0.2)
+    mask = np.zeros(500, dtype=bool)
+    mask[:25] = True
+    acts[:25, :5] = 50.0  # five features whose ten strongest tokens are all in the mask
+    null = analysis.precision_count_null(acts, mask, top=10, min_active=5, n=100)
+    assert null.observed == 5.0
+    assert null.observed == float((analysis.token_precision(acts, mask, top=10, min_active=5) >= 0.9).sum())
+    assert null.null_high < 1 and null.p_value < 0.05
+
+
+def test_reconstruction_sums_agree_with_metrics():
+    sae = make_sae(16, 32, "blocks.0.hook_resid_pre", k=4)
+    g = torch.Generator().manual_seed(0)
+    acts = [torch.randn(n, 16, generator=g) for n in (5, 9, 7)]
+    acts[1][3] *= 100  # one massive token
+    sums = analysis.reconstruction_sums(sae, acts)
+    assert sums.shape == (3, 4)
+    x = torch.cat(acts)
+    with torch.no_grad():
+        err = (x - sae.decode(sae.encode(x))).pow(2).sum(-1)
+    assert analysis.fve_of_sums(sums, typical=False) == pytest.approx(metrics.fve(x, err))
+    assert analysis.fve_of_sums(sums) == pytest.approx(metrics.typical_fve(x, err)[0])
+    assert sums[1, 2] < sums[1, 0]  # the massive token's error counts only over all tokens

@@ -86,3 +86,42 @@ def test_findings_table_writes_the_interval_and_the_verdict():
                          control="random direction", control_value=0.05, holds=True)
     table = evidence.findings_table([f])
     assert table.loc[0, "95% interval"] == "[0.1, 0.5]" and table.loc[0, "holds"] == "yes"
+
+
+def test_unit_sums_add_rows_within_each_unit():
+    values = torch.tensor([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0], [4.0, 40.0]])
+    out = evidence.unit_sums(values, torch.tensor([7, 3, 7, 3]))
+    np.testing.assert_array_equal(out, [[6.0, 60.0], [4.0, 40.0]])  # unit 3 first, then 7
+    np.testing.assert_array_equal(evidence.unit_sums(np.ones(3), [0, 0, 1]), [[2.0], [1.0]])
+    with pytest.raises(ValueError, match="unit ids"):
+        evidence.unit_sums(np.ones(3), [0, 1])
+
+
+def test_two_sample_interval_covers_the_true_difference():
+    rng = np.random.default_rng(0)
+    covered = 0
+    for trial in range(100):
+        a, b = rng.normal(1.0, 1.0, 30), rng.normal(0.0, 2.0, 40)
+        ci = evidence.two_sample_ci(a, b, n_boot=400, seed=trial)
+        covered += ci.low <= 1.0 <= ci.high
+    assert 0.85 <= covered / 100 <= 1.0
+    same = evidence.two_sample_ci([1.0, 1.0, np.nan], [0.0, 0.0])
+    assert (same.estimate, same.low, same.high) == (1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="at least 2"):
+        evidence.two_sample_ci([1.0], [0.0, 1.0])
+
+
+def test_grouped_bootstrap_resamples_whole_groups():
+    rows = np.array([1.0, 1.0, 5.0, 5.0, 3.0])
+    ci = evidence.grouped_bootstrap_ci(np.mean, rows, ["a", "a", "b", "b", "c"], n_boot=500)
+    assert ci.estimate == pytest.approx(3.0)
+    assert 1.0 <= ci.low < 3.0 < ci.high <= 5.0
+    # a group that repeats one value: the interval is that value
+    same = evidence.grouped_bootstrap_ci(np.mean, [2.0, 2.0, 2.0], [0, 1, 1])
+    assert (same.estimate, same.low, same.high) == (2.0, 2.0, 2.0)
+    # one row per group: the plain bootstrap over rows
+    x = np.arange(10.0)
+    assert evidence.grouped_bootstrap_ci(np.mean, x, range(10), seed=3) == \
+        evidence.bootstrap_ci(np.arange(10), lambda i: float(np.mean(x[i.astype(int)])), seed=3)
+    with pytest.raises(ValueError, match="one group per row"):
+        evidence.grouped_bootstrap_ci(np.mean, x, [0, 1])

@@ -258,3 +258,91 @@ def test_steering_the_real_model_raises_the_concept(smollm):
     assert df.loc[1, "concept_prob"] > 10 * df.loc[0, "concept_prob"]
     assert df.loc[1, "generations"] != df.loc[0, "generations"]
     assert 0 < df.loc[1, "loss_increase"] < 3  # steering costs some fluency, not all of it
+
+
+def test_add_at_positions_takes_one_vector_per_row(tiny_gpt2, sae):
+    tokens = tiny_gpt2.to_tokens([TEXT, TEXT])
+    _, clean = tiny_gpt2.run_with_cache(tokens, names_filter=HOOK)
+    vecs = torch.stack([torch.zeros(tiny_gpt2.cfg.d_model), torch.arange(32.0)])
+    with tiny_gpt2.hooks(fwd_hooks=steering.add_at_positions(HOOK, vecs)):
+        _, steered = tiny_gpt2.run_with_cache(tokens, names_filter=HOOK)
+    diff = steered[HOOK] - clean[HOOK]
+    assert diff[0].abs().max() == 0 and diff[1, 0].abs().max() == 0  # row 0 untouched, BOS too
+    torch.testing.assert_close(diff[1, 1:], vecs[1].expand_as(diff[1, 1:]), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="expected an activation"):
+        with tiny_gpt2.hooks(fwd_hooks=steering.add_at_positions(HOOK, vecs[:1].repeat(3, 1))):
+            tiny_gpt2(tokens)
+
+
+def test_conditions_in_one_batch_match_one_at_a_time(tiny_gpt2, sae):
+    prompts = ["the cat", "the dog sat on", "a cat sat"]
+    push = steering.steering_vector(sae, 7, 40.0)
+    own = torch.randn(len(prompts), tiny_gpt2.cfg.d_model)  # one vector per prompt
+    conds = {"none": torch.zeros_like(push), "push": push, "own": own}
+    probs = steering.concept_probability(tiny_gpt2, HOOK, conds, prompts, ["mat", "dog"],
+                                         batch_size=4)
+    assert list(probs.columns) == ["none", "push", "own"] and list(probs.index) == prompts
+    ids = [interventions.token_id(tiny_gpt2, t) for t in ["mat", "dog"]]
+    for i, p in enumerate(prompts):
+        for name, vec in (("none", push * 0), ("push", push), ("own", own[i])):
+            with tiny_gpt2.hooks(fwd_hooks=steering.add_at_positions(HOOK, vec)):
+                want = tiny_gpt2(tiny_gpt2.to_tokens(p))[0, -1].softmax(-1)[ids].sum()
+            assert probs.loc[p, name] == pytest.approx(float(want.detach()), abs=1e-5)
+    texts = [TEXT, "the cat sat", "hello world . print ( x )"]
+    loss = steering.text_loss(tiny_gpt2, HOOK, {"none": push * 0, "push": push}, texts,
+                              batch_size=4)
+    for i, t in enumerate(texts):
+        for name, vec in (("none", push * 0), ("push", push)):
+            with tiny_gpt2.hooks(fwd_hooks=steering.add_at_positions(HOOK, vec)):
+                want = tiny_gpt2(tiny_gpt2.to_tokens(t), return_type="loss",
+                                 loss_per_token=True)[0, 1:].mean()
+            assert loss.loc[i, name] == pytest.approx(float(want.detach()), abs=1e-5)
+
+
+def test_steered_generations_greedy_is_generate_and_samples_share_seeds(tiny_gpt2, sae):
+    prompts = ["the cat", "the dog sat on"]
+    push = steering.steering_vector(sae, 7, 40.0)
+    kw = dict(n_samples=3, max_new_tokens=6, concept_strings=["mat"], batch_size=5)
+    both = steering.steered_generations(tiny_gpt2, HOOK, {"none": push * 0, "push": push},
+                                        prompts, **kw)
+    assert len(both) == 2 * 2 * 4 and list(both.columns) == [
+        "condition", "prompt", "sample", "text", "mentions"]
+    for p in prompts:
+        greedy = both.query("sample == -1 and prompt == @p").set_index("condition").text
+        assert greedy["none"] == steering.generate(tiny_gpt2, p, max_new_tokens=6)
+        assert greedy["push"] == steering.generate_steered(tiny_gpt2, sae, 7, 40.0, p,
+                                                           max_new_tokens=6)
+    alone = steering.steered_generations(tiny_gpt2, HOOK, {"none": push * 0}, prompts, **kw)
+    # the same seed per (prompt, sample) whatever else shares the batch: reproducible
+    assert list(alone.text) == list(both.query("condition == 'none'").text)
+    assert both.query("sample >= 0").text.nunique() > 2  # samples differ
+    assert (both.mentions == both.text.str.lower().str.contains("mat")).all()
+
+
+def test_attribution_agreement_runs_verify_on_each_prompt(tiny_gpt2):
+    s = relu_sae(tiny_gpt2, LINEAR_HOOK, seed=3)
+    prompts = [TEXT, "the dog sat on the", "hello world . print ("]
+    df = attribution.attribution_agreement(tiny_gpt2, s, prompts, n=4)
+    assert list(df.columns[:2]) == ["prompt", "target"] and len(df) == 12
+    # on the linear path the estimate is exact, so the real ablations agree with it
+    assert df["actual_change"].to_numpy() == pytest.approx(df["predicted_change"].to_numpy(), abs=1e-4)
+    # the default target is the model's own top next token
+    top = int(tiny_gpt2(tiny_gpt2.to_tokens(prompts[1]))[0, -1].argmax())
+    assert df.query("prompt == @prompts[1]").target.iloc[0] == tiny_gpt2.to_str_tokens(torch.tensor([top]))[0]
+    one = attribution.verify_attribution(tiny_gpt2, s, prompts[1], top, n=4)
+    assert df.query("prompt == @prompts[1]").feature.tolist() == one.feature.tolist()
+    together = df.attrs["together"]
+    assert list(together.prompt) == prompts
+    assert together.actual_change.to_numpy() == pytest.approx(together.predicted_change.to_numpy(), abs=1e-4)
+    with pytest.raises(ValueError, match="targets"):
+        attribution.attribution_agreement(tiny_gpt2, s, prompts, targets=["mat"])
+
+
+def test_batched_verification_equals_one_ablation_at_a_time(tiny_gpt2):
+    s = relu_sae(tiny_gpt2, HOOK, seed=4)  # through the model: not linear
+    df = attribution.verify_attribution(tiny_gpt2, s, TEXT, "mat", n=4)
+    for f, actual in zip(df.feature, df.actual_change):
+        res = attribution.ablate_features(tiny_gpt2, s, int(f), TEXT, target_tokens=["mat"])
+        assert actual == pytest.approx(float(res.logit_change[0, -1, 0]), abs=1e-4)
+    both = attribution.ablate_features(tiny_gpt2, s, df.feature.tolist(), TEXT, target_tokens=["mat"])
+    assert df.attrs["together"]["actual_change"] == pytest.approx(float(both.logit_change[0, -1, 0]), abs=1e-4)

@@ -49,12 +49,15 @@ from myst_nb.core.read import read_myst_markdown_notebook
 from myst_parser.config.main import MdParserConfig
 
 from buildlib import BUILD, HTML, ROOT, chapters, load_yaml, loopback_up
+from interp_lib.files import atomic_dir
 
 # nbmake refuses any notebook with "_build" in its path, so the executed copies live here.
 NOTEBOOKS = ROOT / ".nbmake"
 CACHE = BUILD / ".jupyter_cache"
 LOGS = BUILD / "logs"
 FINGERPRINT = BUILD / ".library-fingerprint"
+# Where jupyter-book builds (its html/, doctrees, jupyter_execute/) before the site is swapped in.
+STAGING = BUILD / ".staging"
 # Environment a chapter runs under in every build (nbmake's and the book's).
 BUILD_ENV = {"INTERP_BOOK_BUILD": "1", "TQDM_DISABLE": "1"}
 
@@ -234,8 +237,12 @@ def cmd_build(args) -> int:
     LOGS.mkdir(parents=True, exist_ok=True)
     log_path = LOGS / "book.log"
     env = {**os.environ, **BUILD_ENV}
+    # jupyter-book writes into STAGING; the finished site then takes the place of _build/html in
+    # one rename (interp_lib.files.atomic_dir), so a build that fails or is killed leaves the
+    # previous site (or none) there, never a half-written one.
+    shutil.rmtree(STAGING / "_build" / "html", ignore_errors=True)
     cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", "-W", "--keep-going",
-           "--all", str(ROOT)]
+           "--all", "--path-output", str(STAGING), str(ROOT)]
     t0 = time.time()
     with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -257,11 +264,14 @@ def cmd_build(args) -> int:
     print(f"build: {len(executed)} chapter(s) executed, {len(cached)} from the cache, {dt:.1f} s; "
           f"log: {log_path.relative_to(ROOT)}")
     if rc != 0:
-        print(f"build: FAILED (jupyter-book exit {rc}); the site is not usable", file=sys.stderr)
+        print(f"build: FAILED (jupyter-book exit {rc}); {HTML.relative_to(ROOT)} left as it was",
+              file=sys.stderr)
         return rc
     if args.expect_cached and executed:
         print(f"build: FAILED: chapters executed a second time: {executed}", file=sys.stderr)
         return 1
+    with atomic_dir(HTML) as tmp:
+        os.rename(STAGING / "_build" / "html", tmp)
     print(f"build: site in {HTML.relative_to(ROOT)}/index.html")
     return 0
 

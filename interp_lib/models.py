@@ -32,6 +32,7 @@ import shutil
 import socket
 import time
 import warnings
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, TypeVar
 
@@ -240,12 +241,28 @@ def _save_snapshot(model, snap: Path) -> None:
     from safetensors.torch import save_file
 
     with atomic_dir(snap) as tmp:
-        cfg = {k: v for k, v in model.cfg.to_dict().items() if _jsonable(v)}
-        (tmp / "cfg.json").write_text(json.dumps(cfg))
         save_file(
             {k: v.contiguous() for k, v in model.state_dict().items()},
             str(tmp / "model.safetensors"),
         )
+        cfg = {k: v for k, v in model.cfg.to_dict().items() if _jsonable(v)}
+        cfg[_CHECKSUM] = _data_checksum(tmp / "model.safetensors")
+        (tmp / "cfg.json").write_text(json.dumps(cfg))
+
+
+# The snapshot's cfg.json records a CRC-32 of its weights' bytes: a byte changed on disk is seen
+# at the next load (about 0.4 s for SmolLM2's 680 MB) and the snapshot is made again.
+_CHECKSUM = "interp_lib_weights_crc32"
+
+
+def _data_checksum(path: Path) -> int:
+    """CRC-32 of the tensor bytes of a safetensors file (everything after its header)."""
+    crc = 0
+    with open(path, "rb") as f:
+        f.seek(8 + int.from_bytes(f.read(8), "little"))
+        while chunk := f.read(1 << 26):
+            crc = zlib.crc32(chunk, crc)
+    return crc
 
 
 def _jsonable(value) -> bool:
@@ -264,6 +281,8 @@ def _load_snapshot(snap: Path, tokenizer) -> "HookedTransformer | None":
 
     try:
         cfg_dict = json.loads((snap / "cfg.json").read_text())
+        if cfg_dict.pop(_CHECKSUM, None) != _data_checksum(snap / "model.safetensors"):
+            return None
         state_dict = load_file(str(snap / "model.safetensors"))
         cfg_dict["init_weights"] = False  # every weight comes from the snapshot
         fields = HookedTransformerConfig.__dataclass_fields__
@@ -276,6 +295,7 @@ def _load_snapshot(snap: Path, tokenizer) -> "HookedTransformer | None":
         TypeError,
         KeyError,
         AssertionError,
+        AttributeError,
         RuntimeError,
         SafetensorError,
     ):

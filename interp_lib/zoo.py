@@ -175,11 +175,42 @@ def _load_from_hub(release: str, sae_id: str, device: str, dtype: str):
     it."""
     from sae_lens import SAE  # heavy: imported where first used
 
-    return from_hub(
-        lambda: SAE.from_pretrained(release, sae_id, device=device, dtype=dtype),
-        f"SAE {release}/{sae_id}",
-        f"the project's own SAEs {sorted(RELEASES)} (for the embedded model smollm2-135m)",
-    )
+    try:
+        return from_hub(
+            lambda: SAE.from_pretrained(release, sae_id, device=device, dtype=dtype),
+            f"SAE {release}/{sae_id}",
+            f"the project's own SAEs {sorted(RELEASES)} (for the embedded model smollm2-135m)",
+        )
+    except Exception:
+        _check_hub_copy(release, sae_id)  # a damaged cached copy is named, not called missing
+        raise
+
+
+def _check_hub_copy(release: str, sae_id: str) -> None:
+    """Raise :class:`DamagedFileError` naming the file if the hub cache holds a damaged copy of
+    the SAE; return quietly if it holds none or a sound one. Run only after SAELens failed, so
+    that files SAELens reads are never refused by the library's stricter checks."""
+    from huggingface_hub import try_to_load_from_cache
+    from sae_lens.loading.pretrained_saes_directory import get_repo_id_and_folder_name
+    from sae_lens.registry import SAE_CLASS_REGISTRY
+
+    try:
+        repo_id, folder = get_repo_id_and_folder_name(release, sae_id)
+        cached = try_to_load_from_cache(repo_id, f"{folder}/{CFG}" if folder else CFG)
+    except Exception:  # noqa: BLE001 - a release SAELens cannot place: nothing to check here
+        return
+    if not isinstance(cached, str):  # not in the cache: the loader's own error stands
+        return
+    try:
+        read_sae_folder(Path(cached).parent, architectures=SAE_CLASS_REGISTRY)
+    except MissingFileError:  # a file not downloaded yet is the hub's business, not damage
+        return
+    except DamagedFileError as exc:
+        raise DamagedFileError(
+            exc.path,
+            f"{exc.problem} (the Hugging Face hub cache's copy of {release}/{sae_id})",
+            "Delete that file from the hub cache and load the SAE again with the hub reachable",
+        ) from None
 
 
 def recorded_metrics(release: str, sae_id: str) -> dict:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from safetensors.torch import load_file, save_file
 import interp_lib.__main__ as cli
 from interp_lib import activations as A
 from interp_lib import feature_stats as fs
-from interp_lib import files, models, zoo
+from interp_lib import files, models, train_zoo, zoo
 from interp_lib.errors import DamagedFileError, InvalidArgumentError, MissingFileError
 from interp_lib.sae import ReluSAE, TopKSAE
 from interp_lib.sae_folder import read_sae_folder
@@ -215,7 +216,9 @@ def test_weights_wrong_shapes_dtypes_and_names(sae_dir, loader, case):
 @pytest.mark.parametrize("loader", LOADERS)
 def test_missing_files_and_folders(sae_dir, loader, tmp_path):
     (sae_dir / "sae_weights.safetensors").unlink()
-    expect_error(MissingFileError, lambda: LOADERS[loader](sae_dir), sae_dir / "sae_weights.safetensors")
+    expect_error(
+        MissingFileError, lambda: LOADERS[loader](sae_dir), sae_dir / "sae_weights.safetensors"
+    )
     (sae_dir / "cfg.json").unlink()
     with pytest.raises(MissingFileError, match="cfg.json"):
         LOADERS[loader](sae_dir)
@@ -319,7 +322,8 @@ def test_damaged_model_folder_names_the_file(tiny_gpt2_dir, tmp_path, name):
 
 
 def test_model_snapshot_is_rebuilt_after_damage(tiny_gpt2, tmp_path):
-    """The processed-weights snapshot is a derived cache: cut or mismatched, it is not used."""
+    """The processed-weights snapshot is a derived cache: cut, changed or mismatched, it is not
+    used."""
     snap = tmp_path / "snap"
     models._save_snapshot(tiny_gpt2, snap)
     assert models._load_snapshot(snap, tiny_gpt2.tokenizer) is not None
@@ -329,6 +333,12 @@ def test_model_snapshot_is_rebuilt_after_damage(tiny_gpt2, tmp_path):
             (snap / name).write_bytes(raw[:offset])
             assert models._load_snapshot(snap, tiny_gpt2.tokenizer) is None, (name, offset)
         (snap / name).write_bytes(raw)
+    raw = (snap / "model.safetensors").read_bytes()
+    for pos in (header_len(raw), len(raw) // 2, len(raw) - 1):  # a byte of the weights changed
+        (snap / "model.safetensors").write_bytes(flipped(raw, pos, 0x01))
+        assert models._load_snapshot(snap, tiny_gpt2.tokenizer) is None, pos
+    (snap / "model.safetensors").write_bytes(raw)
+    assert models._load_snapshot(snap, tiny_gpt2.tokenizer) is not None
     weights = load_file(str(snap / "model.safetensors"))
     key = next(k for k in weights if k.endswith("W_Q"))
     save_file({**weights, key: weights[key][:1].contiguous()}, str(snap / "model.safetensors"))
@@ -380,7 +390,9 @@ def test_embedded_model_cache_is_rebuilt(tiny_gpt2_dir, monkeypatch, tmp_path):
 def _docs():
     from interp_lib import data
 
-    return [data.Document("the cat sat on the mat . " * 40, "test", "prose", f"d{i}") for i in range(6)]
+    return [
+        data.Document("the cat sat on the mat . " * 40, "test", "prose", f"d{i}") for i in range(6)
+    ]
 
 
 def test_activation_cache_is_rebuilt_after_any_damage(tiny_gpt2, monkeypatch, tmp_path):
@@ -407,7 +419,9 @@ def test_activation_cache_is_rebuilt_after_any_damage(tiny_gpt2, monkeypatch, tm
     (other_path,) = [p for p in (tmp_path / "activations").glob("*.safetensors") if p != path]
     shutil.copy(other_path, path)
     n = len(calls)
-    assert torch.equal(A.cached_activations("tiny", [HOOK], **kw)[HOOK], want) and len(calls) == n + 1
+    assert (
+        torch.equal(A.cached_activations("tiny", [HOOK], **kw)[HOOK], want) and len(calls) == n + 1
+    )
     assert not other["blocks.1.hook_resid_pre"].equal(want)
 
 
@@ -431,7 +445,9 @@ def test_feature_cache_is_rebuilt_after_any_damage(tiny_gpt2, tmp_path):
     damaged += [flipped(raw, p) for p in rng.sample(range(len(raw)), 8)]
     for bad in damaged:
         path.write_bytes(bad)
-        again = fs.feature_data([src], tokens, model_id="tiny", model=model, cache=tmp_path)[src.slug]
+        again = fs.feature_data([src], tokens, model_id="tiny", model=model, cache=tmp_path)[
+            src.slug
+        ]
         for name in (f for f in fs.FeatureData._fields if f != "hook"):
             np.testing.assert_array_equal(getattr(again, name), getattr(first, name), err_msg=name)
     assert len(loads) >= len(damaged) - 2  # a flip in a zip date field is harmless
@@ -452,9 +468,14 @@ def test_width_is_checked_against_every_hook_even_without_a_hook_name(tiny_gpt2)
     assert "hook_name" not in str(err.value)  # refused for its width, not for the missing name
     mlp = make_sae(128, 64, HOOK)
     mlp.cfg.metadata.hook_name = ""
-    with pytest.raises(InvalidArgumentError, match=r"hook_name is empty.*blocks\.N\.mlp\.hook_post"):
+    with pytest.raises(
+        InvalidArgumentError, match=r"hook_name is empty.*blocks\.N\.mlp\.hook_post"
+    ):
         check_widths(tiny_gpt2, mlp)
-    assert check_widths(tiny_gpt2, with_hook(mlp, "blocks.1.mlp.hook_post")) == "blocks.1.mlp.hook_post"
+    assert (
+        check_widths(tiny_gpt2, with_hook(mlp, "blocks.1.mlp.hook_post"))
+        == "blocks.1.mlp.hook_post"
+    )
     wrong = make_sae(32, 64, "blocks.0.mlp.hook_post")
     with pytest.raises(InvalidArgumentError, match=r"d_in=32 does not match.*128.*hook_resid_pre"):
         check_widths(tiny_gpt2, wrong)
@@ -556,7 +577,10 @@ def test_eval_zoo_bench_and_train_zoo_reject_mistakes_in_one_line(sae_dir, tmp_p
         (["eval", str(tmp_path / "nowhere")], ["nowhere", "does not exist"]),
         (["eval", str(damaged)], [str(damaged / "cfg.json"), "not valid JSON"]),
         (["eval", str(sae_dir), "--tokens", "5"], ["--tokens", "5", "128"]),
-        (["train-zoo", "--sae-id", "blocks.99.hook_resid_pre"], ["--sae-id", "blocks.99", "blocks.15"]),
+        (
+            ["train-zoo", "--sae-id", "blocks.99.hook_resid_pre"],
+            ["--sae-id", "blocks.99", "blocks.15"],
+        ),
         (["train-zoo", "--release", "nope"], ["--release", "nope", "smollm2-135m-res"]),
         (["train-zoo", "--tokens", "3"], ["--tokens", "3", "128"]),
         (["train-zoo", "--device", "tpu"], ["--device", "tpu"]),
@@ -576,9 +600,13 @@ def test_eval_zoo_bench_and_train_zoo_reject_mistakes_in_one_line(sae_dir, tmp_p
     assert "valid commands: train, eval, bench, train-zoo, zoo" in capsys.readouterr().err
 
 
-def test_eval_with_an_sae_of_the_wrong_width_is_one_line(tiny_gpt2_dir, tmp_path, monkeypatch, capsys):
+def test_eval_with_an_sae_of_the_wrong_width_is_one_line(
+    tiny_gpt2_dir, tmp_path, monkeypatch, capsys
+):
     monkeypatch.setattr(A, "corpus_split", lambda split: _docs())
-    folder = save_saelens(ReluSAE(48, 64), tmp_path / "wide", hook_name=HOOK, model_name="x", scale=1.0)
+    folder = save_saelens(
+        ReluSAE(48, 64), tmp_path / "wide", hook_name=HOOK, model_name="x", scale=1.0
+    )
     with pytest.raises(SystemExit) as exit_:
         cli.main(["eval", str(folder), "--model", str(tiny_gpt2_dir), "--tokens", "128"])
     assert exit_.value.code == 2
@@ -598,9 +626,26 @@ def test_an_internal_error_keeps_its_traceback(monkeypatch):
 def test_train_cli_error_has_no_traceback_in_a_fresh_process(tmp_path):
     """As a reader runs it: ``python -m interp_lib train --k 5000 --width 1152``."""
     proc = subprocess.run(
-        [sys.executable, "-m", "interp_lib", "train", "--hook", "blocks.5.hook_resid_pre",
-         "--tokens", "4096", "--k", "5000", "--width", "1152", "--out", str(tmp_path / "o")],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "interp_lib",
+            "train",
+            "--hook",
+            "blocks.5.hook_resid_pre",
+            "--tokens",
+            "4096",
+            "--k",
+            "5000",
+            "--width",
+            "1152",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
@@ -753,8 +798,12 @@ if __name__ == "__main__":
 
 def _start(script: Path, *args: str, env: dict) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=env, cwd=ROOT,
+        [sys.executable, str(script), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
     )
 
 
@@ -794,10 +843,15 @@ def test_training_killed_at_random_leaves_the_output_complete_or_absent(tmp_path
     script.write_text(TRAIN_SCRIPT)
     out = tmp_path / "runs" / "sae"
     rng = random.Random(10)
-    kills = [(signal.SIGINT, rng.uniform(0.2, 2.5)), (signal.SIGTERM, rng.uniform(0.2, 2.5)),
-             (signal.SIGKILL, rng.uniform(0.2, 2.5))]
-    procs = [(_start(script, str(out), str(i), env=_env(tmp_path)), sig, delay)
-             for i, (sig, delay) in enumerate(kills)]
+    kills = [
+        (signal.SIGINT, rng.uniform(0.2, 2.5)),
+        (signal.SIGTERM, rng.uniform(0.2, 2.5)),
+        (signal.SIGKILL, rng.uniform(0.2, 2.5)),
+    ]
+    procs = [
+        (_start(script, str(out), str(i), env=_env(tmp_path)), sig, delay)
+        for i, (sig, delay) in enumerate(kills)
+    ]
     results = _run_and_kill(procs)
     (rc_int, err_int), (rc_term, err_term), (rc_kill, _) = results
     assert rc_int == 130 and "Traceback" not in err_int, err_int
@@ -824,7 +878,9 @@ def test_harvest_killed_at_random_leaves_every_cache_file_whole(tmp_path, monkey
     script.write_text(HARVEST_SCRIPT)
     rng = random.Random(11)
     signals = [signal.SIGINT, signal.SIGTERM, signal.SIGKILL]
-    _run_and_kill([(_start(script, env=_env(tmp_path)), sig, rng.uniform(0.1, 1.5)) for sig in signals])
+    _run_and_kill(
+        [(_start(script, env=_env(tmp_path)), sig, rng.uniform(0.1, 1.5)) for sig in signals]
+    )
     # in this process: the same fake model (the script sets its stand-ins on the module, so
     # monkeypatch first records the real ones to put back), the real cache
     monkeypatch.setattr(A, "corpus_split", A.corpus_split)
@@ -844,3 +900,121 @@ def test_harvest_killed_at_random_leaves_every_cache_file_whole(tmp_path, monkey
     for acts in left.values():  # whatever the killed processes left is what a harvest gives
         assert any(torch.equal(acts, f[h]) for f in fresh.values() for h in f)
     assert not [p.name for p in folder.iterdir() if p.name.startswith(".")], "temporaries swept"
+
+
+def _fake_jupyter_book(staging: Path, rc: int, stopped: type[BaseException] | None = None):
+    """A stand-in for jupyter-book's process: writes a new page into the staged site, then
+    fails with ``rc``, or is interrupted by ``stopped`` half-way through."""
+
+    class Proc:
+        def __init__(self, cmd, **kwargs):
+            assert cmd[cmd.index("--path-output") + 1] == str(staging)
+            site = staging / "_build" / "html"
+            site.mkdir(parents=True, exist_ok=True)
+            (site / "index.html").write_text("<html>new</html>")
+            if stopped is not None:
+                raise stopped()
+            (site / "chapter.html").write_text("<html>new chapter</html>")
+            self.stdout = iter([])
+
+        def wait(self):
+            return rc
+
+    return Proc
+
+
+@pytest.mark.parametrize("rc, stopped", [(1, None), (0, KeyboardInterrupt)])
+def test_a_failed_or_interrupted_book_build_leaves_the_previous_site(
+    tmp_path, monkeypatch, rc, stopped
+):
+    """The site in _build/html is swapped in whole after a good build: a build that fails or is
+    stopped half-way leaves the previous site as it was."""
+    sys.path.insert(0, str(ROOT / ".ci"))
+    import book as ci_book
+
+    html, staging = tmp_path / "html", tmp_path / ".staging"
+    html.mkdir()
+    (html / "index.html").write_text("<html>old</html>")
+    for name, value in {
+        "BUILD": tmp_path,
+        "HTML": html,
+        "STAGING": staging,
+        "LOGS": tmp_path / "logs",
+        "FINGERPRINT": tmp_path / "fp",
+        "ROOT": tmp_path,
+    }.items():
+        monkeypatch.setattr(ci_book, name, value)
+    monkeypatch.setattr(ci_book, "cache_is_stale", lambda fp: False)
+    monkeypatch.setattr(ci_book.subprocess, "Popen", _fake_jupyter_book(staging, rc, stopped))
+    args = SimpleNamespace(expect_cached=False)
+    if stopped is None:
+        assert ci_book.cmd_build(args) == rc
+    else:
+        with pytest.raises(stopped):
+            ci_book.cmd_build(args)
+    assert sorted(p.name for p in html.iterdir()) == ["index.html"]
+    assert (html / "index.html").read_text() == "<html>old</html>"
+    monkeypatch.setattr(ci_book.subprocess, "Popen", _fake_jupyter_book(staging, 0))
+    assert ci_book.cmd_build(args) == 0
+    assert (html / "chapter.html").read_text() == "<html>new chapter</html>"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".html")]
+
+
+TRAIN_ZOO_SCRIPT = """
+import sys, torch
+from pathlib import Path
+from interp_lib import train_zoo as Z
+
+def fake_activations(model_name, hooks, *, n_tokens, **kw):  # the harvest is tested above
+    g = torch.Generator().manual_seed(0)
+    return {h: torch.randn(n_tokens, 16, generator=g) * 3 + 1 for h in hooks}
+
+Z.load_model = lambda name: None
+Z.cached_activations = fake_activations
+Z.heldout_record = lambda sae, model, **kw: {"fve": 0.5}
+RECIPE = {"d_sae": 64, "k": 4, "train_tokens": 4096, "epochs": 8.0, "batch_size": 256,
+          "by_sae": {}}
+
+if __name__ == "__main__":
+    print("ready", flush=True)
+    while True:
+        Z.train_zoo(["smollm2-135m-res"], recipe=RECIPE, out_root=Path(sys.argv[1]),
+                    progress=False)
+"""
+
+
+def test_train_zoo_killed_at_random_leaves_every_sae_whole(tmp_path, monkeypatch):
+    """Three zoo retrains write the same release at once; each is killed at a seeded moment by
+    SIGINT, SIGTERM or SIGKILL. Every SAE folder left holds weights and record together, and the
+    next retrain proceeds and leaves no temporaries."""
+    script = tmp_path / "zoo_loop.py"
+    script.write_text(TRAIN_ZOO_SCRIPT)
+    root = tmp_path / "zoo"
+    rng = random.Random(12)
+    signals = [signal.SIGINT, signal.SIGTERM, signal.SIGKILL]
+    _run_and_kill(
+        [
+            (_start(script, str(root), env=_env(tmp_path)), sig, rng.uniform(0.5, 3.0))
+            for sig in signals
+        ]
+    )
+    release = root / "smollm2-135m-res"
+    left = sorted(release.iterdir()) if release.exists() else []
+    for folder in (p for p in left if not p.name.startswith(".")):
+        read_sae_folder(folder)
+        assert json.loads((folder / "metrics.json").read_text())["fve"] == 0.5
+    # in this process the script's stand-ins go onto the module: record the real ones first
+    for name in ("load_model", "cached_activations", "heldout_record"):
+        monkeypatch.setattr(train_zoo, name, getattr(train_zoo, name))
+    namespace: dict = {"__name__": "zoo_loop"}
+    exec(compile(TRAIN_ZOO_SCRIPT, "zoo_loop.py", "exec"), namespace)
+    Z = namespace["Z"]
+    rows = Z.train_zoo(
+        ["smollm2-135m-res"], recipe=namespace["RECIPE"], out_root=root, progress=False
+    )
+    assert len(rows) == len(zoo.RELEASES["smollm2-135m-res"].sae_ids)
+    assert sorted(p.name for p in release.iterdir()) == sorted(
+        zoo.RELEASES["smollm2-135m-res"].sae_ids
+    ), "temporaries swept"
+    for sae_id in zoo.RELEASES["smollm2-135m-res"].sae_ids:
+        assert read_sae_folder(release / sae_id)[0]["d_sae"] == 64

@@ -580,13 +580,27 @@ def _book():
     return book
 
 
+def _chosen(args) -> list[Path]:
+    """The chapters ``--chapters`` selects (all of them without it)."""
+    parts = getattr(args, "chapters", None)
+    return [src for src in chapters() if not parts or any(p in src.stem for p in parts)]
+
+
 def cmd_run(args) -> int:
     hf_home = Path(args.hf_home)
     build_cache(hf_home)
     book = _book()
     book.cmd_notebooks(None)  # book/x.md -> .rehearsal/nbmake/book/x.ipynb (+ links)
     LIB_CACHE.mkdir(parents=True, exist_ok=True)
-    nbs = [str(book.notebook_for(src).relative_to(ROOT)) for src in chapters()]
+    chosen = _chosen(args)
+    if not chosen:
+        print(
+            f"rehearsal: no chapter matches --chapters {args.chapters}; the chapters: "
+            f"{[src.stem for src in chapters()]}",
+            file=sys.stderr,
+        )
+        return 2
+    nbs = [str(book.notebook_for(src).relative_to(ROOT)) for src in chosen]
     TIMES.unlink(missing_ok=True)
     cmd = [
         *cut_prefix(),
@@ -686,7 +700,7 @@ def cmd_report(args) -> int:
     book = _book()
     times = json.loads(TIMES.read_text()) if TIMES.is_file() else {}
     report, bad = {}, 0
-    for src in chapters():
+    for src in _chosen(args):
         nb = book.notebook_for(src)
         rel = str(nb.relative_to(ROOT))
         if not nb.is_file():
@@ -735,6 +749,12 @@ def main(argv=None) -> int:
     r = sub.add_parser("run", help="cache, then every chapter on the gpt2 profile, offline")
     r.add_argument("--hf-home", default=str(HF_HOME))
     r.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    r.add_argument(
+        "--chapters",
+        nargs="+",
+        metavar="PART",
+        help="only the chapters whose file name contains one of these (e.g. 03)",
+    )
     sub.add_parser("report", help="per chapter: time, first error, stderr")
     o = sub.add_parser("offline", help=argparse.SUPPRESS)
     o.add_argument("command", nargs=argparse.REMAINDER)

@@ -354,6 +354,24 @@ def test_a_file_missing_from_the_cache_fails_the_real_loader(
     assert time.monotonic() - start < 120
 
 
+@pytest.mark.parametrize("cut", ["half", "header"])
+def test_a_damaged_sae_file_in_the_cache_is_named(tiny_cache, tmp_path, cut):
+    """A cut-short SAE weights file in the hub cache is reported as damaged, naming the file and
+    what to do, not as "not in the cache"; the other SAEs of the repository still load."""
+    hf_home = tmp_path / "hf-home"
+    shutil.copytree(tiny_cache, hf_home, symlinks=True)
+    weights = snapshot(hf_home, JB_REPO) / "blocks.6.hook_resid_pre" / "sae_weights.safetensors"
+    raw = weights.read_bytes()
+    target = weights.resolve()  # the blob the snapshot links to, as the hub stores it
+    target.write_bytes(raw[: len(raw) // 2] if cut == "half" else raw[:7])
+    call = "interp_lib.load_sae('gpt2-small-res-jb', 'blocks.6.hook_resid_pre')"
+    other = "interp_lib.load_sae('gpt2-small-res-jb', 'blocks.8.hook_resid_pre')"
+    out, still = last_json(run_cut(fails(call, other), env_for(hf_home, tmp_path)))
+    assert out["raised"] == "DamagedFileError", out
+    assert "sae_weights.safetensors" in out["message"] and "hub cache" in out["message"], out
+    assert still == {"raised": None}
+
+
 # ---- The Colab set-up cell on the rehearsal ---------------------------------------------------
 
 

@@ -55,7 +55,9 @@ def test_build_is_strict():
     assert '"-W", "--keep-going"' in src
     makefile = (ROOT / "Makefile").read_text()
     assert "BOOK := $(BIN)/python .ci/book.py" in makefile
-    assert re.search(r"^book:.*\n\t\$\(BOOK\) build\s*$", makefile, re.M), "`make book` goes through .ci/book.py"
+    assert re.search(r"^book:.*\n\t\$\(BOOK\) build\s*$", makefile, re.M), (
+        "`make book` goes through .ci/book.py"
+    )
     assert re.search(r"^book-cached:.*\n\t\$\(BOOK\) build --expect-cached", makefile, re.M)
 
 
@@ -82,8 +84,11 @@ def test_every_toc_entry_exists():
 
 def test_every_page_under_book_is_in_the_toc():
     listed = {ROOT / f"{d}.md" for d in DOCS} | {ROOT / f"{d}.ipynb" for d in DOCS}
-    pages = [p for p in (ROOT / "book").rglob("*.md")
-             if not {"_static", "_ext", "_build"} & set(p.relative_to(ROOT / "book").parts)]
+    pages = [
+        p
+        for p in (ROOT / "book").rglob("*.md")
+        if not {"_static", "_ext", "_build"} & set(p.relative_to(ROOT / "book").parts)
+    ]
     orphans = [str(p.relative_to(ROOT)) for p in pages if p not in listed]
     assert not orphans, f"pages not in _toc.yml (never built): {orphans}"
 
@@ -115,7 +120,11 @@ def _referenced_glue_keys(text: str) -> set[str]:
     keys = set()
     for m in GLUE_ROLE.finditer(text):
         ref = m.group(1)
-        key = ref.split("::")[-1].split(":")[0] if "::" not in ref else ref.split("::")[1].split(":")[0]
+        key = (
+            ref.split("::")[-1].split(":")[0]
+            if "::" not in ref
+            else ref.split("::")[1].split(":")[0]
+        )
         keys.add(key.strip())
     keys |= {m.group(1).split("::")[-1] for m in GLUE_DIRECTIVE.finditer(text)}
     return keys
@@ -155,18 +164,98 @@ def test_no_measured_number_typed_into_prose(src):
     assert not found, f"numbers typed into the prose (glue them instead): {found}"
 
 
+NUMBER_WORDS = (
+    "two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|"
+    "sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|"
+    "hundred|thousand|million|dozen"
+)
+WHOLE_NUMBER = re.compile(
+    rf"(?<![\w.$-])(?:\d[\d,]*|(?:{NUMBER_WORDS})(?:[- ](?:{NUMBER_WORDS}))*)(?![\w]|[.,]\d)",
+    re.IGNORECASE,
+)
+# Whole numbers that are part of the set-up, not results: names, references and constants.
+CONTEXT_OK = re.compile(
+    r"(chapter|chapters|section|equation|layer|layers|block|blocks|step|position|positions|"
+    r"figure|version|python|gpt-|k =|k=|top|et al\.?|,)\s*$",
+    re.IGNORECASE,
+)
+ALLOWED_NUMBER_PHRASES = (
+    # constants of the set-up, true on every profile; one entry per phrase, lower case
+    "seven categories",
+    "seven kinds",
+    "ten texts",
+    "ten of each",
+    "two sae",
+    "two saes",
+    "two trainers",
+    "two things",
+    "two ways",
+    "two steps",
+    "two questions",
+    "two random directions",
+    "three questions",
+    "two directions",
+    "three tools",
+    "four tools",
+    "two sides",
+)
+
+
+def typed_whole_numbers(prose: str) -> list[str]:
+    """Whole numbers and number words in ``prose`` that are neither a reference (chapter 3, layer
+    15, Bricken et al. 2023) nor an allowed set-up phrase: results that should be glued."""
+    found = []
+    for line in prose.splitlines():
+        line = re.sub(r"^\s*(\d+\.|[-*])\s", "", line)  # list numbering
+        low = line.lower()
+        for m in WHOLE_NUMBER.finditer(line):
+            before = line[: m.start()]
+            after = low[m.start() :]
+            if CONTEXT_OK.search(before) or re.match(r"(19|20)\d\d\b", m.group(0)):
+                continue
+            if any(
+                after.startswith(p) or low[: m.end()].endswith(p) for p in ALLOWED_NUMBER_PHRASES
+            ):
+                continue
+            found.append(line[max(0, m.start() - 20) : m.end() + 20].strip())
+    return found
+
+
+@pytest.mark.parametrize("src", CHAPTERS, ids=_chapter_id)
+def test_no_whole_or_spelled_out_result_number_typed_into_prose(src):
+    """Whole and spelled-out numbers ("two hundred steps", "nine of ten") in prose must be glued,
+    unless they are references or allowed constants of the set-up (ALLOWED_NUMBER_PHRASES)."""
+    found = typed_whole_numbers(_prose(src.read_text()))
+    assert not found, f"{len(found)} whole numbers typed into the prose (glue them): {found[:25]}"
+
+
+def test_whole_number_check_catches_results_and_spares_references():
+    prose = "It took two hundred steps; nine of ten matched.\n"
+    found = typed_whole_numbers(prose)
+    assert [f for f in found if "two hundred" in f] and [f for f in found if "ten matched" in f]
+    spared = "As in chapter 3, at layer 15 (Bricken et al. 2023), over the seven categories.\n"
+    assert typed_whole_numbers(spared + "1. a list item\n- a 135M-parameter model\n") == []
+
+
 def test_library_is_clean_for_ruff():
     """Undefined names, unused imports and unsorted imports in the library fail here (ruff check,
     settings in pyproject.toml); `ruff format` keeps the layout."""
-    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "interp_lib"],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", "interp_lib"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]
 
 
 def test_glue_key_regexes():
     text = "a {glue:text}`l0:.1f` b {glue}`fve` c {glue:text}`other.ipynb::k2:,`\n```{glue:figure} fig1\n```"
     assert _referenced_glue_keys(text) == {"l0", "fve", "k2", "fig1"}
-    assert TYPED_NUMBER.findall(_prose("FVE was 0.97 and 12% dead, layer 12, 2024.")) == ["0.97", "12%"]
+    assert TYPED_NUMBER.findall(_prose("FVE was 0.97 and 12% dead, layer 12, 2024.")) == [
+        "0.97",
+        "12%",
+    ]
 
 
 # Widest line of a chapter's code (what a reader sees in a code cell, on the site and in Colab)
@@ -183,9 +272,13 @@ def _code_cell_lines(src: Path) -> list[list[tuple[str, str]]]:
     if src.suffix == ".ipynb":
         nb = json.loads(src.read_text(encoding="utf-8"))
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-        return [[(f"{rel}:cell {i}:{n}", line)
-                 for n, line in enumerate("".join(c["source"]).splitlines(), 1)]
-                for i, c in enumerate(code, 1)]
+        return [
+            [
+                (f"{rel}:cell {i}:{n}", line)
+                for n, line in enumerate("".join(c["source"]).splitlines(), 1)
+            ]
+            for i, c in enumerate(code, 1)
+        ]
     cells, fence, body = [], None, []
     for n, line in enumerate(src.read_text(encoding="utf-8").splitlines(), 1):
         if fence is None:
@@ -206,7 +299,7 @@ def _without_options(body: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """A MyST code cell's lines without its options (a `---` YAML block or `:key: value` lines)."""
     if body and body[0][1].strip() == "---":
         end = next(i for i in range(1, len(body)) if body[i][1].strip() == "---")
-        return body[end + 1:]
+        return body[end + 1 :]
     i = 0
     while i < len(body) and _CELL_OPTION.match(body[i][1]):
         i += 1
@@ -229,17 +322,24 @@ def test_code_cells_are_read_as_myst_nb_reads_them():
 
 
 def test_chapter_code_lines_at_most_88_characters():
-    wide = [(where, line) for src in CHAPTERS for cell in _code_cell_lines(src)
-            for where, line in cell if len(line) > CHAPTER_CODE_WIDTH]
+    wide = [
+        (where, line)
+        for src in CHAPTERS
+        for cell in _code_cell_lines(src)
+        for where, line in cell
+        if len(line) > CHAPTER_CODE_WIDTH
+    ]
     if wide:
         pytest.fail(_too_long(wide, CHAPTER_CODE_WIDTH), pytrace=False)
 
 
 def test_library_lines_at_most_100_characters():
-    wide = [(f"{path.relative_to(ROOT).as_posix()}:{n}", line)
-            for path in sorted((ROOT / "interp_lib").rglob("*.py"))
-            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-            if len(line) > LIBRARY_WIDTH]
+    wide = [
+        (f"{path.relative_to(ROOT).as_posix()}:{n}", line)
+        for path in sorted((ROOT / "interp_lib").rglob("*.py"))
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if len(line) > LIBRARY_WIDTH
+    ]
     if wide:
         pytest.fail(_too_long(wide, LIBRARY_WIDTH), pytrace=False)
 
@@ -283,12 +383,16 @@ def test_chapter_page_is_clean(site, doc):
     html = _read(doc)
     soup = BeautifulSoup(html, "html.parser")
     assert not soup.select("div.output.traceback, div.output.error"), "a traceback is on the page"
-    assert not soup.select("div.output.stderr"), "stderr (a warning, a log line or a progress bar) is on the page"
+    assert not soup.select("div.output.stderr"), (
+        "stderr (a warning, a log line or a progress bar) is on the page"
+    )
     outputs = "\n".join(o.get_text("\n") for o in soup.select("div.cell_output"))
     assert "Traceback (most recent call last)" not in outputs
     assert not re.search(r"\b\w*Warning\b[:(]", outputs), "a warning is printed in an output"
     assert "application/vnd.jupyter.widget" not in html, "a widget (e.g. a tqdm bar) was saved"
-    assert "require.min.js" not in html and "require.js" not in html, "require.js hides window.Plotly"
+    assert "require.min.js" not in html and "require.js" not in html, (
+        "require.js hides window.Plotly"
+    )
     assert "cdn.plot.ly" not in html
 
 
@@ -296,9 +400,14 @@ def test_chapter_page_is_clean(site, doc):
 @pytest.mark.parametrize("doc", DOCS)
 def test_page_loads_nothing_remote(site, doc):
     soup = BeautifulSoup(_read(doc), "html.parser")
-    remote = [s["src"] for s in soup.find_all("script", src=True) if re.match(r"(https?:)?//", s["src"])]
-    remote += [x["href"] for x in soup.find_all("link", href=True)
-               if "stylesheet" in (x.get("rel") or []) and re.match(r"(https?:)?//", x["href"])]
+    remote = [
+        s["src"] for s in soup.find_all("script", src=True) if re.match(r"(https?:)?//", s["src"])
+    ]
+    remote += [
+        x["href"]
+        for x in soup.find_all("link", href=True)
+        if "stylesheet" in (x.get("rel") or []) and re.match(r"(https?:)?//", x["href"])
+    ]
     assert not remote, f"the page needs the network: {remote}"
 
 
@@ -335,8 +444,11 @@ def test_no_markdown_table_shown_as_raw_pipes(site, doc):
 def test_some_chapter_has_a_figure_and_glued_numbers(site):
     pages = [_read(d) for d in CHAPTER_DOCS]
     assert any('class="plotly-graph-div' in p for p in pages)
-    assert all("pasted-text" in p or "{glue" not in (ROOT / f"{d}.md").read_text()
-               for d, p in zip(CHAPTER_DOCS, pages) if (ROOT / f"{d}.md").is_file())
+    assert all(
+        "pasted-text" in p or "{glue" not in (ROOT / f"{d}.md").read_text()
+        for d, p in zip(CHAPTER_DOCS, pages)
+        if (ROOT / f"{d}.md").is_file()
+    )
 
 
 @book_html
@@ -345,4 +457,6 @@ def test_launch_buttons_on_chapters(site, doc):
     html = _read(doc)
     repo = CONFIG["repository"]["url"].removeprefix("https://github.com/")
     assert f"https://mybinder.org/v2/gh/{repo}/{CONFIG['repository']['branch']}" in html
-    assert "/./" not in re.sub(r"https?://", "", " ".join(re.findall(r'href="(https://mybinder[^"]*)"', html)))
+    assert "/./" not in re.sub(
+        r"https?://", "", " ".join(re.findall(r'href="(https://mybinder[^"]*)"', html))
+    )

@@ -659,11 +659,16 @@ def test_train_cli_error_has_no_traceback_in_a_fresh_process(tmp_path):
 # Interrupted and concurrent work
 
 
-def test_ctrl_c_during_train_saves_the_partial_sae_completely(tmp_path, monkeypatch, capsys):
+def test_ctrl_c_during_train_saves_the_partial_sae_completely(
+    tmp_path, monkeypatch, capsys, request
+):
     """The first Ctrl-C stops training after the current step; the SAE so far is saved whole and
     the command says so (status 130). A second Ctrl-C quits without touching the output."""
     import interp_lib.train as train_module
 
+    # Ctrl-C as in a terminal, even when the tests run as a background job (which ignores SIGINT)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     _fake_activations(monkeypatch)
     real = train_module.train_sae
     ctrl_c_at: set[int] = set()
@@ -740,7 +745,9 @@ def test_concurrent_writers_never_leave_a_mixed_or_half_written_output(tmp_path)
 # Kill-at-random: real processes, killed by SIGINT, SIGTERM or SIGKILL at seeded moments.
 
 TRAIN_SCRIPT = """
-import sys, torch
+import signal, sys, torch
+# Ctrl-C as in a terminal, even when the tests run as a background job (which ignores SIGINT)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import interp_lib.activations as A
 from interp_lib.train import main_train  # what `python -m interp_lib train` runs (quicker import)
 g = torch.Generator().manual_seed(0)
@@ -760,7 +767,9 @@ while True:
 """
 
 HARVEST_SCRIPT = """
-import sys, torch
+import signal, sys, torch
+# Ctrl-C as in a terminal, even when the tests run as a background job (which ignores SIGINT)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from types import SimpleNamespace
 import interp_lib.activations as A
 from interp_lib import data
@@ -961,7 +970,9 @@ def test_a_failed_or_interrupted_book_build_leaves_the_previous_site(
 
 
 TRAIN_ZOO_SCRIPT = """
-import sys, torch
+import signal, sys, torch
+# Ctrl-C as in a terminal, even when the tests run as a background job (which ignores SIGINT)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 from interp_lib import train_zoo as Z
 

@@ -830,9 +830,15 @@ def _run_and_kill(procs_and_kills) -> list[tuple[int, str]]:
     for t in threads:
         t.join()
     out = []
-    for proc, *_ in procs_and_kills:
-        _, err = proc.communicate(timeout=60)
-        out.append((proc.returncode, err))
+    try:
+        for proc, *_ in procs_and_kills:
+            _, err = proc.communicate(timeout=60)
+            out.append((proc.returncode, err))
+    finally:  # a child that outlived its signal must not run on after the test
+        for proc, *_ in procs_and_kills:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     return out
 
 

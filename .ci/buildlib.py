@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import socket
 import struct
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,3 +86,15 @@ def loopback_up() -> None:
         req = struct.pack("16sH22x", b"lo", 0)
         flags = struct.unpack("16sH22x", fcntl.ioctl(s, siocgifflags, req))[1]
         fcntl.ioctl(s, siocsifflags, struct.pack("16sH22x", b"lo", flags | iff_up))
+
+
+def network_is_cut(host: str, who: str) -> bool:
+    """(inside `unshare -n`) Bring `lo` up, then check that ``host`` does not answer; if it does,
+    say so on stderr as ``who``."""
+    loopback_up()
+    try:
+        socket.create_connection((host, 443), timeout=5).close()
+    except OSError:
+        return True
+    print(f"{who}: the network is NOT cut ({host} answered)", file=sys.stderr)
+    return False

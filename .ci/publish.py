@@ -43,7 +43,7 @@ import zipfile
 from functools import partial
 from pathlib import Path
 
-from buildlib import HTML, ROOT, chapters, loopback_up
+from buildlib import HTML, ROOT, chapters, network_is_cut
 
 NOTEBOOKS = ROOT / "notebooks"
 BOOK_DIR = ROOT / "book"
@@ -348,14 +348,9 @@ def offline_prefix() -> list[str]:
 def cmd_offline_exec(args) -> int:
     """(inside `unshare -n`) loopback up, check that nothing outside answers, then exec the
     command."""
-    loopback_up()
-    names = sorted(name for _, name in socket.if_nameindex())  # this namespace's interfaces
-    try:
-        socket.create_connection(("pypi.org", 443), timeout=5).close()
-        print("launch-check: the network is NOT cut (pypi.org answered)", file=sys.stderr)
+    if not network_is_cut("pypi.org", "launch-check"):
         return 1
-    except OSError:
-        pass
+    names = sorted(name for _, name in socket.if_nameindex())  # this namespace's interfaces
     print(f"launch-check: network cut (interfaces seen: {', '.join(names) or 'none'}; "
           "pypi.org unreachable)", flush=True)
     cmd = [c for c in args.command if c != "--"] if args.command[:1] == ["--"] else args.command

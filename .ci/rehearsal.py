@@ -47,7 +47,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,7 +56,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from buildlib import chapters, loopback_up  # noqa: E402
+from buildlib import chapters, network_is_cut  # noqa: E402
 
 WORK = ROOT / ".rehearsal"
 HF_HOME = Path(os.environ.get("REHEARSAL_HF_HOME", WORK / "hf-home"))
@@ -530,13 +529,8 @@ def cut_prefix() -> list[str]:
 
 def cmd_offline(args) -> int:
     """(inside `unshare -n`) loopback up, check nothing outside answers, exec the command."""
-    loopback_up()
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=5).close()
-        print("rehearsal: the network is NOT cut (huggingface.co answered)", file=sys.stderr)
+    if not network_is_cut("huggingface.co", "rehearsal"):
         return 1
-    except OSError:
-        pass
     cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
     os.execvp(cmd[0], cmd)
     return 127

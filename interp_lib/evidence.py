@@ -71,10 +71,15 @@ def bootstrap_ci(
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, arr.shape[0], size=(n_boot, arr.shape[0]))
     boot = np.array([statistic(arr[i]) for i in idx], dtype=np.float64)
-    boot = boot[~np.isnan(boot)]
+    return _percentile_interval(float(statistic(arr)), boot[~np.isnan(boot)], level)
+
+
+def _percentile_interval(estimate: float, boot: np.ndarray, level: float) -> Interval:
+    """``estimate`` with the central ``level`` range of its bootstrap draws ``boot`` (NaN bounds
+    when there are none)."""
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(boot, [tail, 100 - tail]) if boot.size else (np.nan, np.nan)
-    return Interval(float(statistic(arr)), float(low), float(high))
+    return Interval(float(estimate), float(low), float(high))
 
 
 class Null(NamedTuple):
@@ -247,9 +252,7 @@ def two_sample_ci(
             for _ in range(n_boot)
         ]
     )
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(boot, [tail, 100 - tail])
-    return Interval(float(stat(x, y)), float(low), float(high))
+    return _percentile_interval(stat(x, y), boot, level)
 
 
 def grouped_bootstrap_ci(

@@ -35,6 +35,7 @@ import torch
 from scipy import stats
 
 from .encoding import Encoded
+from .errors import InvalidArgumentError
 from .evidence import LEVEL, Interval, Null, permutation_null
 from .metrics import MASSIVE_FACTOR, typical_rows
 
@@ -60,9 +61,9 @@ def as_matrix(pooled) -> np.ndarray:
         pooled = pooled.detach().float().cpu().numpy()
     arr = np.asarray(pooled, dtype=np.float64)
     if arr.ndim != 2:
-        raise ValueError(f"expected a [n_texts, d_sae] matrix, got shape {arr.shape}")
+        raise InvalidArgumentError(f"expected a [n_texts, d_sae] matrix, got shape {arr.shape}")
     if arr.shape[0] == 0:
-        raise ValueError("expected at least one text (row), got none")
+        raise InvalidArgumentError("expected at least one text (row), got none")
     return arr
 
 
@@ -70,7 +71,7 @@ def check_categories(categories: Sequence[str], n_rows: int) -> tuple[np.ndarray
     """The category labels as an array (one per text) and the distinct categories in order."""
     cats = np.asarray(list(categories), dtype=object)
     if len(cats) != n_rows:
-        raise ValueError(f"got {len(cats)} categories for {n_rows} texts")
+        raise InvalidArgumentError(f"got {len(cats)} categories for {n_rows} texts")
     return cats, list(dict.fromkeys(cats.tolist()))
 
 
@@ -83,7 +84,7 @@ def strong_thresholds(pooled, frac: float = STRONG_FRAC) -> np.ndarray:
     """Per feature, the activation counted as strong: ``frac`` x its max over the texts (inf if it
     never fires)."""
     if not 0.0 < frac <= 1.0:
-        raise ValueError(f"frac must be in (0, 1], got {frac}")
+        raise InvalidArgumentError(f"frac must be in (0, 1], got {frac}")
     top = as_matrix(pooled).max(0)
     return np.where(top > 0, frac * top, np.inf)
 
@@ -243,7 +244,9 @@ def features_for_concept(
     if background is not None:
         bg = as_matrix(background)
         if bg.shape[1] != arr.shape[1]:
-            raise ValueError(f"concept has {arr.shape[1]} features, background {bg.shape[1]}")
+            raise InvalidArgumentError(
+                f"concept has {arr.shape[1]} features, background {bg.shape[1]}"
+            )
         columns["background"] = composite_scores(bg, threshold)
         columns["score"] = rank = composite - columns["background"]
     order = np.argsort(-rank, kind="stable")[:n]
@@ -317,7 +320,7 @@ def feature_peaks(enc: Encoded, features: Sequence[int], texts: Sequence[int]) -
     """Where each feature peaks in its text (pairwise): feature, text, position, token,
     activation."""
     if len(features) != len(texts):
-        raise ValueError(f"got {len(features)} features for {len(texts)} texts")
+        raise InvalidArgumentError(f"got {len(features)} features for {len(texts)} texts")
     rows = []
     for f, t in zip(features, texts):
         f, t = int(f), int(t)
@@ -414,11 +417,11 @@ def paired_subsamples(
     without replacement matters: a bootstrap's duplicated texts would inflate threshold counts
     such as specialist scores, and not equally for every SAE.)"""
     if not 0.0 < frac <= 1.0:
-        raise ValueError(f"frac must be in (0, 1], got {frac}")
+        raise InvalidArgumentError(f"frac must be in (0, 1], got {frac}")
     mats = {name: as_matrix(p) for name, p in pooled_by_name.items()}
     n_rows = {m.shape[0] for m in mats.values()}
     if len(n_rows) != 1:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"every SAE must be scored on the same texts, got row counts {sorted(n_rows)}"
         )
     cats, names = check_categories(categories, n_rows.pop())
@@ -493,7 +496,7 @@ def _top_tokens(
     )
     mask = np.asarray(mask, dtype=bool)
     if arr.ndim != 2 or mask.shape != (arr.shape[0],):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"need acts [n_tokens, d_sae] and mask [n_tokens], got {arr.shape} and {mask.shape}"
         )
     n_active = (arr > 0).sum(0)
@@ -544,7 +547,7 @@ def expected_concentration(n_strong: int, sizes: Sequence[int]) -> float:
     from categories of ``sizes`` (exact, multivariate hypergeometric)."""
     sizes = tuple(int(s) for s in sizes)
     if not 1 <= n_strong <= sum(sizes):
-        raise ValueError(f"n_strong must be in [1, {sum(sizes)}], got {n_strong}")
+        raise InvalidArgumentError(f"n_strong must be in [1, {sum(sizes)}], got {n_strong}")
     return float(_null_concentration_by_count(sizes)[n_strong])
 
 
@@ -613,7 +616,7 @@ def best_specialist_share(
     arr = as_matrix(pooled)
     cats, names = check_categories(categories, arr.shape[0])
     if category not in names:
-        raise ValueError(f"no text of category {category!r}; categories: {names}")
+        raise InvalidArgumentError(f"no text of category {category!r}; categories: {names}")
     return _best_share(strong_mask(arr, frac), cats, category)
 
 
@@ -631,7 +634,7 @@ def specialist_null(
     arr = as_matrix(pooled)
     cats, names = check_categories(categories, arr.shape[0])
     if category not in names:
-        raise ValueError(f"no text of category {category!r}; categories: {names}")
+        raise InvalidArgumentError(f"no text of category {category!r}; categories: {names}")
     strong = strong_mask(arr, frac)
     return permutation_null(lambda lab: _best_share(strong, lab, category), cats, n=n, seed=seed)
 
@@ -657,7 +660,7 @@ def concept_null(
     the concept's: how high the best feature scores on texts that share no concept."""
     con, bg = as_matrix(concept), as_matrix(background)
     if con.shape[1] != bg.shape[1]:
-        raise ValueError(f"concept has {con.shape[1]} features, background {bg.shape[1]}")
+        raise InvalidArgumentError(f"concept has {con.shape[1]} features, background {bg.shape[1]}")
     arr = np.concatenate([con, bg])
     labels = np.array([True] * len(con) + [False] * len(bg))
     return permutation_null(
@@ -708,7 +711,9 @@ def subsample_interval(
     values = np.asarray(draws, dtype=np.float64)
     values = values[~np.isnan(values)]
     if left_out < 1 or values.size < 2:
-        raise ValueError("need subsets that leave texts out, and at least 2 subset values")
+        raise InvalidArgumentError(
+            "need subsets that leave texts out, and at least 2 subset values"
+        )
     se = float(values.std(ddof=1)) * math.sqrt(kept / left_out)
     z = float(stats.norm.ppf(0.5 + level / 2))
     low, high = max(bounds[0], estimate - z * se), min(bounds[1], estimate + z * se)
@@ -722,7 +727,7 @@ def pair_counts(acts: Sequence, features: Sequence[int], threshold: float = 0.0)
     feats = [int(f) for f in features]
     pairs = [(i, j) for i in range(len(feats)) for j in range(i + 1, len(feats))]
     if not pairs:
-        raise ValueError("need at least two features")
+        raise InvalidArgumentError("need at least two features")
     rows = []
     for a in acts:
         on = as_matrix(a[:, feats] if len(a) else np.zeros((1, len(feats)))) > threshold
@@ -755,7 +760,7 @@ def reconstruction_sums(sae, acts: Sequence[torch.Tensor], *, factor: float = MA
     ones (massive tokens, :func:`interp_lib.metrics.typical_rows`, left out): ``[n_units, 4]``."""
     units = [torch.as_tensor(a).reshape(-1, torch.as_tensor(a).shape[-1]) for a in acts]
     if not units:
-        raise ValueError("need at least one unit of activations")
+        raise InvalidArgumentError("need at least one unit of activations")
     x = torch.cat(units).float()
     unit = torch.repeat_interleave(torch.arange(len(units)), torch.tensor([len(u) for u in units]))
     dtype = next(sae.parameters()).dtype

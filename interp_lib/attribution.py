@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from .activations import harvest
+from .errors import InvalidArgumentError
 from .hooks import check_widths, stop_layer
 from .interventions import check_features, to_tokens, token_id
 
@@ -65,7 +66,7 @@ class AblationResult(NamedTuple):
 def _check_linear_decoder(sae) -> None:
     norm = getattr(sae.cfg, "normalize_activations", "none")
     if norm in ("constant_norm_rescale", "layer_norm"):
-        raise ValueError(
+        raise InvalidArgumentError(
             "This SAE normalises its input at run time "
             f"(normalize_activations={norm!r}); its decoder is not a fixed linear "
             "map, so these interventions do not apply"
@@ -148,28 +149,28 @@ def ablate_features(
     tokens = to_tokens(model, tokens)
     ctx = tokens.shape[1]
     if mode not in ("zero", "mean"):
-        raise ValueError(f"mode must be 'zero' or 'mean', got {mode!r}")
+        raise InvalidArgumentError(f"mode must be 'zero' or 'mean', got {mode!r}")
     replacement = None
     if mode == "mean":
         if mean_acts is None:
-            raise ValueError(
+            raise InvalidArgumentError(
                 "mode='mean' needs mean_acts: feature activations [n, d_sae] or their mean [d_sae]"
             )
         mean_acts = torch.as_tensor(mean_acts)
         if mean_acts.shape[-1] != sae.cfg.d_sae or mean_acts.ndim not in (1, 2):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"mean_acts must be [n, d_sae] or [d_sae] with d_sae={sae.cfg.d_sae}, "
                 f"got shape {tuple(mean_acts.shape)}"
             )
         means = mean_acts.float() if mean_acts.ndim == 1 else mean_acts.float().mean(0)
         replacement = means[feats]
     elif mean_acts is not None:
-        raise ValueError("mean_acts is only used with mode='mean'")
+        raise InvalidArgumentError("mean_acts is only used with mode='mean'")
     if positions is not None:
         positions = [int(p) for p in positions]
         bad = [p for p in positions if not 1 <= p < ctx]
         if bad or not positions:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"positions must be a non-empty list in 1..{ctx - 1} "
                 f"(position 0 is BOS), got {positions}"
             )
@@ -208,10 +209,10 @@ def _loss_per_token(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 def _resolve_position(position: int, ctx: int) -> int:
     if isinstance(position, bool) or not isinstance(position, (int, np.integer)):
-        raise ValueError(f"position must be an int, got {position!r}")
+        raise InvalidArgumentError(f"position must be an int, got {position!r}")
     pos = int(position) + ctx if position < 0 else int(position)
     if not 1 <= pos < ctx:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"position {position} is out of range for {ctx} tokens: "
             f"valid 1..{ctx - 1} or -1..-{ctx - 1} (position 0 is BOS)"
         )
@@ -248,12 +249,14 @@ def attribute_features(
     _check_linear_decoder(sae)
     tokens = to_tokens(model, text_or_tokens)
     if tokens.shape[0] != 1:
-        raise ValueError(f"attribute_features takes one text, got {tokens.shape[0]} rows of tokens")
+        raise InvalidArgumentError(
+            f"attribute_features takes one text, got {tokens.shape[0]} rows of tokens"
+        )
     pos = _resolve_position(position, tokens.shape[1])
     target = token_id(model, target_token)
     baseline = None if baseline_token is None else token_id(model, baseline_token)
     if top is not None and (not isinstance(top, int) or top < 1):
-        raise ValueError(f"top must be a positive int or None, got {top!r}")
+        raise InvalidArgumentError(f"top must be a positive int or None, got {top!r}")
     dtype = _sae_dtype(sae)
     stop = stop_layer([hook]) if hook.startswith("blocks.") else None
     with torch.no_grad():
@@ -345,7 +348,7 @@ def verify_attribution(
     numbers for ablating all ``n`` features at once.
     """
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+        raise InvalidArgumentError(f"n must be a positive int, got {n!r}")
     hook = check_widths(model, sae)
     tokens = to_tokens(model, text_or_tokens)
     df = attribute_features(
@@ -395,9 +398,9 @@ def attribution_agreement(
         raise TypeError("prompts must be a list of strings, not a single string")
     prompts = list(prompts)
     if not prompts:
-        raise ValueError("prompts is empty")
+        raise InvalidArgumentError("prompts is empty")
     if targets is not None and len(targets) != len(prompts):
-        raise ValueError(f"got {len(targets)} targets for {len(prompts)} prompts")
+        raise InvalidArgumentError(f"got {len(targets)} targets for {len(prompts)} prompts")
     frames, together, metric = [], [], {}
     for i, prompt in enumerate(prompts):
         tokens = to_tokens(model, prompt)

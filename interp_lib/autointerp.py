@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 from scipy.stats import mannwhitneyu
 
+from .errors import InvalidArgumentError
 from .feature_stats import MASSIVE_FACTOR, sparse_encode
 from .metrics import typical_rows
 from .tokens import token_strings
@@ -45,6 +46,7 @@ __all__ = [
     "Window",
     "corpus_acts",
     "select_features",
+    "widen_band",
     "top_windows",
     "spread_windows",
     "negative_windows",
@@ -123,7 +125,7 @@ def corpus_acts(
     ``tokens``) with ``sae``."""
     n_ctx, ctx_len = tokens.shape
     if acts.shape[0] != n_ctx * (ctx_len - 1):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{acts.shape[0]} activation rows for {n_ctx} contexts of {ctx_len} "
             f"tokens (expected {n_ctx * (ctx_len - 1)}: position 0 left out)"
         )
@@ -133,6 +135,42 @@ def corpus_acts(
     return CorpusActs(
         tokens, rows[keep], feats[keep], vals[keep], int(sae.cfg.d_sae), int(typical.sum())
     )
+
+
+def _eligible(
+    density: torch.Tensor, n_contexts: torch.Tensor, band: tuple[float, float], min_contexts: int
+) -> torch.Tensor:
+    """[n_eligible] features with ``band[0] <= density < band[1]`` in ``min_contexts`` contexts."""
+    return torch.nonzero(
+        (density >= band[0]) & (density < band[1]) & (n_contexts >= min_contexts)
+    ).flatten()
+
+
+def widen_band(
+    density: torch.Tensor,
+    n_contexts: torch.Tensor,
+    *,
+    band: tuple[float, float],
+    min_contexts: int,
+    n: int,
+    factor: float = 2.0,
+) -> tuple[float, float]:
+    """``band`` if at least ``n`` features are eligible in it, else the band widened by ``factor``
+    on each side (lower bound divided, upper multiplied, capped at 1) until ``n`` are."""
+    if not 0 <= band[0] < band[1] or factor <= 1 or n < 1:
+        raise InvalidArgumentError(
+            f"band={band!r}, factor={factor!r}, n={n!r}: need 0 <= band[0] < band[1], "
+            "factor > 1 and n >= 1"
+        )
+    lo, hi = band
+    while len(_eligible(density, n_contexts, (lo, hi), min_contexts)) < n:
+        if lo == 0 and hi > 1:
+            raise InvalidArgumentError(
+                f"only {len(_eligible(density, n_contexts, (lo, hi), min_contexts))} features "
+                f"fire in at least min_contexts={min_contexts} contexts, {n} wanted"
+            )
+        lo, hi = (lo / factor if lo > 1e-9 else 0.0), hi * factor
+    return lo, hi
 
 
 def select_features(
@@ -146,11 +184,12 @@ def select_features(
 ) -> list[int]:
     """``n`` features drawn at random (seeded) among those with ``band[0] <= density < band[1]``
     and firing in at least ``min_contexts`` contexts (of another sample, e.g. held-out text)."""
-    eligible = torch.nonzero(
-        (density >= band[0]) & (density < band[1]) & (n_contexts >= min_contexts)
-    ).flatten()
+    eligible = _eligible(density, n_contexts, band, min_contexts)
     if len(eligible) < n:
-        raise ValueError(f"only {len(eligible)} features are eligible, {n} wanted")
+        raise InvalidArgumentError(
+            f"only {len(eligible)} features are eligible in band={band!r}, {n} wanted "
+            "(widen_band finds a band with enough)"
+        )
     g = torch.Generator().manual_seed(seed)
     pick = eligible[torch.randperm(len(eligible), generator=g)[:n]]
     return sorted(int(f) for f in pick)
@@ -323,7 +362,7 @@ def answer_ids(tokenizer, answers: tuple[str, str] = ("Yes", "No")) -> tuple[int
     for a in answers:
         ids = tokenizer(a, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
-            raise ValueError(f"answer {a!r} is {len(ids)} tokens, not one")
+            raise InvalidArgumentError(f"answer {a!r} is {len(ids)} tokens, not one")
         out.append(ids[0])
     return out[0], out[1]
 
@@ -344,7 +383,7 @@ def detection_scores(
     texts = list(texts)
     expl = [explanation] * len(texts) if isinstance(explanation, str) else list(explanation)
     if len(expl) != len(texts):
-        raise ValueError(f"{len(expl)} explanations for {len(texts)} texts")
+        raise InvalidArgumentError(f"{len(expl)} explanations for {len(texts)} texts")
     yes, no = answer_ids(tok, answers)
     prompts = [_ids(tok, detection_prompt(tok, e, t)) for e, t in zip(expl, texts)]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
@@ -372,9 +411,9 @@ def auroc(scores, labels) -> float:
     s = np.asarray(scores, dtype=np.float64).ravel()
     y = np.asarray(labels).astype(bool).ravel()
     if s.shape != y.shape:
-        raise ValueError(f"{s.shape[0]} scores for {y.shape[0]} labels")
+        raise InvalidArgumentError(f"{s.shape[0]} scores for {y.shape[0]} labels")
     if y.all() or not y.any():
-        raise ValueError("AUROC needs at least one positive and one negative")
+        raise InvalidArgumentError("AUROC needs at least one positive and one negative")
     return float(mannwhitneyu(s[y], s[~y]).statistic / (y.sum() * (~y).sum()))
 
 
@@ -382,7 +421,9 @@ def derangement(n: int, shift: int = 1) -> list[int]:
     """A permutation of ``range(n)`` that moves every element (a cyclic shift): whose explanation
     each feature gets in the baseline."""
     if n < 2 or shift % n == 0:
-        raise ValueError("a derangement needs n >= 2 and a shift that is not a multiple of n")
+        raise InvalidArgumentError(
+            "a derangement needs n >= 2 and a shift that is not a multiple of n"
+        )
     return [(i + shift) % n for i in range(n)]
 
 
@@ -390,7 +431,7 @@ def top_token(tokenizer, tokens: torch.Tensor, windows: Sequence[Window]) -> tup
     """The token seen most often at the windows' centres (stripped of spaces; ties: the first
     seen) and the share of the windows centred on it (1.0: a one-token feature)."""
     if not windows:
-        raise ValueError("need at least one window")
+        raise InvalidArgumentError("need at least one window")
     pieces = [token_strings(tokenizer, [int(tokens[w.ctx, w.pos])])[0] for w in windows]
     counts: dict[str, int] = {}
     for piece in pieces:

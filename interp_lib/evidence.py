@@ -27,6 +27,8 @@ import pandas as pd
 import torch
 from scipy import stats
 
+from .errors import InvalidArgumentError
+
 LEVEL = 0.95
 """Coverage of every interval the book reports."""
 
@@ -65,9 +67,11 @@ def bootstrap_ci(
     """
     arr = np.asarray(units, dtype=np.float64)
     if arr.shape[0] < 2:
-        raise ValueError(f"need at least 2 units for a bootstrap interval, got {arr.shape[0]}")
+        raise InvalidArgumentError(
+            f"need at least 2 units for a bootstrap interval, got {arr.shape[0]}"
+        )
     if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+        raise InvalidArgumentError(f"level must be in (0, 1), got {level}")
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, arr.shape[0], size=(n_boot, arr.shape[0]))
     boot = np.array([statistic(arr[i]) for i in idx], dtype=np.float64)
@@ -129,7 +133,9 @@ def rank_agreement(predicted: Sequence[float], actual: Sequence[float]) -> float
     """Spearman rank correlation between a prediction and a measurement (NaN if constant)."""
     p, a = np.asarray(predicted, dtype=float), np.asarray(actual, dtype=float)
     if p.shape != a.shape or p.size < 2:
-        raise ValueError(f"need two equal-length sequences of 2+ values, got {p.shape}, {a.shape}")
+        raise InvalidArgumentError(
+            f"need two equal-length sequences of 2+ values, got {p.shape}, {a.shape}"
+        )
     if np.ptp(p) == 0 or np.ptp(a) == 0:
         return float("nan")
     return float(stats.spearmanr(p, a).statistic)
@@ -156,7 +162,9 @@ def auroc_test(scores: Sequence[float], labels: Sequence[bool]) -> float:
     s = np.asarray(scores, dtype=np.float64).ravel()
     y = np.asarray(labels).astype(bool).ravel()
     if s.shape != y.shape or y.all() or not y.any():
-        raise ValueError("need one label per score, and at least one positive and one negative")
+        raise InvalidArgumentError(
+            "need one label per score, and at least one positive and one negative"
+        )
     return float(stats.mannwhitneyu(s[y], s[~y], alternative="greater").pvalue)
 
 
@@ -221,7 +229,7 @@ def unit_sums(values: torch.Tensor | np.ndarray, units: torch.Tensor | np.ndarra
     u = torch.as_tensor(units).detach().cpu().numpy().ravel()
     v = v.reshape(v.shape[0], -1)
     if v.shape[0] != u.shape[0]:
-        raise ValueError(f"{v.shape[0]} rows of values for {u.shape[0]} unit ids")
+        raise InvalidArgumentError(f"{v.shape[0]} rows of values for {u.shape[0]} unit ids")
     _, inverse = np.unique(u, return_inverse=True)
     out = np.zeros((int(inverse.max()) + 1 if u.size else 0, v.shape[1]))
     np.add.at(out, inverse, v)
@@ -243,7 +251,9 @@ def two_sample_ci(
     y = np.asarray(b, dtype=np.float64).ravel()
     x, y = x[~np.isnan(x)], y[~np.isnan(y)]
     if x.size < 2 or y.size < 2:
-        raise ValueError(f"need at least 2 units in each group, got {x.size} and {y.size}")
+        raise InvalidArgumentError(
+            f"need at least 2 units in each group, got {x.size} and {y.size}"
+        )
     stat = statistic or (lambda p, q: float(p.mean() - q.mean()))
     rng = np.random.default_rng(seed)
     boot = np.array(
@@ -269,7 +279,9 @@ def grouped_bootstrap_ci(
     arr = np.asarray(rows, dtype=np.float64)
     keys = np.asarray(list(groups), dtype=object)
     if keys.shape[0] != arr.shape[0]:
-        raise ValueError(f"need one group per row, got {keys.shape[0]} groups for {arr.shape[0]}")
+        raise InvalidArgumentError(
+            f"need one group per row, got {keys.shape[0]} groups for {arr.shape[0]}"
+        )
     members = [np.flatnonzero(keys == k) for k in dict.fromkeys(keys.tolist())]
 
     def pooled(idx: np.ndarray) -> float:

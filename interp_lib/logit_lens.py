@@ -13,6 +13,7 @@ from typing import NamedTuple, Sequence
 import pandas as pd
 import torch
 
+from .errors import InvalidArgumentError
 from .hooks import check_widths
 from .interventions import check_feature, token_id
 
@@ -50,7 +51,7 @@ def _through_final_norm(model, directions: torch.Tensor) -> torch.Tensor:
 
 def _check_residual_width(model, sae, hook: str) -> None:
     if sae.cfg.d_in != model.cfg.d_model:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"The logit lens needs a residual-width SAE: d_in={sae.cfg.d_in} but "
             f"d_model={model.cfg.d_model} (hook {hook})"
         )
@@ -62,7 +63,7 @@ def feature_logit_lens(model, sae, feature: int, k: int = 10) -> LogitLens:
     f = check_feature(sae, feature)
     _check_residual_width(model, sae, hook)
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= model.cfg.d_vocab:
-        raise ValueError(f"k must be an int in 1..{model.cfg.d_vocab}, got {k!r}")
+        raise InvalidArgumentError(f"k must be an int in 1..{model.cfg.d_vocab}, got {k!r}")
     values = direct_logits(model, sae.W_dec[f])
     top, bottom = values.topk(k), (-values).topk(k)
     strs = lambda idx: model.to_str_tokens(idx.cpu())  # noqa: E731
@@ -85,9 +86,9 @@ def features_for_tokens(model, sae, tokens: Sequence[int | str], *, top: int = 1
         tokens = [tokens]
     ids = list(dict.fromkeys(token_id(model, t) for t in tokens))
     if not ids:
-        raise ValueError("tokens is empty")
+        raise InvalidArgumentError("tokens is empty")
     if not isinstance(top, int) or isinstance(top, bool) or not 1 <= top <= sae.cfg.d_sae:
-        raise ValueError(f"top must be an int in 1..{sae.cfg.d_sae}, got {top!r}")
+        raise InvalidArgumentError(f"top must be an int in 1..{sae.cfg.d_sae}, got {top!r}")
     W = sae.W_dec.detach().float()
     W = _through_final_norm(model, W / W.norm(dim=-1, keepdim=True).clamp_min(1e-12))
     W_U = model.W_U.detach().float()

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .errors import InvalidArgumentError
 from .hooks import check_widths, resid_pre_layer
 
 DENSE_THRESHOLD = 0.1
@@ -102,7 +103,7 @@ def typical_fve(
     per-token
     squared reconstruction errors ``sq_err`` [n]; massive: norm > ``factor`` x the median norm."""
     if x.ndim != 2 or sq_err.shape != (x.shape[0],):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"need x [n, d] and sq_err [n], got {tuple(x.shape)} and {tuple(sq_err.shape)}"
         )
     typical = typical_rows(x, factor)
@@ -180,7 +181,9 @@ def reconstruction_metrics(
     """
     ours = not hasattr(sae, "cfg")
     if ours and scale is None:
-        raise ValueError("reconstruction_metrics needs the input scale for an interp_lib SAE")
+        raise InvalidArgumentError(
+            "reconstruction_metrics needs the input scale for an interp_lib SAE"
+        )
     dev = next(sae.parameters()).device
     acc = _Reconstruction(sae.d_sae if ours else sae.cfg.d_sae)
     for i in range(0, acts.shape[0], batch_size):
@@ -224,9 +227,9 @@ def evaluate(
     single = not isinstance(saes, Mapping)
     named = {"sae": saes} if single else dict(saes)
     if not named:
-        raise ValueError("saes is empty: pass at least one SAE")
+        raise InvalidArgumentError("saes is empty: pass at least one SAE")
     if tokens.ndim != 2 or tokens.shape[1] < 3:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"tokens must be [n_contexts, ctx_len >= 3], got shape {tuple(tokens.shape)}"
         )
     hooks = {name: check_widths(model, sae) for name, sae in named.items()}

@@ -50,6 +50,7 @@ from plotly.subplots import make_subplots
 from tqdm import std
 
 from .analysis import top_activating
+from .errors import InvalidArgumentError
 from .tokens import merge_pieces
 
 __all__ = [
@@ -333,7 +334,7 @@ def binned_histogram(
         values = values.detach().float().cpu().numpy()
     arr = np.asarray(values, dtype=np.float64).ravel()
     if not arr.size:
-        raise ValueError("no values to bin")
+        raise InvalidArgumentError("no values to bin")
     counts, edges = np.histogram(arr, bins=nbins)
     centres = (edges[:-1] + edges[1:]) / 2
     fig = go.Figure(
@@ -402,7 +403,9 @@ def token_highlights(
     ]
     for label, tokens, values in rows:
         if len(tokens) != len(values):
-            raise ValueError(f"{label!r}: {len(tokens)} tokens but {len(values)} activations")
+            raise InvalidArgumentError(
+                f"{label!r}: {len(tokens)} tokens but {len(values)} activations"
+            )
     if vmax is None:
         vmax = max((max(values, default=0.0) for _, _, values in rows), default=0.0)
     parts = [
@@ -466,11 +469,11 @@ def html_table(
     links = links or {}
     for col, urls in links.items():
         if col not in df.columns:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"links names column {col!r}, which the table does not have: {list(df.columns)}"
             )
         if len(urls) != len(df):
-            raise ValueError(f"links[{col!r}] has {len(urls)} URLs for {len(df)} rows")
+            raise InvalidArgumentError(f"links[{col!r}] has {len(urls)} URLs for {len(df)} rows")
 
     def cell(value) -> str:
         if isinstance(value, float):
@@ -630,7 +633,7 @@ def distributions_figure(
     }
     arrays = {k: a[~np.isnan(a)] for k, a in arrays.items()}
     if not arrays or not any(a.size for a in arrays.values()):
-        raise ValueError("no values to draw")
+        raise InvalidArgumentError("no values to draw")
     if value_range is None:
         lo = min(float(a.min()) for a in arrays.values() if a.size)
         hi = max(float(a.max()) for a in arrays.values() if a.size)

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .errors import InvalidArgumentError
 from .kernels import SparsePattern, select_preacts, sparse_decode
 
 __all__ = [
@@ -103,7 +104,7 @@ def initial_b_dec(x: Tensor, method: str = "geometric_median", max_rows: int = 3
         return x.mean(dim=0)
     if method == "zeros":
         return x.new_zeros(x.shape[-1])
-    raise ValueError(f"unknown b_dec init method {method!r}")
+    raise InvalidArgumentError(f"unknown b_dec init method {method!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -335,7 +336,7 @@ class TopKSAE(_SAEBase):
     ):
         super().__init__(d_in, d_sae)
         if not 0 < k <= d_sae:
-            raise ValueError(f"need 0 < k <= d_sae, got k={k}, d_sae={d_sae}")
+            raise InvalidArgumentError(f"need 0 < k <= d_sae, got k={k}, d_sae={d_sae}")
         self.k, self.auxk_coeff = k, auxk_coeff
         self.k_aux = k_aux if k_aux is not None else d_in // 2
         w = self._init_weights(generator)

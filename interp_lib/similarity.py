@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .analysis import as_matrix
+from .errors import InvalidArgumentError
 
 
 def decoder_directions(sae_or_matrix) -> torch.Tensor:
@@ -24,7 +25,7 @@ def decoder_directions(sae_or_matrix) -> torch.Tensor:
     w = sae_or_matrix if isinstance(sae_or_matrix, torch.Tensor) else sae_or_matrix.W_dec
     w = w.detach().float().cpu()
     if w.ndim != 2:
-        raise ValueError(f"expected a [d_sae, d_in] matrix, got shape {tuple(w.shape)}")
+        raise InvalidArgumentError(f"expected a [d_sae, d_in] matrix, got shape {tuple(w.shape)}")
     return w / w.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
@@ -76,9 +77,11 @@ def best_matches(a, b, *, exclude_same: bool = False, chunk: int = 2048) -> Matc
     """
     da, db = decoder_directions(a), decoder_directions(b)
     if da.shape[1] != db.shape[1]:
-        raise ValueError(f"directions live in different spaces: d={da.shape[1]} vs d={db.shape[1]}")
+        raise InvalidArgumentError(
+            f"directions live in different spaces: d={da.shape[1]} vs d={db.shape[1]}"
+        )
     if exclude_same and db.shape[0] < 2:
-        raise ValueError("exclude_same needs at least two features in b")
+        raise InvalidArgumentError("exclude_same needs at least two features in b")
     return Matches(
         *_best_columns(
             lambda i, j: da[i:j] @ db.T,
@@ -107,7 +110,7 @@ def activation_matches(
     a = torch.as_tensor(acts_a).detach().float().cpu()
     b = torch.as_tensor(acts_b).detach().float().cpu()
     if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[0]:
-        raise ValueError(
+        raise InvalidArgumentError(
             "need [n_tokens, d] activations of the same tokens, "
             f"got {tuple(a.shape)} and {tuple(b.shape)}"
         )
@@ -150,7 +153,7 @@ def match_shares(cosine, thresholds: Sequence[float] = (0.5, 0.7, 0.9)) -> dict[
     c = torch.as_tensor(cosine).float()
     c = c[~torch.isnan(c)]
     if c.numel() == 0:
-        raise ValueError("no similarities given (all NaN or empty)")
+        raise InvalidArgumentError("no similarities given (all NaN or empty)")
     return {float(t): float((c >= t).float().mean()) for t in thresholds}
 
 
@@ -171,9 +174,13 @@ def top_text_overlap(
     count)."""
     a, b = as_matrix(pooled_a), as_matrix(pooled_b)
     if a.shape[0] != b.shape[0]:
-        raise ValueError(f"A has {a.shape[0]} texts, B {b.shape[0]}: they must be the same texts")
+        raise InvalidArgumentError(
+            f"A has {a.shape[0]} texts, B {b.shape[0]}: they must be the same texts"
+        )
     if len(features_a) != len(features_b):
-        raise ValueError(f"got {len(features_a)} features of A for {len(features_b)} of B")
+        raise InvalidArgumentError(
+            f"got {len(features_a)} features of A for {len(features_b)} of B"
+        )
 
     def top(col):
         order = np.argsort(-col, kind="stable")[:n]

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .errors import InvalidArgumentError
 from .hooks import check_widths, stop_layer
 from .interventions import check_feature, to_tokens, token_id
 
@@ -56,7 +57,7 @@ def feature_direction(sae, feature: int) -> torch.Tensor:
     row = sae.W_dec[f].detach().float()
     norm = row.norm()
     if norm == 0:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"feature {f} has an all-zero decoder row: it has no direction to steer along"
         )
     return row / norm
@@ -71,11 +72,11 @@ def steering_vector(
         or isinstance(strength, bool)
         or not math.isfinite(strength)
     ):
-        raise ValueError(f"strength must be a finite number, got {strength!r}")
+        raise InvalidArgumentError(f"strength must be a finite number, got {strength!r}")
     if ref_norm is not None and (
         not isinstance(ref_norm, numbers.Real) or not ref_norm > 0 or not math.isfinite(ref_norm)
     ):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"ref_norm must be a positive number (e.g. typical_norm(model, sae)), got {ref_norm!r}"
         )
     scale = float(ref_norm) if ref_norm is not None else 1.0
@@ -94,7 +95,7 @@ def add_at_positions(hook_name: str, vector: torch.Tensor) -> FwdHooks:
     state: dict[str, int] = {}  # the layer-0 hook hands the cache offset to the adding hook
     blind = bool(_BEFORE_FIRST_ATTENTION.match(hook_name))
     if vector.ndim not in (1, 2):
-        raise ValueError(f"vector must be [d] or [batch, d], got {tuple(vector.shape)}")
+        raise InvalidArgumentError(f"vector must be [d] or [batch, d], got {tuple(vector.shape)}")
 
     def record_offset(scores: torch.Tensor, hook) -> None:
         offset = scores.shape[-1] - scores.shape[-2]
@@ -109,7 +110,7 @@ def add_at_positions(hook_name: str, vector: torch.Tensor) -> FwdHooks:
     def add(act: torch.Tensor, hook) -> torch.Tensor:
         rows = act.shape[0] if vector.ndim == 1 else vector.shape[0]
         if act.ndim != 3 or act.shape[-1] != vector.shape[-1] or act.shape[0] != rows:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"expected an activation [{rows if vector.ndim == 2 else 'batch'}, pos, "
                 f"{vector.shape[-1]}] at {hook_name}, got {tuple(act.shape)}"
             )
@@ -161,10 +162,10 @@ def _check_texts(texts, name: str) -> list[str]:
         raise TypeError(f"{name} must be a list of strings, not a single string (wrap it: [text])")
     texts = list(texts)
     if not texts:
-        raise ValueError(f"{name} is empty")
+        raise InvalidArgumentError(f"{name} is empty")
     for i, t in enumerate(texts):
         if not isinstance(t, str) or not t.strip():
-            raise ValueError(f"{name}[{i}] must be a non-empty string, got {t!r}")
+            raise InvalidArgumentError(f"{name}[{i}] must be a non-empty string, got {t!r}")
     return texts
 
 
@@ -179,11 +180,11 @@ def generate(
 ) -> str:
     """The continuation of ``prompt`` (prompt not included, cut at EOS); temperature 0 = greedy."""
     if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
+        raise InvalidArgumentError(f"prompt must be a non-empty string, got {prompt!r}")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+        raise InvalidArgumentError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
     if not temperature >= 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature!r}")
+        raise InvalidArgumentError(f"temperature must be >= 0 (0 = greedy), got {temperature!r}")
     tokens = to_tokens(model, prompt)
     with torch.random.fork_rng(devices=[]), torch.inference_mode():
         torch.manual_seed(seed)
@@ -279,12 +280,12 @@ def steer_sweep(
     neutral_texts = _check_texts(neutral_texts, "neutral_texts")
     strengths = list(strengths)
     if not strengths:
-        raise ValueError("strengths is empty")
+        raise InvalidArgumentError("strengths is empty")
     if isinstance(concept_tokens, (str, int)):
         concept_tokens = [concept_tokens]
     ids = list(dict.fromkeys(token_id(model, t) for t in concept_tokens))
     if not ids:
-        raise ValueError("concept_tokens is empty")
+        raise InvalidArgumentError("concept_tokens is empty")
     if concept_strings is None:
         concept_strings = [s.strip() for s in model.to_str_tokens(torch.tensor(ids)) if s.strip()]
     needles = [s.lower() for s in concept_strings if s]
@@ -343,14 +344,16 @@ def steer_sweep(
 def _per_unit(vectors: dict[str, torch.Tensor], n: int, d: int) -> dict[str, torch.Tensor]:
     """Each condition's vector as float32 [n, d] (a [d] vector is repeated)."""
     if not vectors:
-        raise ValueError("vectors is empty: pass at least one condition, e.g. {'none': zeros}")
+        raise InvalidArgumentError(
+            "vectors is empty: pass at least one condition, e.g. {'none': zeros}"
+        )
     out = {}
     for name, v in vectors.items():
         v = torch.as_tensor(v).detach().float().cpu()
         if v.ndim == 1:
             v = v.expand(n, -1)
         if tuple(v.shape) != (n, d):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"condition {name!r}: vector must be [{d}] or [{n}, {d}], got {tuple(v.shape)}"
             )
         out[name] = v
@@ -383,7 +386,7 @@ def concept_probability(
     prompts = _check_texts(prompts, "prompts")
     ids = list(dict.fromkeys(token_id(model, t) for t in concept_tokens))
     if not ids:
-        raise ValueError("concept_tokens is empty")
+        raise InvalidArgumentError("concept_tokens is empty")
     per = _per_unit(vectors, len(prompts), model.cfg.d_model)
     tokens = [to_tokens(model, p)[0] for p in prompts]
     out = np.zeros((len(prompts), len(per)))
@@ -504,11 +507,13 @@ def steered_generations(
     """
     prompts = _check_texts(prompts, "prompts")
     if not isinstance(n_samples, int) or n_samples < 0:
-        raise ValueError(f"n_samples must be an int >= 0, got {n_samples!r}")
+        raise InvalidArgumentError(f"n_samples must be an int >= 0, got {n_samples!r}")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+        raise InvalidArgumentError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
     if not temperature > 0:
-        raise ValueError(f"temperature must be > 0 (sample -1 is greedy), got {temperature!r}")
+        raise InvalidArgumentError(
+            f"temperature must be > 0 (sample -1 is greedy), got {temperature!r}"
+        )
     per = _per_unit(vectors, len(prompts), model.cfg.d_model)
     names = list(per)
     needles = [s.lower() for s in concept_strings if s]

@@ -27,6 +27,7 @@ from sae_lens.training.sae_trainer import SAETrainer
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .errors import InvalidArgumentError
 from .metrics import reconstruction_metrics
 from .sae import initial_b_dec, input_scale
 from .train import (
@@ -96,7 +97,7 @@ def train_saelens(
     ``sae_lens.SAE`` (TopKSAE / StandardSAE) that takes raw activations.
     """
     if acts.ndim != 2:
-        raise ValueError(f"acts must be [n_tokens, d_in], got shape {tuple(acts.shape)}")
+        raise InvalidArgumentError(f"acts must be [n_tokens, d_in], got shape {tuple(acts.shape)}")
     acts, n_dropped = drop_outliers(acts, cfg.max_norm_factor)
     n, d_in = acts.shape
     scale = input_scale(acts)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from interp_lib import autointerp as ai
+from interp_lib.errors import InvalidArgumentError
 
 from .conftest import make_sae
 
@@ -65,8 +66,27 @@ def test_select_features_is_seeded_and_checks_supply():
     picked = ai.select_features(density, n_ctx, band=(1e-3, 1e-2), min_contexts=10, n=2, seed=3)
     assert set(picked) <= {1, 2, 5} and len(picked) == 2
     assert picked == ai.select_features(density, n_ctx, band=(1e-3, 1e-2), min_contexts=10, n=2, seed=3)
-    with pytest.raises(ValueError, match="only 3 features are eligible"):
+    with pytest.raises(InvalidArgumentError, match="only 3 features are eligible"):
         ai.select_features(density, n_ctx, band=(1e-3, 1e-2), min_contexts=10, n=4)
+
+
+def test_widen_band_keeps_a_band_that_suffices_and_widens_one_that_does_not():
+    density = torch.tensor([0.0, 0.002, 0.005, 0.5, 0.003, 0.004, 0.03])
+    n_ctx = torch.tensor([0, 20, 20, 20, 1, 20, 20])
+    band = (1e-3, 1e-2)
+    assert ai.widen_band(density, n_ctx, band=band, min_contexts=10, n=3) == band
+    # 4 wanted: 0.03 joins once the upper bound reaches 0.04 (two doublings); 0.5 stays out
+    wider = ai.widen_band(density, n_ctx, band=band, min_contexts=10, n=4)
+    assert wider == pytest.approx((2.5e-4, 4e-2))
+    assert len(ai.select_features(density, n_ctx, band=wider, min_contexts=10, n=4)) == 4
+    # 5 wanted: the feature at 0.5 joins; 6 can never be had (feature 4 is in one context)
+    assert len(ai.select_features(
+        density, n_ctx, band=ai.widen_band(density, n_ctx, band=band, min_contexts=10, n=5),
+        min_contexts=10, n=5)) == 5
+    with pytest.raises(InvalidArgumentError, match="only 5 features fire"):
+        ai.widen_band(density, n_ctx, band=band, min_contexts=10, n=6)
+    with pytest.raises(InvalidArgumentError, match="band"):
+        ai.widen_band(density, n_ctx, band=(0.1, 0.01), min_contexts=10, n=1)
 
 
 def test_window_text_marks_the_centre_and_never_shows_bos(tiny_gpt2):

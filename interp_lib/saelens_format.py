@@ -36,6 +36,7 @@ __all__ = [
     "folded_weights",
     "check_sae_output",
     "save_saelens",
+    "save_saelens_model",
     "load_saelens_as_homebrew",
     "to_saelens",
     "with_hook",
@@ -193,6 +194,51 @@ def save_saelens(
         log["k"] = sae.k
     else:
         log["l1_coeff"] = sae.l1_coeff
+    with atomic_dir(out) as tmp:
+        save_file(weights, str(tmp / WEIGHTS), metadata={DIGEST_KEY: weights_digest(weights)})
+        (tmp / CFG).write_text(json.dumps(_to_jsonable(cfg), indent=2) + "\n")
+        (tmp / "training_log.json").write_text(json.dumps(_to_jsonable(log), indent=1) + "\n")
+    return out
+
+
+def save_saelens_model(
+    sae,
+    path: str | os.PathLike,
+    *,
+    hook_name: str,
+    model_name: str,
+    dtype: str = "float32",
+    extra_metadata: dict | None = None,
+    history: list[dict] | None = None,
+    metrics: dict | None = None,
+) -> Path:
+    """Write a ``sae_lens.SAE`` (what SAELens's trainer returns, taking raw activations) as
+    SAELens's own ``save_model`` does (``cfg.json`` from ``sae.cfg.to_dict()``, the weights as it
+    processes them for saving), plus ``training_log.json``; stored in ``dtype``, the folder
+    written whole and atomically, as :func:`save_saelens`."""
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise InvalidArgumentError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}")
+    out = check_sae_output(path)
+    with_hook(sae, hook_name, model_name)
+    for key, value in (extra_metadata or {}).items():
+        setattr(sae.cfg.metadata, key, value)
+    state = sae.state_dict()
+    sae.process_state_dict_for_saving(state)
+    weights = {
+        k: v.detach().to("cpu", getattr(torch, dtype)).contiguous() for k, v in state.items()
+    }
+    cfg = sae.cfg.to_dict()
+    log = {
+        "architecture": cfg.get("architecture"),
+        "d_in": cfg.get("d_in"),
+        "d_sae": cfg.get("d_sae"),
+        "scale": 1.0,
+        "hook_name": hook_name,
+        "model_name": model_name,
+        "metrics": metrics or {},
+        "history": history or [],
+        "metadata": {"trained_with": "sae_lens", "weights_dtype": dtype, **(extra_metadata or {})},
+    }
     with atomic_dir(out) as tmp:
         save_file(weights, str(tmp / WEIGHTS), metadata={DIGEST_KEY: weights_digest(weights)})
         (tmp / CFG).write_text(json.dumps(_to_jsonable(cfg), indent=2) + "\n")

@@ -28,6 +28,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
 import torch
@@ -44,6 +45,7 @@ from .saelens_format import check_sae_output, save_saelens
 __all__ = ["TrainConfig", "TrainResult", "lr_factor", "make_sae", "train_sae", "main_train"]
 
 ARCHS = ("relu", "topk")
+ENGINES = ("interp_lib", "saelens")
 
 
 @dataclass
@@ -468,7 +470,14 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="output folder (cfg.json, sae_weights.safetensors, training_log.json)",
     )
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is available")
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="interp_lib",
+        help="whose trainer: this library's, or SAELens's own SAETrainer on the same cached "
+        "activations and settings (interp_lib.train_saelens)",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -550,6 +559,53 @@ def _ctrl_c_stops(requested: list[bool]) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+def _summary(cfg: TrainConfig, d_in: int, path: Path, m: dict) -> str:
+    """The one line printed once an SAE is saved."""
+    summary = (
+        f"saved {cfg.arch} SAE ({d_in} -> {cfg.d_sae}) to {path}: "
+        f"{m['train_tokens']:,} tokens in {m['train_seconds']:.0f} s "
+        f"({m['tokens_per_s']:,.0f} tok/s)"
+    )
+    if "val_fve" in m:
+        summary += (
+            f", held-out FVE {m['val_fve']:.3f}, L0 {m['val_l0']:.1f}, "
+            f"dead {m['val_dead_fraction']:.1%}"
+        )
+    return summary
+
+
+def _train_and_save_with_saelens(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    acts: Tensor,
+    val: Tensor | None,
+    cfg: TrainConfig,
+) -> int:
+    """``--engine saelens``: SAELens's SAETrainer on the same activations, saved by SAELens's
+    rules (Ctrl-C quits without saving: its trainer has no stop between steps)."""
+    from .saelens_format import save_saelens_model
+    from .train_saelens import train_saelens
+
+    result = train_saelens(acts, cfg, val_acts=val, progress=not args.no_progress)
+    try:
+        path = save_saelens_model(
+            result.sae,
+            args.out,
+            hook_name=args.hook,
+            model_name=args.model,
+            dtype=args.dtype,
+            extra_metadata={"train_config": asdict(cfg), "context_size": args.ctx_len},
+            history=result.history,
+            metrics=result.metrics,
+        )
+    except KeyboardInterrupt:
+        parser.exit(
+            130, f"{parser.prog}: interrupted while saving: nothing half-written in {args.out}\n"
+        )
+    print(_summary(cfg, acts.shape[1], path, result.metrics) + " (SAELens's trainer)")
+    return 0
+
+
 def main_train(argv: list[str] | None = None) -> int:
     """``python -m interp_lib train --model M --hook H --arch {relu,topk} [--k K] [--l1 C]
     --width W --tokens N --out DIR [--seed S] [--epochs E] [--lr LR]``."""
@@ -589,6 +645,8 @@ def _train_and_save(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         device=args.device,
     )
     requested: list[bool] = []
+    if args.engine == "saelens":
+        return _train_and_save_with_saelens(parser, args, acts, val, cfg)
     with _ctrl_c_stops(requested):
         result = train_sae(acts, cfg, val_acts=val, progress=progress, stop=lambda: bool(requested))
     m = result.metrics
@@ -613,17 +671,7 @@ def _train_and_save(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.exit(
             130, f"{parser.prog}: interrupted while saving: nothing half-written in {args.out}\n"
         )
-    summary = (
-        f"saved {cfg.arch} SAE ({acts.shape[1]} -> {cfg.d_sae}) to {path}: "
-        f"{m['train_tokens']:,} tokens in {m['train_seconds']:.0f} s "
-        f"({m['tokens_per_s']:,.0f} tok/s)"
-    )
-    if "val_fve" in m:
-        summary += (
-            f", held-out FVE {m['val_fve']:.3f}, L0 {m['val_l0']:.1f}, "
-            f"dead {m['val_dead_fraction']:.1%}"
-        )
-    print(summary)
+    print(_summary(cfg, acts.shape[1], path, m))
     if "stopped_at_step" in m:
         print(
             f"interrupted: the SAE saved (complete) is the one trained for "

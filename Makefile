@@ -82,7 +82,7 @@ clean:
 # random weights of the real shapes and SAELens's SAE files at their real paths (written once,
 # about 1.1 GB), then every chapter with INTERP_PROFILE=gpt2 and HF_HUB_OFFLINE=1 through nbmake
 # with the network cut (unshare -n); fails on any error or stderr. Outputs: .rehearsal/nbmake/,
-# per-chapter times and errors in .rehearsal/report.json. Not part of `make test` (yet).
+# per-chapter times and errors in .rehearsal/report.json. CI (.ci/run) runs it after `make test`.
 .PHONY: rehearse rehearse-cache rehearse-check
 REHEARSAL := $(BIN)/python .ci/rehearsal.py
 

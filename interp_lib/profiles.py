@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
+from .errors import InvalidArgumentError
+
 ENV_VAR = "INTERP_PROFILE"
 
 
@@ -33,6 +35,12 @@ class Profile(NamedTuple):
     """MLP-output SAEs (for comparisons across sites)."""
     offline: bool
     """True if everything loads with no network."""
+    max_train_width: int = 4608
+    """Widest SAE a chapter trains from scratch (chapters 4 and 6): a few CPU minutes."""
+
+    def train_width(self, d_sae: int) -> int:
+        """Width a chapter trains at when it imitates an SAE of ``d_sae`` latents: the smaller."""
+        return min(int(d_sae), self.max_train_width)
 
     @property
     def all_saes(self) -> tuple[tuple[str, str], ...]:
@@ -64,5 +72,7 @@ def current() -> Profile:
     """The profile named by ``$INTERP_PROFILE`` (default ``"embedded"``)."""
     name = os.environ.get(ENV_VAR, "embedded").strip() or "embedded"
     if name not in PROFILES:
-        raise ValueError(f"{ENV_VAR}={name!r} is not a profile. Valid profiles: {sorted(PROFILES)}")
+        raise InvalidArgumentError(
+            f"{ENV_VAR}={name!r} is not a profile. Valid profiles: {sorted(PROFILES)}"
+        )
     return PROFILES[name]

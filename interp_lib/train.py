@@ -503,8 +503,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="smollm2-135m", help="model name (see interp_lib.models)")
     p.add_argument("--hook", required=True, help="hook point, e.g. blocks.12.hook_resid_pre")
     p.add_argument("--arch", choices=ARCHS, default="topk")
-    p.add_argument("--k", type=int, default=32, help="TopK: active latents per token")
+    p.add_argument(
+        "--k",
+        type=int,
+        default=32,
+        help="TopK: active latents per token (BatchTopK, Matryoshka: per token on average)",
+    )
     p.add_argument("--l1", type=float, default=5.0, help="ReLU: L1 coefficient")
+    p.add_argument("--l0", type=float, default=1.0, help="JumpReLU: L0 coefficient")
+    p.add_argument(
+        "--widths",
+        default=None,
+        help="Matryoshka: nested prefix widths, comma-separated and increasing, e.g. 72,288,1152 "
+        "(--width is added as the last; default: --width/64, /16, /4)",
+    )
     p.add_argument("--width", type=int, required=True, help="number of latents (d_sae)")
     p.add_argument(
         "--tokens", type=int, required=True, help="tokens of activations to harvest (train split)"
@@ -553,8 +565,15 @@ def _check_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) -> No
 
     if args.width < 1:
         bad("--width", args.width, "a positive number of latents")
-    if args.arch == "topk" and not 1 <= args.k <= args.width:
-        bad("--k", args.k, f"from 1 to --width {args.width} for a TopK SAE")
+    if args.arch in K_ARCHS and not 1 <= args.k <= args.width:
+        bad("--k", args.k, f"from 1 to --width {args.width} for a {args.arch} SAE")
+    if not (math.isfinite(args.l0) and args.l0 >= 0):
+        bad("--l0", args.l0, "a non-negative L0 coefficient")
+    if args.widths is not None:
+        try:
+            args.widths = nested_widths([int(w) for w in args.widths.split(",")], args.width)
+        except (ValueError, InvalidArgumentError):
+            bad("--widths", args.widths, f"increasing positive integers up to --width {args.width}")
     if args.ctx_len < 2:
         bad("--ctx-len", args.ctx_len, "at least 2 tokens")
     if args.tokens < args.ctx_len:
@@ -669,7 +688,8 @@ def _train_and_save_with_saelens(
 
 
 def main_train(argv: list[str] | None = None) -> int:
-    """``python -m interp_lib train --model M --hook H --arch {relu,topk} [--k K] [--l1 C]
+    """``python -m interp_lib train --model M --hook H
+    --arch {relu,topk,jumprelu,batchtopk,matryoshka} [--k K] [--l1 C] [--l0 C] [--widths W1,W2]
     --width W --tokens N --out DIR [--seed S] [--epochs E] [--lr LR]``."""
     parser = _parser()
     args = parser.parse_args(argv)
@@ -700,6 +720,8 @@ def _train_and_save(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         d_sae=args.width,
         k=args.k,
         l1_coeff=args.l1,
+        l0_coeff=args.l0,
+        matryoshka_widths=args.widths,
         lr=args.lr,
         batch_size=min(args.batch_size, acts.shape[0]),
         epochs=args.epochs,

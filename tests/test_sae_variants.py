@@ -102,7 +102,7 @@ def test_batchtopk_forward_train_and_eval():
     torch.testing.assert_close(out.x_hat, f @ sae.W_dec + sae.b_dec)
     assert int((out.latents > 0).sum()) == 3 * 32
     assert out.auxk > 0
-    assert float(out.loss) == pytest.approx(float(out.mse.detach() + 0.5 * out.auxk.detach()), rel=1e-5)
+    assert out.loss.item() == pytest.approx(out.mse.item() + 0.5 * out.auxk.item(), rel=1e-5)
     # theta moved half-way (threshold_lr 0.5) from 0 to the smallest kept activation
     assert float(sae.theta) == pytest.approx(0.5 * float(f[f > 0].min()), rel=1e-6)
     sae.eval()  # inference: one shared threshold, as the saved JumpReLU SAE computes it

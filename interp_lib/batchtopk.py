@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from .errors import InvalidArgumentError
 from .sae import _SAEBase, dense_auxk
@@ -101,12 +101,7 @@ class BatchTopKSAE(_SAEBase):
             raise InvalidArgumentError(f"need 0 < threshold_lr <= 1, got {threshold_lr}")
         self.k, self.auxk_coeff, self.threshold_lr = k, auxk_coeff, threshold_lr
         self.k_aux = k_aux if k_aux is not None else d_in // 2
-        w = self._init_weights(generator)
-        self.encoder = nn.Linear(d_in, d_sae)
-        with torch.no_grad():
-            self.encoder.weight.copy_(w)
-            self.encoder.bias.zero_()
-        self.W_dec = nn.Parameter(w.clone())
+        self._tied_init_(generator)
         self.register_buffer("theta", torch.zeros((), dtype=torch.float64))
 
     @property

@@ -146,12 +146,7 @@ class JumpReLUSAE(_SAEBase):
             )
         self.l0_coeff, self.bandwidth = l0_coeff, bandwidth
         self.sparsity_loss, self.tanh_scale = sparsity_loss, tanh_scale
-        w = self._init_weights(generator)
-        self.encoder = nn.Linear(d_in, d_sae)
-        with torch.no_grad():
-            self.encoder.weight.copy_(w)
-            self.encoder.bias.zero_()
-        self.W_dec = nn.Parameter(w.clone())
+        self._tied_init_(generator)
         self.threshold = nn.Parameter(torch.full((d_sae,), float(init_threshold)))
 
     def preacts(self, x: Tensor) -> Tensor:

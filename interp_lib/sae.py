@@ -159,6 +159,17 @@ class _SAEBase(nn.Module):
         w = torch.randn(self.d_sae, self.d_in, generator=generator)
         return w / w.norm(dim=-1, keepdim=True)
 
+    def _tied_init_(self, generator: torch.Generator | None) -> None:
+        """Create ``self.encoder`` (``nn.Linear(d_in, d_sae)``, zero bias) and ``self.W_dec``
+        from the same random unit-norm rows (:meth:`_init_weights`): every latent starts by
+        reading what it writes, two separate parameters from then on."""
+        w = self._init_weights(generator)
+        self.encoder = nn.Linear(self.d_in, self.d_sae)
+        with torch.no_grad():
+            self.encoder.weight.copy_(w)
+            self.encoder.bias.zero_()
+        self.W_dec = nn.Parameter(w.clone())
+
     @torch.no_grad()
     def init_b_dec_(self, x: Tensor, method: str = "geometric_median") -> None:
         """Set ``b_dec`` from (normalised) data ``x: [n, d_in]`` (see :func:`initial_b_dec`)."""
@@ -361,12 +372,7 @@ class TopKSAE(_SAEBase):
             raise InvalidArgumentError(f"need 0 < k <= d_sae, got k={k}, d_sae={d_sae}")
         self.k, self.auxk_coeff = k, auxk_coeff
         self.k_aux = k_aux if k_aux is not None else d_in // 2
-        w = self._init_weights(generator)
-        self.encoder = nn.Linear(d_in, d_sae)
-        with torch.no_grad():
-            self.encoder.weight.copy_(w)
-            self.encoder.bias.zero_()
-        self.W_dec = nn.Parameter(w.clone())
+        self._tied_init_(generator)
 
     def _preacts(self, x: Tensor) -> Tensor:
         """Dense ``[batch, d_sae]`` pre-activations, without autograd (the one dense matmul)."""

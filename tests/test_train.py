@@ -193,17 +193,23 @@ def test_main_train_saves_a_loadable_sae(tmp_path, monkeypatch, data):
     assert log["metadata"]["train_config"]["k"] == 3
 
 
+def _fake_cache(monkeypatch, x, val):
+    """The activation cache replaced by the synthetic train / held-out rows."""
+    import interp_lib.activations as activations
+
+    monkeypatch.setattr(activations, "cached_activations",
+                        lambda model_name, hooks, *, n_tokens, split="train", **kw:
+                        {hooks[0]: (x if split == "train" else val)[:n_tokens]})
+
+
 def test_main_train_engine_saelens_saves_what_saelens_trained(tmp_path, monkeypatch, data):
     """--engine saelens: SAELens's trainer on the same cached activations; the folder loads with
     SAE.load_from_disk and reconstructs the held-out rows exactly as the logged metrics say."""
     sae_lens = pytest.importorskip("sae_lens")
-    import interp_lib.activations as activations
     from interp_lib.metrics import reconstruction_metrics
 
     x, val = data
-    monkeypatch.setattr(activations, "cached_activations",
-                        lambda model_name, hooks, *, n_tokens, split="train", **kw:
-                        {hooks[0]: (x if split == "train" else val)[:n_tokens]})
+    _fake_cache(monkeypatch, x, val)
     out = tmp_path / "sae"
     rc = main_train(["--model", "tiny", "--hook", "blocks.1.hook_resid_pre", "--arch", "topk", "--k", "3",
                      "--width", "64", "--tokens", "4096", "--val-tokens", "1000", "--batch-size", "512",
@@ -310,12 +316,8 @@ def test_train_saelens_variants_side_by_side(data, arch):
 def test_main_train_matryoshka_widths(tmp_path, monkeypatch, data):
     """--arch matryoshka --widths: trained with those prefixes, saved as SAELens saves it."""
     sae_lens = pytest.importorskip("sae_lens")
-    import interp_lib.activations as activations
-
     x, val = data
-    monkeypatch.setattr(activations, "cached_activations",
-                        lambda model_name, hooks, *, n_tokens, split="train", **kw:
-                        {hooks[0]: (x if split == "train" else val)[:n_tokens]})
+    _fake_cache(monkeypatch, x, val)
     out = tmp_path / "sae"
     args = ["--model", "tiny", "--hook", "blocks.1.hook_resid_pre", "--width", "64", "--k", "3",
             "--tokens", "4096", "--val-tokens", "1000", "--batch-size", "512", "--out", str(out),

@@ -197,3 +197,19 @@ def test_variants_load_in_saelens_with_the_same_encode_and_decode(tmp_path, arch
     back, s = load_saelens_as_homebrew(path)
     assert isinstance(back, JumpReLUSAE) and s == pytest.approx(scale)
     torch.testing.assert_close(back.encode(raw * s), f_ours, rtol=1e-4, atol=1e-4)
+
+
+def test_a_jumprelu_folder_without_its_thresholds_is_refused(tmp_path):
+    """The folder check knows the JumpReLU layout: a missing or misshapen threshold names itself."""
+    from safetensors.torch import load_file, save_file
+
+    from interp_lib.errors import DamagedFileError
+
+    path = save_saelens(JumpReLUSAE(8, 16), tmp_path / "sae", hook_name="h", model_name="m", scale=1.0)
+    weights = load_file(str(path / "sae_weights.safetensors"))
+    save_file({k: v for k, v in weights.items() if k != "threshold"}, str(path / "sae_weights.safetensors"))
+    with pytest.raises(DamagedFileError, match="threshold"):
+        load_saelens_as_homebrew(path)
+    save_file({**weights, "threshold": torch.zeros(15)}, str(path / "sae_weights.safetensors"))
+    with pytest.raises(DamagedFileError, match="threshold"):
+        load_saelens_as_homebrew(path)

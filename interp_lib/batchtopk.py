@@ -7,7 +7,11 @@ average L0 is still ``k``.
 
 That rule needs a batch, which inference does not have. So during training the SAE tracks one
 number, the threshold ``theta``: an exponential moving average (rate ``threshold_lr``) of the
-smallest activation the batch rule kept. At inference every latent whose pre-activation
+smallest activation the batch rule kept. SAELens starts that average at 0, which biases it low
+for the first few hundred steps (after 29 steps at rate 0.01 it is a quarter of its target, and
+an SAE saved then fires on ~1,000 latents a token); here the average is bias-corrected as Adam's
+moments are (divided by ``1 - (1 - rate)^t``), so it is unbiased from the first step and the
+same in the limit. At inference every latent whose pre-activation
 exceeds ``theta`` fires: a JumpReLU with one threshold shared by all latents. That is also how
 SAELens ships a BatchTopK SAE (``BatchTopKTrainingSAE`` saves a ``"jumprelu"`` SAE whose
 threshold is ``theta`` for every latent), so :func:`interp_lib.saelens_format.save_saelens`
@@ -73,9 +77,9 @@ class BatchTopKSAE(_SAEBase):
         \\hat x = f\\, W_{dec} + b_{dec}
 
     ``BatchTopK_{kB}`` keeps the ``k * B`` largest entries of the ``[B, d_sae]`` matrix
-    (:func:`batch_topk`). ``theta`` (a scalar buffer, float64) is updated at every training
-    forward as ``theta <- (1 - threshold_lr) theta + threshold_lr * min(kept f > 0)``, as
-    SAELens does. Shapes as in :class:`~interp_lib.sae.ReluSAE`; ``k`` may be fractional.
+    (:func:`batch_topk`). At every training forward ``m <- (1 - r) m + r * min(kept f > 0)``
+    (``r = threshold_lr``, ``m`` from 0, as SAELens) and ``theta = m / (1 - (1 - r)^t)`` after
+    ``t`` updates (scalar buffers, float64). Shapes as in :class:`~interp_lib.sae.ReluSAE`; ``k`` may be fractional.
 
     Loss: ``||x - x_hat||^2`` (per token, batch-averaged) plus ``auxk_coeff`` times the AuxK loss
     of the latents in ``dead_mask``. Decoder rows are held at unit norm.
@@ -103,6 +107,8 @@ class BatchTopKSAE(_SAEBase):
         self.k_aux = k_aux if k_aux is not None else d_in // 2
         self._tied_init_(generator)
         self.register_buffer("theta", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("theta_avg", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("theta_updates", torch.zeros((), dtype=torch.long))
 
     @property
     def threshold(self) -> Tensor:
@@ -134,11 +140,14 @@ class BatchTopKSAE(_SAEBase):
 
     @torch.no_grad()
     def update_threshold_(self, latents: Tensor) -> None:
-        """Move ``theta`` towards the smallest positive activation in ``latents: [batch, d_sae]``."""
+        """Move ``theta`` towards the smallest positive activation in ``latents: [batch, d_sae]``
+        (the bias-corrected moving average of the class docstring)."""
         kept = latents[latents > 0]
         if kept.numel():
             lr = self.threshold_lr
-            self.theta.mul_(1 - lr).add_(lr * kept.min().double())
+            self.theta_avg.mul_(1 - lr).add_(lr * kept.min().double())
+            self.theta_updates += 1
+            self.theta.copy_(self.theta_avg / (1 - (1 - lr) ** int(self.theta_updates)))
 
     def forward(self, x: Tensor, dead_mask: Tensor | None = None) -> BatchTopKOutput:
         """Encode, decode and score ``x: [batch, d_in]`` (see :class:`BatchTopKOutput`).

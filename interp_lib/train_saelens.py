@@ -131,7 +131,8 @@ def train_saelens(
     weighted L1 without a unit-norm constraint, no resampling. JumpReLU, BatchTopK and
     Matryoshka get SAELens's ``JumpReLUTrainingSAE`` (same L0 coefficient, penalty, bandwidth,
     initial threshold), ``BatchTopKTrainingSAE`` and ``MatryoshkaBatchTopKTrainingSAE`` (same
-    ``k``, threshold rate and prefix widths). Returns an inference ``sae_lens.SAE`` that takes
+    ``k``, threshold rate and prefix widths; its threshold average starts at 0 where ours is
+    bias-corrected, so on runs of a few hundred steps its saved SAE fires more). Returns an inference ``sae_lens.SAE`` that takes
     raw activations: ``TopKSAE``, ``StandardSAE``, or ``JumpReLUSAE`` (the last three: SAELens
     ships BatchTopK and Matryoshka SAEs as JumpReLU SAEs with their one threshold).
     """

@@ -9,11 +9,14 @@ One module per idea, named after what a reader looks for:
 * ``activations``: harvest a model's activations in one pass, and cache them on disk.
 * ``zoo``: the SAEs to load (the project's shipped releases, SAELens's registry), their records.
 * ``train_zoo``: retrain the shipped SAEs from their recipe and record their quality.
-* ``sae``: an SAE written from scratch (ReLU and TopK), with a dense reference forward.
+* ``sae``: an SAE written from scratch (ReLU and TopK), with a dense reference forward;
+  ``jumprelu``, ``batchtopk``, ``matryoshka``: today's variants, one module each.
 * ``kernels``: the sparse (CSR) kernels behind the TopK SAE's fast path.
 * ``saelens_format``: save and load the library's SAEs in SAELens's on-disk format.
 * ``train``: the homebrew trainer; ``train_saelens``: SAELens's own trainer on the same data.
 * ``metrics``: the one evaluator (L0, variance explained, CE-loss recovered, KL, dead features).
+* ``saebench``: SAEBench's sparse probing, offline, on the labels the project ships;
+  ``absorption``: SAEBench's first-letter feature-absorption definitions.
 * ``encoding``: the one encoder, from texts to per-token feature activations.
 * ``tokens``: token ids as display strings, one convention for split characters.
 * ``analysis``: which features matter over a set of texts (rankings, categories, specialists).

@@ -10,7 +10,9 @@ forward pass and reports CE-loss recovered and the KL divergence to the clean mo
 
 where L_clean is the model's next-token loss, L_sae the loss with the activation at the SAE's hook
 replaced by its reconstruction, and L_zero the loss with that activation zeroed. The BOS position
-(an attention sink on SmolLM2) is left out everywhere: not spliced, not scored.
+(an attention sink on SmolLM2) is left out everywhere: not spliced, not scored. SAEBench's core
+evaluation reports the same two (``ce_loss_score``, ``kl_div_with_sae``);
+:func:`interp_lib.saebench.kl_div_score` is its normalised KL.
 
 :func:`reconstruction_metrics` is the part of the evaluator that needs no model (variance
 explained, L0, dead latents on a matrix of activations): training's held-out check uses it.

@@ -13,11 +13,12 @@ Two models, each a small class of its own:
   products. :meth:`TopKSAE.forward_dense` is the same forward pass in plain dense torch, the
   reference to read (and to test the kernels against).
 
-A third variant (BatchTopK, JumpReLU) is left out on purpose: each would add one more training
-device (a batch-level threshold to estimate; a straight-through estimator for a step function)
-without a new idea the book needs beyond TopK. SAELens ships both for readers who want them.
+Today's variants each have a module of their own, built on the same base and conventions:
+:mod:`interp_lib.jumprelu` (learned thresholds, Rajamanoharan et al. 2024),
+:mod:`interp_lib.batchtopk` (top ``k x batch`` over the batch, Bussmann et al. 2024) and
+:mod:`interp_lib.matryoshka` (nested prefixes of the dictionary, Bussmann et al. 2025).
 
-Conventions shared by both (and by SAELens, so saving is a copy):
+Conventions shared by all (and by SAELens, so saving is a copy):
 
 * ``x``: ``[batch, d_in]`` activations, already multiplied by the input-normalisation ``scale``
   (:func:`input_scale`) so that their mean norm is ``sqrt(d_in)``. The SAE never sees raw
@@ -50,6 +51,7 @@ __all__ = [
     "TopKSAE",
     "ReluOutput",
     "TopKOutput",
+    "dense_auxk",
     "geometric_median",
     "initial_b_dec",
     "input_scale",
@@ -107,6 +109,26 @@ def initial_b_dec(x: Tensor, method: str = "geometric_median", max_rows: int = 3
     raise InvalidArgumentError(f"unknown b_dec init method {method!r}")
 
 
+def dense_auxk(
+    x: Tensor, x_hat: Tensor, pre: Tensor, W_dec: Tensor, dead_mask: Tensor | None, k_aux: int
+) -> Tensor:
+    """The AuxK loss (Gao et al. 2024, appendix A.2) written densely: the readable reference.
+
+    ``x, x_hat: [batch, d_in]``; ``pre: [batch, d_sae]`` pre-activations; ``W_dec: [d_sae, d_in]``;
+    ``dead_mask: [d_sae]`` bool (``None``: no AuxK). The residual ``e = x - x_hat`` (no gradient)
+    is reconstructed by the top ``min(k_aux, n_dead)`` pre-activations among dead latents, ReLU'd
+    and decoded without bias; returns the scalar ``||e - e_hat||^2`` (summed over ``d_in``,
+    batch-averaged) times ``min(n_dead / k_aux, 1)``, 0 when nothing is dead.
+    """
+    n_dead = 0 if dead_mask is None else int(dead_mask.sum())
+    if n_dead == 0:
+        return x.new_zeros(())
+    e = (x - x_hat).detach()  # the residual the dead latents are asked to explain
+    aux_vals, aux_idx = pre.masked_fill(~dead_mask, -torch.inf).topk(min(k_aux, n_dead), dim=-1)
+    e_hat = torch.zeros_like(pre).scatter(-1, aux_idx, F.relu(aux_vals)) @ W_dec
+    return (e_hat - e).pow(2).sum(dim=-1).mean() * min(n_dead / k_aux, 1.0)
+
+
 # --------------------------------------------------------------------------------------------
 # The shared base: decoder bias, unit-norm decoder rows
 # --------------------------------------------------------------------------------------------
@@ -136,6 +158,17 @@ class _SAEBase(nn.Module):
         transpose, as in Gao et al.: every latent starts by reading what it writes)."""
         w = torch.randn(self.d_sae, self.d_in, generator=generator)
         return w / w.norm(dim=-1, keepdim=True)
+
+    def _tied_init_(self, generator: torch.Generator | None) -> None:
+        """Create ``self.encoder`` (``nn.Linear(d_in, d_sae)``, zero bias) and ``self.W_dec``
+        from the same random unit-norm rows (:meth:`_init_weights`): every latent starts by
+        reading what it writes, two separate parameters from then on."""
+        w = self._init_weights(generator)
+        self.encoder = nn.Linear(self.d_in, self.d_sae)
+        with torch.no_grad():
+            self.encoder.weight.copy_(w)
+            self.encoder.bias.zero_()
+        self.W_dec = nn.Parameter(w.clone())
 
     @torch.no_grad()
     def init_b_dec_(self, x: Tensor, method: str = "geometric_median") -> None:
@@ -339,12 +372,7 @@ class TopKSAE(_SAEBase):
             raise InvalidArgumentError(f"need 0 < k <= d_sae, got k={k}, d_sae={d_sae}")
         self.k, self.auxk_coeff = k, auxk_coeff
         self.k_aux = k_aux if k_aux is not None else d_in // 2
-        w = self._init_weights(generator)
-        self.encoder = nn.Linear(d_in, d_sae)
-        with torch.no_grad():
-            self.encoder.weight.copy_(w)
-            self.encoder.bias.zero_()
-        self.W_dec = nn.Parameter(w.clone())
+        self._tied_init_(generator)
 
     def _preacts(self, x: Tensor) -> Tensor:
         """Dense ``[batch, d_sae]`` pre-activations, without autograd (the one dense matmul)."""
@@ -403,15 +431,7 @@ class TopKSAE(_SAEBase):
         latents = torch.zeros_like(pre).scatter(-1, idx, top_acts)  # [batch, d_sae], <= k non-zero
         x_hat = latents @ self.W_dec + self.b_dec
         mse = (x_hat - x).pow(2).sum(dim=-1).mean()
-        auxk = x.new_zeros(())
-        n_dead = 0 if dead_mask is None else int(dead_mask.sum())
-        if n_dead > 0:
-            e = (x - x_hat).detach()  # the residual the dead latents are asked to explain
-            aux_vals, aux_idx = pre.masked_fill(~dead_mask, -torch.inf).topk(
-                min(self.k_aux, n_dead), dim=-1
-            )
-            e_hat = torch.zeros_like(pre).scatter(-1, aux_idx, F.relu(aux_vals)) @ self.W_dec
-            auxk = (e_hat - e).pow(2).sum(dim=-1).mean() * min(n_dead / self.k_aux, 1.0)
+        auxk = dense_auxk(x, x_hat, pre, self.W_dec, dead_mask, self.k_aux)
         return TopKOutput(x_hat, top_acts, idx, mse, auxk, mse + self.auxk_coeff * auxk)
 
     def _auxk_loss(self, x: Tensor, pre: Tensor, x_hat: Tensor, dead_mask: Tensor | None) -> Tensor:

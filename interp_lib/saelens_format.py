@@ -28,6 +28,7 @@ from torch import Tensor
 
 from .errors import DamagedFileError, InvalidArgumentError
 from .files import atomic_dir, read_json
+from .jumprelu import JumpReLUSAE
 from .sae import ReluSAE, TopKSAE
 from .sae_folder import CFG, DIGEST_KEY, REMEDY, SAE_FILES, WEIGHTS, read_sae_folder, weights_digest
 from .zoo import load_sae
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 
-def folded_weights(sae: ReluSAE | TopKSAE, scale: float) -> dict[str, Tensor]:
+def folded_weights(sae, scale: float) -> dict[str, Tensor]:
     """The SAE's weights in SAELens's layout, rewritten to take *raw* activations.
 
     Our SAE sees ``x_n = s * x`` (``s = scale``). With ``W_enc`` as SAELens stores it
@@ -54,15 +55,20 @@ def folded_weights(sae: ReluSAE | TopKSAE, scale: float) -> dict[str, Tensor]:
 
     So ``W_enc' = s W_enc``, ``W_dec' = W_dec / s``, ``b_dec' = b_dec / s`` (the same vector
     in both places, as SAELens requires) and ``b_enc`` unchanged: the latents are identical,
-    the reconstruction comes out in raw units. (Decoder rows then have norm ``1/s``.)
+    the reconstruction comes out in raw units. (Decoder rows then have norm ``1/s``.) A JumpReLU
+    threshold (JumpReLU, BatchTopK and Matryoshka SAEs: ``threshold [d_sae]``) compares
+    pre-activations, which do not change, so it is stored as it is.
     """
     s = float(scale)
-    return {
+    weights = {
         "W_enc": (sae.W_enc.detach().T * s).contiguous(),
         "b_enc": sae.b_enc.detach().clone(),
         "W_dec": (sae.W_dec.detach() / s).contiguous(),
         "b_dec": (sae.b_dec.detach() / s).contiguous(),
     }
+    if sae.architecture == "jumprelu":
+        weights["threshold"] = sae.threshold.detach().float().clone().contiguous()
+    return weights
 
 
 def _to_jsonable(obj: Any) -> Any:
@@ -111,7 +117,7 @@ def check_sae_output(path: str | os.PathLike) -> Path:
 
 
 def save_saelens(
-    sae: ReluSAE | TopKSAE,
+    sae,
     path: str | os.PathLike,
     *,
     hook_name: str,
@@ -125,8 +131,13 @@ def save_saelens(
     history: list[dict] | None = None,
     metrics: dict | None = None,
 ) -> Path:
-    """Write ``sae`` in SAELens 6's on-disk format so ``sae_lens.SAE.load_from_disk(path)``
-    works on *raw* activations.
+    """Write ``sae`` (any :mod:`interp_lib` SAE) in SAELens 6's on-disk format so
+    ``sae_lens.SAE.load_from_disk(path)`` works on *raw* activations.
+
+    The architecture written is SAELens's inference one (``sae.architecture``): ``"standard"``,
+    ``"topk"`` or ``"jumprelu"``. BatchTopK and Matryoshka SAEs are saved as SAELens saves them,
+    as JumpReLU SAEs with their one threshold for every latent; the architecture they were
+    trained as is kept in ``metadata.training_architecture``.
 
     Files: ``cfg.json``, ``sae_weights.safetensors`` (``W_enc [d_in, d_sae]``, ``b_enc``,
     ``W_dec [d_sae, d_in]``, ``b_dec``; ``scale`` folded in by :func:`folded_weights`) and
@@ -163,6 +174,7 @@ def save_saelens(
         "input_scale_folded": float(scale),
         "weights_dtype": dtype,
         "trained_with": "interp_lib",
+        "training_architecture": getattr(sae, "training_architecture", sae.architecture),
         **(extra_metadata or {}),
     }
     cfg: dict[str, Any] = {
@@ -190,10 +202,9 @@ def save_saelens(
         "history": history or [],
         "metadata": metadata,
     }
-    if isinstance(sae, TopKSAE):
-        log["k"] = sae.k
-    else:
-        log["l1_coeff"] = sae.l1_coeff
+    for field in ("k", "l1_coeff", "l0_coeff", "widths"):
+        if hasattr(sae, field):
+            log[field] = getattr(sae, field)
     with atomic_dir(out) as tmp:
         save_file(weights, str(tmp / WEIGHTS), metadata={DIGEST_KEY: weights_digest(weights)})
         (tmp / CFG).write_text(json.dumps(_to_jsonable(cfg), indent=2) + "\n")
@@ -246,15 +257,24 @@ def save_saelens_model(
     return out
 
 
-def load_saelens_as_homebrew(path: str | os.PathLike) -> tuple[ReluSAE | TopKSAE, float]:
+def load_saelens_as_homebrew(
+    path: str | os.PathLike,
+) -> tuple[ReluSAE | TopKSAE | JumpReLUSAE, float]:
     """Inverse of :func:`save_saelens`: ``(sae, scale)`` with the scale unfolded again
-    (from ``metadata.input_scale_folded``, else ``training_log.json``'s ``scale``, else 1.0)."""
+    (from ``metadata.input_scale_folded``, else ``training_log.json``'s ``scale``, else 1.0).
+    A ``"jumprelu"`` folder (also a saved BatchTopK or Matryoshka SAE: what SAELens loads too)
+    comes back as a :class:`~interp_lib.jumprelu.JumpReLUSAE` with the saved thresholds."""
     p = Path(path)
-    cfg, tensors = read_sae_folder(p, architectures=("topk", "standard"))
+    cfg, tensors = read_sae_folder(p, architectures=("topk", "standard", "jumprelu"))
     scale = _folded_scale(p, cfg)
     w = {k: v.float() for k, v in tensors.items()}
-    if cfg.get("architecture", "standard") == "topk":
-        sae: ReluSAE | TopKSAE = TopKSAE(cfg["d_in"], cfg["d_sae"], k=cfg["k"])
+    arch = cfg.get("architecture", "standard")
+    if arch == "topk":
+        sae: ReluSAE | TopKSAE | JumpReLUSAE = TopKSAE(cfg["d_in"], cfg["d_sae"], k=cfg["k"])
+    elif arch == "jumprelu":
+        sae = JumpReLUSAE(cfg["d_in"], cfg["d_sae"])
+        with torch.no_grad():
+            sae.threshold.copy_(w["threshold"])
     else:
         sae = ReluSAE(cfg["d_in"], cfg["d_sae"])
     with torch.no_grad():

@@ -29,22 +29,29 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, Literal, NamedTuple
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import activations
+from .batchtopk import BatchTopKSAE
 from .errors import InvalidArgumentError, cli_errors
 from .hooks import hook_layer
+from .jumprelu import SPARSITY_LOSSES, JumpReLUSAE
+from .matryoshka import MatryoshkaSAE, nested_widths
 from .metrics import fve, reconstruction_metrics, typical_rows
-from .sae import ReluSAE, TopKSAE, input_scale
+from .sae import ReluSAE, TopKOutput, TopKSAE, input_scale
 from .saelens_format import check_sae_output, save_saelens
 
 __all__ = ["TrainConfig", "TrainResult", "lr_factor", "make_sae", "train_sae", "main_train"]
 
-ARCHS = ("relu", "topk")
+ARCHS = ("relu", "topk", "jumprelu", "batchtopk", "matryoshka")
+"""The architectures both trainers know (SAELens's trainer names: standard, topk, jumprelu,
+batchtopk, matryoshka_batchtopk)."""
+K_ARCHS = ("topk", "batchtopk", "matryoshka")
+"""The architectures whose sparsity is set by ``k`` (and whose dead latents get AuxK)."""
 ENGINES = ("interp_lib", "saelens")
 
 
@@ -52,18 +59,35 @@ ENGINES = ("interp_lib", "saelens")
 class TrainConfig:
     """Everything that decides a training run (both trainers read the same fields)."""
 
-    arch: str = "topk"
-    """``"relu"`` (:class:`~interp_lib.sae.ReluSAE`) or ``"topk"``
-    (:class:`~interp_lib.sae.TopKSAE`)."""
+    arch: Literal["relu", "topk", "jumprelu", "batchtopk", "matryoshka"] = "topk"
+    """``"relu"`` (:class:`~interp_lib.sae.ReluSAE`), ``"topk"`` (:class:`~interp_lib.sae.TopKSAE`),
+    ``"jumprelu"`` (:class:`~interp_lib.jumprelu.JumpReLUSAE`), ``"batchtopk"``
+    (:class:`~interp_lib.batchtopk.BatchTopKSAE`) or ``"matryoshka"``
+    (:class:`~interp_lib.matryoshka.MatryoshkaSAE`)."""
     d_sae: int = 4608
     """Number of latents (8x the 576-wide residual stream of SmolLM2-135M by default)."""
     k: int = 32
-    """TopK: active latents per token."""
+    """TopK: active latents per token; BatchTopK and Matryoshka: per token on average over a
+    batch."""
     l1_coeff: float = 5.0
     """ReLU: weight of the L1 penalty (inputs have mean norm ``sqrt(d_in)``; MSE is summed over
     ``d_in``, as in SAELens, so the same number means the same trade-off in both trainers)."""
     tied: bool = False
     """ReLU: one matrix for encoder and decoder."""
+    l0_coeff: float = 1.0
+    """JumpReLU: weight of the L0 penalty (SAELens's ``l0_coefficient``)."""
+    sparsity_loss: Literal["step", "tanh"] = "step"
+    """JumpReLU: the L0 penalty, ``"step"`` (DeepMind) or ``"tanh"`` (Anthropic), as SAELens."""
+    jumprelu_bandwidth: float = 0.05
+    """JumpReLU: width of the straight-through estimator's rectangle kernel (SAELens's default)."""
+    jumprelu_init_threshold: float = 0.01
+    """JumpReLU: every threshold's starting value (SAELens's default)."""
+    threshold_lr: float = 0.01
+    """BatchTopK, Matryoshka: rate of the moving average that estimates the inference threshold
+    (SAELens's ``topk_threshold_lr``)."""
+    matryoshka_widths: tuple[int, ...] | None = None
+    """Matryoshka: the nested prefix widths, ending at ``d_sae``. ``None``: four levels, each 4x
+    the last (``d_sae / 64, d_sae / 16, d_sae / 4, d_sae``), as the ratios of Bussmann et al."""
     lr: float | None = None
     """Adam learning rate. ``None``: 2e-3 (TopK) or 1e-3 (ReLU), chosen for short CPU runs
     (tens to hundreds of steps of 4096 tokens). On SmolLM2's layer-12 residual stream, 125 steps,
@@ -116,18 +140,36 @@ class TrainConfig:
             raise InvalidArgumentError(
                 f"batch_size and d_sae must be positive, got {self.batch_size} and {self.d_sae}"
             )
-        if self.arch == "topk" and not 0 < self.k <= self.d_sae:
+        if self.arch in K_ARCHS and not 0 < self.k <= self.d_sae:
             raise InvalidArgumentError(
                 f"need 0 < k <= d_sae, got k={self.k} with d_sae={self.d_sae}"
             )
+        if self.sparsity_loss not in SPARSITY_LOSSES:
+            raise InvalidArgumentError(
+                f"sparsity_loss must be one of {SPARSITY_LOSSES}, got {self.sparsity_loss!r}"
+            )
+        if not (self.jumprelu_bandwidth > 0 and self.jumprelu_init_threshold >= 0):
+            raise InvalidArgumentError(
+                "need jumprelu_bandwidth > 0 and jumprelu_init_threshold >= 0, got "
+                f"{self.jumprelu_bandwidth} and {self.jumprelu_init_threshold}"
+            )
+        if self.arch == "matryoshka":
+            self.matryoshka_widths = nested_widths(self.widths, self.d_sae)
         self.adam_betas = tuple(self.adam_betas)  # JSON round trips give lists
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """Matryoshka: the prefix widths actually used (resolves ``matryoshka_widths=None``)."""
+        if self.matryoshka_widths is not None:
+            return tuple(self.matryoshka_widths)
+        return tuple(dict.fromkeys(max(1, self.d_sae // r) for r in (64, 16, 4, 1)))
 
     @property
     def learning_rate(self) -> float:
         """The learning rate actually used (resolves ``lr=None``)."""
         if self.lr is not None:
             return self.lr
-        return 2e-3 if self.arch == "topk" else 1e-3
+        return 1e-3 if self.arch == "relu" else 2e-3
 
     def total_steps(self, n_rows: int) -> int:
         """Optimiser steps for ``n_rows`` rows of training data."""
@@ -149,7 +191,8 @@ class TrainResult(NamedTuple):
     *normalised* inputs (``raw * scale``); :func:`~interp_lib.train_saelens.train_saelens`: an
     inference ``sae_lens.SAE`` with the scale already folded in (it takes raw activations)."""
     history: list[dict]
-    """One dict per logging step: ``step, tokens, loss, mse, l1 (ReLU) / auxk (TopK), l0, fve,
+    """One dict per logging step: ``step, tokens, loss, mse, l1 (ReLU) / auxk (TopK, BatchTopK,
+    Matryoshka) / sparsity (JumpReLU's L0 penalty), l0, fve,
     dead_fraction, lr, elapsed_s, tokens_per_s`` and, at evaluation steps, ``val_fve, val_mse,
     val_l0``. ``pandas.DataFrame(history)`` makes a table of it."""
     scale: float
@@ -277,18 +320,39 @@ def bar_postfix(row: dict) -> dict:
 # --------------------------------------------------------------------------------------------
 def make_sae(
     cfg: TrainConfig, d_in: int, generator: torch.Generator | None = None
-) -> ReluSAE | TopKSAE:
+) -> ReluSAE | TopKSAE | JumpReLUSAE | BatchTopKSAE | MatryoshkaSAE:
     """A freshly initialised SAE for ``cfg`` (weights drawn from ``generator``)."""
+    auxk = dict(k=cfg.k, auxk_coeff=cfg.auxk_coeff, k_aux=cfg.k_aux, generator=generator)
     if cfg.arch == "topk":
-        return TopKSAE(
+        return TopKSAE(d_in, cfg.d_sae, **auxk)
+    if cfg.arch == "batchtopk":
+        return BatchTopKSAE(d_in, cfg.d_sae, threshold_lr=cfg.threshold_lr, **auxk)
+    if cfg.arch == "matryoshka":
+        return MatryoshkaSAE(d_in, cfg.d_sae, cfg.widths, threshold_lr=cfg.threshold_lr, **auxk)
+    if cfg.arch == "jumprelu":
+        return JumpReLUSAE(
             d_in,
             cfg.d_sae,
-            k=cfg.k,
-            auxk_coeff=cfg.auxk_coeff,
-            k_aux=cfg.k_aux,
+            l0_coeff=cfg.l0_coeff,
+            bandwidth=cfg.jumprelu_bandwidth,
+            init_threshold=cfg.jumprelu_init_threshold,
+            sparsity_loss=cfg.sparsity_loss,
             generator=generator,
         )
     return ReluSAE(d_in, cfg.d_sae, l1_coeff=cfg.l1_coeff, tied=cfg.tied, generator=generator)
+
+
+def _firing(out: NamedTuple, d_sae: int) -> tuple[Tensor, float]:
+    """(which of the ``d_sae`` latents fired in the batch ``[d_sae]`` bool, mean L0) of an SAE's
+    forward output (TopK's sparse ``top_acts`` / ``top_indices``, or dense ``latents``)."""
+    if isinstance(out, TopKOutput):
+        active = out.top_acts > 0
+        fired = torch.zeros(d_sae, dtype=torch.bool, device=active.device)
+        fired[out.top_indices[active]] = True
+    else:
+        active = out.latents > 0
+        fired = active.any(dim=0)
+    return fired, float(active.sum(dim=-1).float().mean())
 
 
 def train_sae(
@@ -342,20 +406,19 @@ def train_sae(
             group["lr"] = lr * lr_factor(step, steps, warmup, cfg.decay_fraction, cfg.decay)
         x = acts[next(batches)].to(device, torch.float32, non_blocking=True) * scale
 
-        if isinstance(sae, TopKSAE):
-            dead_mask = since_fired >= cfg.auxk_window_tokens
-            out = sae(x, dead_mask=dead_mask)
-            fired = torch.zeros(cfg.d_sae, dtype=torch.bool, device=device)
-            fired[out.top_indices[out.top_acts > 0]] = True
+        if cfg.arch in K_ARCHS:
+            out = sae(x, dead_mask=since_fired >= cfg.auxk_window_tokens)
         else:
             out = sae(x)
-            fired = (out.latents > 0).any(dim=0)
+        fired, l0 = _firing(out, cfg.d_sae)
 
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         sae.project_decoder_grad_()
         optimizer.step()
         sae.normalize_decoder_()
+        if isinstance(sae, JumpReLUSAE):
+            sae.clamp_threshold_()
 
         since_fired += bs
         since_fired[fired] = 0
@@ -377,12 +440,11 @@ def train_sae(
         last = step == steps - 1 or stopping
         if (step + 1) % log_every == 0 or last:
             with torch.no_grad():
-                if isinstance(sae, TopKSAE):
-                    l0 = float((out.top_acts > 0).sum(dim=-1).float().mean())
-                    extra = {"auxk": float(out.auxk)}
-                else:
-                    l0 = float((out.latents > 0).sum(dim=-1).float().mean())
-                    extra = {"l1": float(out.l1)}
+                extra = {
+                    k: float(getattr(out, k))
+                    for k in ("l1", "auxk", "sparsity")
+                    if k in out._fields
+                }
                 elapsed = time.perf_counter() - t0 - eval_seconds
                 row = {
                     "step": step + 1,
@@ -441,8 +503,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="smollm2-135m", help="model name (see interp_lib.models)")
     p.add_argument("--hook", required=True, help="hook point, e.g. blocks.12.hook_resid_pre")
     p.add_argument("--arch", choices=ARCHS, default="topk")
-    p.add_argument("--k", type=int, default=32, help="TopK: active latents per token")
+    p.add_argument(
+        "--k",
+        type=int,
+        default=32,
+        help="TopK: active latents per token (BatchTopK, Matryoshka: per token on average)",
+    )
     p.add_argument("--l1", type=float, default=5.0, help="ReLU: L1 coefficient")
+    p.add_argument("--l0", type=float, default=1.0, help="JumpReLU: L0 coefficient")
+    p.add_argument(
+        "--widths",
+        default=None,
+        help="Matryoshka: nested prefix widths, comma-separated and increasing, e.g. 72,288,1152 "
+        "(--width is added as the last; default: --width/64, /16, /4)",
+    )
     p.add_argument("--width", type=int, required=True, help="number of latents (d_sae)")
     p.add_argument(
         "--tokens", type=int, required=True, help="tokens of activations to harvest (train split)"
@@ -491,8 +565,15 @@ def _check_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) -> No
 
     if args.width < 1:
         bad("--width", args.width, "a positive number of latents")
-    if args.arch == "topk" and not 1 <= args.k <= args.width:
-        bad("--k", args.k, f"from 1 to --width {args.width} for a TopK SAE")
+    if args.arch in K_ARCHS and not 1 <= args.k <= args.width:
+        bad("--k", args.k, f"from 1 to --width {args.width} for a {args.arch} SAE")
+    if not (math.isfinite(args.l0) and args.l0 >= 0):
+        bad("--l0", args.l0, "a non-negative L0 coefficient")
+    if args.widths is not None:
+        try:
+            args.widths = nested_widths([int(w) for w in args.widths.split(",")], args.width)
+        except (ValueError, InvalidArgumentError):
+            bad("--widths", args.widths, f"increasing positive integers up to --width {args.width}")
     if args.ctx_len < 2:
         bad("--ctx-len", args.ctx_len, "at least 2 tokens")
     if args.tokens < args.ctx_len:
@@ -607,7 +688,8 @@ def _train_and_save_with_saelens(
 
 
 def main_train(argv: list[str] | None = None) -> int:
-    """``python -m interp_lib train --model M --hook H --arch {relu,topk} [--k K] [--l1 C]
+    """``python -m interp_lib train --model M --hook H
+    --arch {relu,topk,jumprelu,batchtopk,matryoshka} [--k K] [--l1 C] [--l0 C] [--widths W1,W2]
     --width W --tokens N --out DIR [--seed S] [--epochs E] [--lr LR]``."""
     parser = _parser()
     args = parser.parse_args(argv)
@@ -638,6 +720,8 @@ def _train_and_save(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         d_sae=args.width,
         k=args.k,
         l1_coeff=args.l1,
+        l0_coeff=args.l0,
+        matryoshka_widths=args.widths,
         lr=args.lr,
         batch_size=min(args.batch_size, acts.shape[0]),
         epochs=args.epochs,

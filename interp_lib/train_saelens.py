@@ -21,6 +21,12 @@ import sae_lens.training.sae_trainer as sae_trainer  # its tqdm is swapped for o
 import torch
 from sae_lens import SAE
 from sae_lens.config import LoggingConfig, SAETrainerConfig
+from sae_lens.saes.batchtopk_sae import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
+from sae_lens.saes.jumprelu_sae import JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig
+from sae_lens.saes.matryoshka_batchtopk_sae import (
+    MatryoshkaBatchTopKTrainingSAE,
+    MatryoshkaBatchTopKTrainingSAEConfig,
+)
 from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEConfig
 from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
 from sae_lens.training.sae_trainer import SAETrainer
@@ -75,6 +81,35 @@ def _quiet_saelens(progress: bool, desc: str = "train SAE (SAELens)") -> Iterato
             lg.setLevel(level)
 
 
+def _training_sae(cfg: TrainConfig, d_in: int):
+    """SAELens's training SAE for ``cfg`` (its own initial weights, from the global generator)."""
+    common = dict(d_in=d_in, d_sae=cfg.d_sae, dtype="float32", device=cfg.device)
+    topk = dict(k=cfg.k, aux_loss_coefficient=cfg.auxk_coeff, **common)
+    if cfg.arch == "topk":
+        return TopKTrainingSAE(TopKTrainingSAEConfig(**topk))
+    if cfg.arch == "batchtopk":
+        return BatchTopKTrainingSAE(
+            BatchTopKTrainingSAEConfig(topk_threshold_lr=cfg.threshold_lr, **topk)
+        )
+    if cfg.arch == "matryoshka":
+        return MatryoshkaBatchTopKTrainingSAE(
+            MatryoshkaBatchTopKTrainingSAEConfig(
+                topk_threshold_lr=cfg.threshold_lr, matryoshka_widths=list(cfg.widths), **topk
+            )
+        )
+    if cfg.arch == "jumprelu":
+        return JumpReLUTrainingSAE(
+            JumpReLUTrainingSAEConfig(
+                l0_coefficient=cfg.l0_coeff,
+                jumprelu_sparsity_loss_mode=cfg.sparsity_loss,
+                jumprelu_bandwidth=cfg.jumprelu_bandwidth,
+                jumprelu_init_threshold=cfg.jumprelu_init_threshold,
+                **common,
+            )
+        )
+    return StandardTrainingSAE(StandardTrainingSAEConfig(l1_coefficient=cfg.l1_coeff, **common))
+
+
 def train_saelens(
     acts: Tensor,
     cfg: TrainConfig,
@@ -93,8 +128,13 @@ def train_saelens(
     (default), the same data-derived ``b_dec`` (SAELens 6 itself starts it at zero). SAELens's
     own choices stay: its weight initialisation (decoder rows of norm 0.1), gradient clipping at
     1, TopK with ``rescale_acts_by_decoder_norm`` and the un-normalised AuxK, the decoder-norm
-    weighted L1 without a unit-norm constraint, no resampling. Returns an inference
-    ``sae_lens.SAE`` (TopKSAE / StandardSAE) that takes raw activations.
+    weighted L1 without a unit-norm constraint, no resampling. JumpReLU, BatchTopK and
+    Matryoshka get SAELens's ``JumpReLUTrainingSAE`` (same L0 coefficient, penalty, bandwidth,
+    initial threshold), ``BatchTopKTrainingSAE`` and ``MatryoshkaBatchTopKTrainingSAE`` (same
+    ``k``, threshold rate and prefix widths; its threshold average starts at 0 where ours is
+    bias-corrected, so on runs of a few hundred steps its saved SAE fires more). Returns an inference ``sae_lens.SAE`` that takes
+    raw activations: ``TopKSAE``, ``StandardSAE``, or ``JumpReLUSAE`` (the last three: SAELens
+    ships BatchTopK and Matryoshka SAEs as JumpReLU SAEs with their one threshold).
     """
     if acts.ndim != 2:
         raise InvalidArgumentError(f"acts must be [n_tokens, d_in], got shape {tuple(acts.shape)}")
@@ -109,13 +149,7 @@ def train_saelens(
     eval_every = cfg.eval_every or max(1, steps // 4)
     aux_window_steps = max(1, cfg.auxk_window_tokens // bs)
 
-    common = dict(d_in=d_in, d_sae=cfg.d_sae, dtype="float32", device=cfg.device)
-    if cfg.arch == "topk":
-        sae_cfg = TopKTrainingSAEConfig(k=cfg.k, aux_loss_coefficient=cfg.auxk_coeff, **common)
-        training_sae = TopKTrainingSAE(sae_cfg)
-    else:
-        sae_cfg = StandardTrainingSAEConfig(l1_coefficient=cfg.l1_coeff, **common)
-        training_sae = StandardTrainingSAE(sae_cfg)
+    training_sae = _training_sae(cfg, d_in)
     if init_b_dec:
         # SAELens 6 starts b_dec at zero; give it the same data-derived start as ours so the
         # comparison is about the trainers, not about one initial vector.
@@ -169,6 +203,8 @@ def train_saelens(
             }
             if "losses/l1_loss" in log:
                 row["l1"] = log["losses/l1_loss"] / max(cfg.l1_coeff, 1e-12)
+            if "losses/l0_loss" in log:
+                row["sparsity"] = log["losses/l0_loss"] / max(cfg.l0_coeff, 1e-12)
             if "losses/auxiliary_reconstruction_loss" in log:
                 row["auxk"] = log["losses/auxiliary_reconstruction_loss"] / max(
                     cfg.auxk_coeff, 1e-12

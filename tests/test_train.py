@@ -4,18 +4,26 @@ import json
 import pytest
 import torch
 
+from interp_lib.batchtopk import BatchTopKSAE
+from interp_lib.jumprelu import JumpReLUSAE
+from interp_lib.matryoshka import MatryoshkaSAE
 from interp_lib.sae import ReluSAE, TopKSAE
 from interp_lib.metrics import reconstruction_metrics
 from interp_lib.train import TrainConfig, TrainResult, lr_factor, main_train, train_sae
 from interp_lib.train_saelens import train_saelens
 
 
+def planted_dictionary(d=32, m=96, dictionary_seed=0):
+    """The ``[m, d]`` unit directions :func:`sparse_dictionary_data` builds its rows from."""
+    g = torch.Generator().manual_seed(dictionary_seed)
+    D = torch.randn(m, d, generator=g)
+    return D / D.norm(dim=-1, keepdim=True)
+
+
 def sparse_dictionary_data(n, d=32, m=96, k=3, seed=0, dictionary_seed=0):
     """Activations built from ``k`` of ``m`` unit directions per row, then scaled and shifted
     (so the trainer's normalisation and b_dec have work to do)."""
-    g = torch.Generator().manual_seed(dictionary_seed)
-    D = torch.randn(m, d, generator=g)
-    D /= D.norm(dim=-1, keepdim=True)
+    D = planted_dictionary(d, m, dictionary_seed)
     g = torch.Generator().manual_seed(seed + 1000)
     idx = torch.rand(n, m, generator=g).argsort(dim=-1)[:, :k]
     coef = torch.zeros(n, m).scatter_(1, idx, torch.rand(n, k, generator=g) * 2 + 0.5)
@@ -185,17 +193,23 @@ def test_main_train_saves_a_loadable_sae(tmp_path, monkeypatch, data):
     assert log["metadata"]["train_config"]["k"] == 3
 
 
+def _fake_cache(monkeypatch, x, val):
+    """The activation cache replaced by the synthetic train / held-out rows."""
+    import interp_lib.activations as activations
+
+    monkeypatch.setattr(activations, "cached_activations",
+                        lambda model_name, hooks, *, n_tokens, split="train", **kw:
+                        {hooks[0]: (x if split == "train" else val)[:n_tokens]})
+
+
 def test_main_train_engine_saelens_saves_what_saelens_trained(tmp_path, monkeypatch, data):
     """--engine saelens: SAELens's trainer on the same cached activations; the folder loads with
     SAE.load_from_disk and reconstructs the held-out rows exactly as the logged metrics say."""
     sae_lens = pytest.importorskip("sae_lens")
-    import interp_lib.activations as activations
     from interp_lib.metrics import reconstruction_metrics
 
     x, val = data
-    monkeypatch.setattr(activations, "cached_activations",
-                        lambda model_name, hooks, *, n_tokens, split="train", **kw:
-                        {hooks[0]: (x if split == "train" else val)[:n_tokens]})
+    _fake_cache(monkeypatch, x, val)
     out = tmp_path / "sae"
     rc = main_train(["--model", "tiny", "--hook", "blocks.1.hook_resid_pre", "--arch", "topk", "--k", "3",
                      "--width", "64", "--tokens", "4096", "--val-tokens", "1000", "--batch-size", "512",
@@ -224,3 +238,95 @@ def test_max_norm_factor_leaves_massive_rows_out(data):
     assert kept.metrics["rows_dropped"] == 5 and everything.metrics["rows_dropped"] == 0
     # the normalisation (mean norm) is set by typical rows only: 5 rows at 200x lift the mean norm by ~8%
     assert kept.scale / everything.scale == pytest.approx(1 + 5 * 199 / len(x), abs=0.02)
+
+
+# ------------------------------------------------------------------------------------------
+# JumpReLU, BatchTopK, Matryoshka
+# ------------------------------------------------------------------------------------------
+VARIANTS = {  # arch: (class, settings that reach L0 ~3 on the planted problem in 4 epochs)
+    "jumprelu": (JumpReLUSAE, {"lr": 1e-2}),  # the threshold moves ~lr a step: see the docs
+    "batchtopk": (BatchTopKSAE, {}),
+    "matryoshka": (MatryoshkaSAE, {"matryoshka_widths": (16, 48)}),
+}
+
+
+@pytest.mark.parametrize("arch", list(VARIANTS))
+def test_variant_trainers_recover_the_planted_dictionary(data, arch):
+    """Each of the 96 planted directions is found by some decoder row (cosine > 0.9), at an L0
+    near the planted 3, with the inference rule the saved SAE uses."""
+    x, val = data
+    cls, extra = VARIANTS[arch]
+    cfg = TrainConfig(arch=arch, d_sae=128, k=3, batch_size=256, epochs=4, seed=0, **extra)
+    res = train_sae(x, cfg, val_acts=val, progress=False)
+    assert isinstance(res.sae, cls)
+    W = res.sae.W_dec.detach()
+    best_cos = (planted_dictionary() @ W.T).max(dim=1).values
+    assert (best_cos > 0.9).float().mean() > 0.95, best_cos.sort().values[:10]
+    assert best_cos.mean() > 0.95
+    assert res.metrics["val_fve"] > 0.8
+    assert 2 <= res.metrics["val_l0"] <= 6
+    assert res.metrics["val_dead_fraction"] < 0.1
+    torch.testing.assert_close(res.sae.decoder_norms(), torch.ones(128))
+    h = res.history
+    assert h[-1]["mse"] < 0.5 * h[0]["mse"]
+    assert ("sparsity" if arch == "jumprelu" else "auxk") in h[0]
+    if arch == "jumprelu":
+        assert (res.sae.threshold >= 0).all() and res.sae.threshold.mean() > 0.3  # it learned
+    else:
+        assert all(r["l0"] == pytest.approx(3.0) for r in h)  # the batch rule: 3 a token on average
+        assert float(res.sae.theta) > 0
+
+
+def test_jumprelu_l0_coefficient_buys_sparsity(data):
+    x, val = data
+    cfg = TrainConfig(arch="jumprelu", d_sae=128, batch_size=256, epochs=2, seed=0, lr=1e-2,
+                      l0_coeff=0.01)
+    loose = train_sae(x, cfg, val_acts=val, progress=False)
+    tight = train_sae(x, TrainConfig(**{**cfg.__dict__, "l0_coeff": 1.0}), val_acts=val,
+                      progress=False)
+    assert tight.metrics["val_l0"] < 0.8 * loose.metrics["val_l0"]
+
+
+def test_variant_config_validation():
+    with pytest.raises(ValueError, match="widths"):
+        TrainConfig(arch="matryoshka", d_sae=64, matryoshka_widths=(32, 16))
+    assert TrainConfig(arch="matryoshka", d_sae=4608).widths == (72, 288, 1152, 4608)
+    assert TrainConfig(arch="matryoshka", d_sae=64, matryoshka_widths=[8]).widths == (8, 64)
+    with pytest.raises(ValueError, match="sparsity_loss"):
+        TrainConfig(arch="jumprelu", sparsity_loss="l1")
+    with pytest.raises(ValueError, match="k"):
+        TrainConfig(arch="batchtopk", d_sae=8, k=9)
+
+
+@pytest.mark.parametrize("arch", list(VARIANTS))
+def test_train_saelens_variants_side_by_side(data, arch):
+    """SAELens's own trainers for the three, on the same data: an inference JumpReLU SAE that
+    takes raw activations and learned something."""
+    sae_lens = pytest.importorskip("sae_lens")
+    x, val = data
+    cfg = TrainConfig(arch=arch, d_sae=96, k=3, batch_size=256, epochs=2, seed=0,
+                      **VARIANTS[arch][1])
+    res = train_saelens(x, cfg, val_acts=val, progress=False)
+    assert isinstance(res.sae, sae_lens.JumpReLUSAE)
+    assert res.history[-1]["loss"] < res.history[0]["loss"]
+    assert res.metrics["val_fve"] > 0.3
+    assert ("sparsity" if arch == "jumprelu" else "auxk") in res.history[0]
+
+
+def test_main_train_matryoshka_widths(tmp_path, monkeypatch, data):
+    """--arch matryoshka --widths: trained with those prefixes, saved as SAELens saves it."""
+    sae_lens = pytest.importorskip("sae_lens")
+    x, val = data
+    _fake_cache(monkeypatch, x, val)
+    out = tmp_path / "sae"
+    args = ["--model", "tiny", "--hook", "blocks.1.hook_resid_pre", "--width", "64", "--k", "3",
+            "--tokens", "4096", "--val-tokens", "1000", "--batch-size", "512", "--out", str(out),
+            "--no-progress"]
+    assert main_train([*args, "--arch", "matryoshka", "--widths", "8,32"]) == 0
+    log = json.loads((out / "training_log.json").read_text())
+    assert log["metadata"]["train_config"]["matryoshka_widths"] == [8, 32, 64]
+    assert log["metadata"]["training_architecture"] == "matryoshka_batchtopk"
+    assert sae_lens.SAE.load_from_disk(str(out)).cfg.architecture() == "jumprelu"
+    for bad in ("32,8", "8,x", "8,100"):
+        with pytest.raises(SystemExit):
+            main_train([*args, "--arch", "matryoshka", "--widths", bad])

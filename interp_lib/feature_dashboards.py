@@ -1,0 +1,380 @@
+"""Feature dashboards: every feature of every shipped SAE, rendered in the browser from sharded data.
+
+The feature pages (:mod:`interp_lib.feature_pages`) are full HTML pages for the ~230 features the
+book links to or ranks; a page per feature for all 23,040 features of the shipped SAEs would be
+about a gigabyte in the site's theme. Instead the build writes, per SAE, the statistics of every
+feature (:class:`interp_lib.feature_stats.FeatureData`, with the decoder-cosine neighbours computed
+here) as small JavaScript data files of :data:`SHARD_SIZE` features each, loaded on demand by one
+viewer page, ``features/dashboard.html#<slug>/<n>``, in the site's theme. The stable address of a
+feature, ``features/<slug>/<n>.html`` (:func:`interp_lib.feature_url`), is the full page where
+there is one and otherwise a tiny page that forwards to the viewer; ``features/search.html`` finds
+features by number, by the tokens their top examples peak on, and by decoder similarity.
+
+The data files are ``.js`` (each calls ``interpDash.add(...)``), not JSON: pages opened from
+``file://`` may load scripts but not fetch files. Example activations are stored as bytes relative
+to the feature's largest activation (the colour scale; at most ``max / 510`` off), base64-encoded;
+every other number as computed.
+
+**Why not ``sae-dashboard``** (the Neuronpedia pipeline, PyPI): ``pip install --dry-run
+sae-dashboard`` (0.8.0) in the project's environment would replace transformer-lens 3.9 by 2.17,
+transformers 5 by 4.56, numpy by 1.26 and torch 2.13 (CPU) by 2.14 with the CUDA packages, and add
+``datasets``, ``nnsight``, ``wandb``: it cannot run beside sae-lens 6.54 here, and it writes one
+self-contained HTML file per feature, not pages of this site.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+
+from .errors import InvalidArgumentError
+from .feature_stats import (
+    AFTER,
+    BEFORE,
+    N_BINS,
+    N_QUANTILES,
+    N_SPREAD,
+    N_TOP,
+    WIDTH,
+    FeatureData,
+    SAESource,
+)
+from .files import atomic_dir
+from .tokens import token_strings, token_strings_each
+
+DASHBOARD = "dashboard"
+"""The viewer page: ``features/dashboard.html#<slug>/<n>``."""
+SEARCH = "search"
+"""The search page: ``features/search.html#token=<text>`` (or ``number=`` / ``like=<slug>/<n>``)."""
+SHARD_SIZE = 256
+"""Features per data file."""
+N_NEIGHBOURS = 10
+"""Nearest features by decoder cosine shown per feature (same SAE)."""
+DATA_DIR = "data"
+SCRIPT = "feature_dashboard.js"
+SITE_DATA = "dashboards.js"
+_JS_SOURCE = Path(__file__).parent / "data" / SCRIPT
+
+
+class Neighbours(NamedTuple):
+    """Decoder-cosine neighbours of every feature of one SAE."""
+
+    ids: np.ndarray
+    """[d_sae, N_NEIGHBOURS] nearest other features of the same SAE."""
+    cos: np.ndarray
+    """[d_sae, N_NEIGHBOURS] their cosine."""
+    best: dict[str, tuple[np.ndarray, np.ndarray]]
+    """Per other SAE (slug): ([d_sae] its feature with the largest cosine, [d_sae] that cosine)."""
+
+
+def _unit_rows(sae) -> torch.Tensor:
+    w = sae.W_dec.detach().float()
+    return w / w.norm(dim=1, keepdim=True).clamp(min=1e-12)
+
+
+@torch.inference_mode()
+def decoder_neighbours(
+    sources: Sequence[SAESource], k: int = N_NEIGHBOURS
+) -> dict[str, Neighbours]:
+    """For each SAE: its features' nearest features by decoder cosine, in it and (best match) in
+    each other SAE of the same width."""
+    units = {src.slug: _unit_rows(src.sae) for src in sources}
+    out = {}
+    for slug, u in units.items():
+        same = u @ u.T
+        same.fill_diagonal_(-2.0)
+        top = same.topk(min(k, u.shape[0] - 1), dim=1)
+        best = {}
+        for other, v in units.items():
+            if other != slug and v.shape[1] == u.shape[1]:
+                m = (u @ v.T).max(dim=1)
+                best[other] = (m.indices.numpy(), m.values.numpy())
+        out[slug] = Neighbours(top.indices.numpy(), top.values.numpy(), best)
+    return out
+
+
+def _r(x: float, digits: int = 4) -> float:
+    """A float rounded to ``digits`` significant digits (the data files' precision)."""
+    return float(f"{float(x):.{digits}g}")
+
+
+def feature_record(
+    data: FeatureData,
+    f: int,
+    neighbours: Neighbours,
+    slugs: Sequence[str],
+    lens_tokens: tuple[list[str], list[str]],
+) -> dict:
+    """What the dashboard of feature ``f`` shows (the JSON object of its data file)."""
+    vmax = float(data.max_act[f])
+    examples = [
+        [int(data.ex_ctx[f, e]), int(data.ex_pos[f, e]), _r(data.ex_max[f, e])]
+        if data.ex_ctx[f, e] >= 0
+        else None
+        for e in range(N_TOP + N_SPREAD)
+    ]
+    scaled = np.zeros((N_TOP + N_SPREAD, WIDTH), np.uint8)
+    if vmax > 0:
+        acts = data.ex_acts[f].astype(np.float32) / vmax
+        scaled = np.clip(np.rint(acts * 255), 0, 255).astype(np.uint8)
+    up, down = lens_tokens
+    return {
+        "density": _r(data.density[f]),
+        "max": _r(vmax),
+        "mean": _r(data.mean_act[f]),
+        "contexts": int(data.n_contexts[f]),
+        "sinks": [int(data.sink_count[f]), _r(data.sink_max[f])],
+        "hist": data.hist[f].tolist(),
+        "examples": examples,
+        "acts": base64.b64encode(scaled.tobytes()).decode("ascii"),
+        "up": [[t, _r(v)] for t, v in zip(up, data.lens_up_val[f])],
+        "down": [[t, _r(v)] for t, v in zip(down, data.lens_down_val[f])],
+        "lens_hist": data.lens_hist[f].tolist(),
+        "lens_range": [_r(data.lens_lo[f]), _r(data.lens_hi[f])],
+        "near": [[int(g), _r(c, 3)] for g, c in zip(neighbours.ids[f], neighbours.cos[f])],
+        "best": [
+            [slugs.index(other), int(ids[f]), _r(cos[f], 3)]
+            for other, (ids, cos) in neighbours.best.items()
+        ],
+        "cofire": [
+            [int(g), _r(j, 3)] for g, j in zip(data.cofire[f], data.cofire_val[f]) if g >= 0
+        ],
+    }
+
+
+def _js(call: str, *args) -> str:
+    return (
+        f"interpDash.{call}("
+        + ",".join(json.dumps(a, separators=(",", ":")) for a in args)
+        + ");\n"
+    )
+
+
+def _peak_key(token: str) -> str:
+    """How the search compares tokens: stripped, lower case; whitespace tokens as they are."""
+    return token.strip().lower() or token
+
+
+def context_strings(data: FeatureData, tokenizer) -> list[list[str]]:
+    """The text of every token of the held-out contexts, positions 1.. (what the examples show)."""
+    return [token_strings(tokenizer, row[1:].tolist()) for row in data.tokens]
+
+
+def _peak_token(strings: list[list[str]], ctx: int, pos: int) -> str:
+    """The text at position ``pos`` (>= 1) of a context; a byte piece ('') reads as the character
+    it starts."""
+    row = strings[ctx]
+    for s in row[pos - 1 :]:
+        if s:
+            return s
+    return ""
+
+
+def token_index(data: FeatureData, strings: list[list[str]]) -> dict[str, list[list]]:
+    """{token key: [[feature, top examples peaking on it, largest activation there], ...]}, best
+    first: what the search by token reads."""
+    index: dict[str, dict[int, list]] = {}
+    for f in np.flatnonzero(data.max_act > 0):
+        for e in range(N_TOP):
+            ctx = int(data.ex_ctx[f, e])
+            if ctx < 0:
+                break
+            key = _peak_key(_peak_token(strings, ctx, int(data.ex_pos[f, e])))
+            hit = index.setdefault(key, {}).setdefault(int(f), [int(f), 0, 0.0])
+            hit[1] += 1
+            hit[2] = max(hit[2], _r(data.ex_max[f, e]))
+    return {key: sorted(hits.values(), key=lambda h: (-h[1], -h[2])) for key, hits in index.items()}
+
+
+def stub_page(slug: str, feature: int) -> str:
+    """The page at a feature's stable address when it has no full page: forwards to the viewer."""
+    target = f"../{DASHBOARD}.html#{slug}/{feature}"
+    return (
+        f'<!DOCTYPE html><meta charset="utf-8"><title>Feature {feature}</title>'
+        f"<script>location.replace({json.dumps(target)})</script>"
+        f'<a href="{html.escape(target)}">Feature {feature}: its dashboard</a>\n'
+    )
+
+
+def write_dashboards(
+    features_dir: Path,
+    datas: dict[str, FeatureData],
+    sources: Sequence[SAESource],
+    tokenizer,
+    *,
+    full_pages: set[tuple[str, int]] = frozenset(),
+) -> dict:
+    """Write every SAE's dashboard data, the stable-address pages of features without a full page
+    (``full_pages``: (slug, n) that have one) and the viewer's script under ``features_dir``.
+
+    Returns a summary: files and bytes written.
+    """
+    features_dir = Path(features_dir)
+    slugs = [src.slug for src in sources]
+    neighbours = decoder_neighbours(sources)
+    site = {
+        "saes": [],
+        "n_top": N_TOP,
+        "n_spread": N_SPREAD,
+        "n_quantiles": N_QUANTILES,
+        "before": BEFORE,
+        "after": AFTER,
+        "width": WIDTH,
+        "bins": N_BINS,
+        "shard_size": SHARD_SIZE,
+    }
+    n_files = n_bytes = 0
+    strings_by_tokens: dict[bytes, list[list[str]]] = {}
+    for src in sources:
+        data = datas[src.slug]
+        key = data.tokens.tobytes()
+        if key not in strings_by_tokens:
+            strings_by_tokens[key] = context_strings(data, tokenizer)
+        strings = strings_by_tokens[key]
+        slug_dir = features_dir / src.slug
+        with atomic_dir(slug_dir / DATA_DIR) as tmp:
+            files = {"contexts.js": _js("contexts", src.slug, strings)}
+            files["search.js"] = _js("tokens", src.slug, token_index(data, strings))
+            for start in range(0, data.d_sae, SHARD_SIZE):
+                stop = min(start + SHARD_SIZE, data.d_sae)
+                up = token_strings_each(tokenizer, data.lens_up[start:stop].ravel())
+                down = token_strings_each(tokenizer, data.lens_down[start:stop].ravel())
+                k = data.lens_up.shape[1]
+                records = [
+                    feature_record(
+                        data,
+                        f,
+                        neighbours[src.slug],
+                        slugs,
+                        (
+                            up[(f - start) * k : (f - start + 1) * k],
+                            down[(f - start) * k : (f - start + 1) * k],
+                        ),
+                    )
+                    for f in range(start, stop)
+                ]
+                files[f"shard-{start // SHARD_SIZE}.js"] = _js("shard", src.slug, start, records)
+            for name, text in files.items():
+                (tmp / name).write_text(text, encoding="utf-8")
+                n_files += 1
+                n_bytes += len(text.encode("utf-8"))
+        for f in range(data.d_sae):
+            if (src.slug, f) not in full_pages:
+                text = stub_page(src.slug, f)
+                (slug_dir / f"{f}.html").write_text(text, encoding="utf-8")
+                n_files += 1
+                n_bytes += len(text)
+        site["saes"].append(
+            {
+                "slug": src.slug,
+                "release": src.release,
+                "sae_id": src.sae_id,
+                "d_sae": data.d_sae,
+                "n_tokens": data.n_tokens,
+                "n_massive": data.n_massive,
+                "n_contexts": int(data.tokens.shape[0]),
+                "full_pages": sorted(f for s, f in full_pages if s == src.slug),
+            }
+        )
+    for name, text in ((SITE_DATA, _js("site", site)), (SCRIPT, _JS_SOURCE.read_text("utf-8"))):
+        (features_dir / name).write_text(text, encoding="utf-8")
+        n_files += 1
+        n_bytes += len(text.encode("utf-8"))
+    return {"files": n_files, "bytes": n_bytes}
+
+
+_CALL = re.compile(r"^interpDash\.(\w+)\((.*)\);\s*$", re.S)
+
+
+def read_data_file(path: Path) -> tuple[str, list]:
+    """(call name, arguments) of one data file written by :func:`write_dashboards`."""
+    m = _CALL.match(Path(path).read_text(encoding="utf-8"))
+    if not m:
+        raise ValueError(f"{path}: not a dashboard data file")
+    return m.group(1), json.loads(f"[{m.group(2)}]")
+
+
+def dashboard_record(features_dir: Path, slug: str, feature: int) -> dict:
+    """The data the dashboard of ``feature`` shows, read back from the written files (for tests and
+    scripts)."""
+    folder = Path(features_dir) / slug / DATA_DIR
+    if not folder.is_dir():
+        known = sorted(p.parent.name for p in Path(features_dir).glob(f"*/{DATA_DIR}"))
+        raise InvalidArgumentError(f"slug {slug!r} has no dashboards; choose one of {known}")
+    shard = folder / f"shard-{int(feature) // SHARD_SIZE}.js"
+    if feature < 0 or not shard.is_file():
+        raise InvalidArgumentError(f"feature {feature} has no dashboard in {slug}")
+    _, (_, start, records) = read_data_file(shard)
+    if not 0 <= feature - start < len(records):
+        raise InvalidArgumentError(f"feature {feature} has no dashboard in {slug}")
+    return records[feature - start]
+
+
+def window_activations(record: dict, example: int) -> np.ndarray:
+    """[WIDTH] activations of one example's window as the dashboard shows them (decoded bytes)."""
+    raw = np.frombuffer(base64.b64decode(record["acts"]), np.uint8).reshape(-1, WIDTH)
+    return raw[example].astype(np.float32) / 255 * record["max"]
+
+
+_STYLE = """<style>
+.interp-tokens { font-family: monospace; font-size: 0.85em; line-height: 1.7; }
+.interp-example { margin: 0.3em 0; padding: 0.3em 0.5em; border-left: 3px solid #ddd; }
+.interp-example-label { font-family: sans-serif; font-size: 0.9em;
+  color: var(--pst-color-text-muted, #555); }
+.interp-example-tokens { white-space: pre-wrap; word-break: break-word; }
+.interp-error { color: var(--pst-color-danger, #b00); }
+#search-form label { margin-right: 1em; }
+</style>
+"""
+
+_VIEWER_BODY = (
+    _STYLE
+    + """<section id="feature-dashboard" class="interp-dashboard">
+<h1 id="dash-title">Feature dashboard</h1>
+<p><a href="../index.html">the book</a> \u00b7 <a href="index.html">all SAEs</a> \u00b7
+<a href="search.html">find a feature</a></p>
+<div id="dash" data-state="loading"><p>Loading\u2026 (this page needs JavaScript).</p></div>
+</section>
+<script src="feature_dashboard.js"></script>
+<script src="dashboards.js"></script>
+"""
+)
+
+_SEARCH_BODY = (
+    _STYLE
+    + """<section id="feature-search" class="interp-dashboard">
+<h1>Find a feature</h1>
+<p><a href="../index.html">the book</a> \u00b7 <a href="index.html">all SAEs</a></p>
+<p>Every feature of every SAE of the book has a dashboard. Find one by its number, by a token
+(the features whose top examples peak on tokens matching it, most such examples first), or by
+similarity to a feature (its nearest features by decoder cosine, in its SAE and the best match in
+the others). Everything runs in this page: no server.</p>
+<form id="search-form">
+<label>SAE <select id="q-sae"></select></label>
+<label>mode <select id="q-mode"><option value="number">feature number</option>
+<option value="token">token</option><option value="like">similar to feature</option></select></label>
+<label>query <input id="q-text" type="text" size="16"></label>
+<button type="submit">find</button>
+</form>
+<div id="dash" data-state="idle"></div>
+</section>
+<script src="feature_dashboard.js"></script>
+<script src="dashboards.js"></script>
+"""
+)
+
+
+def viewer_pages(folder: str) -> list[tuple[str, str, str]]:
+    """(pagename, title, body) of the viewer and the search page in ``folder`` (the features
+    folder of the site), for the site's page template."""
+    return [
+        (f"{folder}/{DASHBOARD}", "Feature dashboard", _VIEWER_BODY),
+        (f"{folder}/{SEARCH}", "Find a feature", _SEARCH_BODY),
+    ]

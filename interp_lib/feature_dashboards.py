@@ -47,6 +47,7 @@ from .feature_stats import (
     SAESource,
 )
 from .files import atomic_dir
+from .similarity import best_matches, decoder_directions
 from .tokens import token_strings, token_strings_each
 
 DASHBOARD = "dashboard"
@@ -70,22 +71,23 @@ class Neighbours(NamedTuple):
     """[d_sae, N_NEIGHBOURS] nearest other features of the same SAE."""
     cos: np.ndarray
     """[d_sae, N_NEIGHBOURS] their cosine."""
-    best: dict[str, tuple[np.ndarray, np.ndarray]]
-    """Per other SAE (slug): ([d_sae] its feature with the largest cosine, [d_sae] that cosine)."""
-
-
-def _unit_rows(sae) -> torch.Tensor:
-    w = sae.W_dec.detach().float()
-    return w / w.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    best: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    """Per other SAE (slug): ([d_sae] its feature with the largest cosine other than the one with
+    the same number, [d_sae] that cosine, [d_sae] the cosine with the same-numbered feature)."""
 
 
 @torch.inference_mode()
 def decoder_neighbours(
     sources: Sequence[SAESource], k: int = N_NEIGHBOURS
 ) -> dict[str, Neighbours]:
-    """For each SAE: its features' nearest features by decoder cosine, in it and (best match) in
-    each other SAE of the same width."""
-    units = {src.slug: _unit_rows(src.sae) for src in sources}
+    """For each SAE: its features' nearest features by decoder cosine, in it and (best match,
+    :func:`interp_lib.similarity.best_matches`) in each other SAE of the same width.
+
+    The shipped SAEs were trained from one seed, so feature ``n`` of two of them starts from the
+    same random direction: as in chapter 3, the best match leaves the same-numbered feature out
+    (``exclude_same``) and its cosine is given on its own.
+    """
+    units = {src.slug: decoder_directions(src.sae) for src in sources}
     out = {}
     for slug, u in units.items():
         same = u @ u.T
@@ -93,9 +95,12 @@ def decoder_neighbours(
         top = same.topk(min(k, u.shape[0] - 1), dim=1)
         best = {}
         for other, v in units.items():
-            if other != slug and v.shape[1] == u.shape[1]:
-                m = (u @ v.T).max(dim=1)
-                best[other] = (m.indices.numpy(), m.values.numpy())
+            if other != slug and v.shape[1] == u.shape[1] and v.shape[0] > 1:
+                m = best_matches(u, v, exclude_same=True)
+                n = min(u.shape[0], v.shape[0])
+                same_n = torch.full((u.shape[0],), float("nan"))
+                same_n[:n] = (u[:n] * v[:n]).sum(1)
+                best[other] = (m.index.numpy(), m.similarity.numpy(), same_n.numpy())
         out[slug] = Neighbours(top.indices.numpy(), top.values.numpy(), best)
     return out
 
@@ -141,7 +146,8 @@ def feature_record(
         "near": [[int(g), _r(c, 3)] for g, c in zip(neighbours.ids[f], neighbours.cos[f])],
         "best": [
             [slugs.index(other), int(ids[f]), _r(cos[f], 3)]
-            for other, (ids, cos) in neighbours.best.items()
+            + ([_r(same[f], 3)] if np.isfinite(same[f]) else [])
+            for other, (ids, cos, same) in neighbours.best.items()
         ],
         "cofire": [
             [int(g), _r(j, 3)] for g, j in zip(data.cofire[f], data.cofire_val[f]) if g >= 0

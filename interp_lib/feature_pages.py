@@ -12,12 +12,10 @@ histogram of the non-zero activations, the density and the logit lens.
 is scanned for ``features/<slug>/<n>.html``: no registry to keep in sync), plus, per SAE, those of
 :func:`interp_lib.feature_stats.top_features`. The index pages state that rule.
 
-**Why not SAELens's dashboards.** ``sae-dashboard`` 0.8 (the Neuronpedia pipeline) and ``sae-vis``
-0.3.7 both pin ``transformer-lens < 3`` (the project uses 3.9, which sae-lens 6.54 requires) and
-pull ``datasets``; ``sae-dashboard`` also pins ``transformers < 4.57`` (we use 5.x). Their pages are
-single-file apps with their own JavaScript and styling rather than pages of this site. Plain HTML in
-the site's theme, with the book's own token highlighting (:func:`interp_lib.plots.token_highlights`)
-and figures, needs no new dependency and passes the book's offline browser check.
+**Every feature** of every shipped SAE also gets a dashboard, rendered in the browser from
+sharded data files (:mod:`interp_lib.feature_dashboards`, written by :func:`site_pages`); its
+stable address is the same ``features/<slug>/<n>.html``. That module also says why the
+``sae-dashboard`` package is not used.
 """
 
 from __future__ import annotations

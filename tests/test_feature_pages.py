@@ -391,13 +391,16 @@ def test_dashboard_neighbours_are_the_decoder_cosines(setup, dashboards):
     cos = w @ w.T
     cos.fill_diagonal_(-2)
     across = w @ v.T
+    same = torch.diagonal(across).clone()
+    across.fill_diagonal_(-2)  # the same-numbered feature shares its starting direction: left out
     for f in (0, 5, 47):
         rec = fd.dashboard_record(out, SLUG, f)
         ids = [g for g, _ in rec["near"]]
         assert ids == cos[f].topk(fd.N_NEIGHBOURS).indices.tolist() and f not in ids
         np.testing.assert_allclose([c for _, c in rec["near"]], cos[f, ids].numpy(), atol=1e-3)
-        [(which, g, c)] = rec["best"]
+        [(which, g, c, *own)] = rec["best"]
         assert which == 1 and g == int(across[f].argmax()) and c == pytest.approx(float(across[f].max()), abs=1e-3)
+        assert g != f and own == ([pytest.approx(float(same[f]), abs=1e-3)] if f < 32 else [])
 
 
 def test_every_feature_has_a_stable_address(dashboards, computed):
@@ -509,3 +512,58 @@ def test_real_model_token_strings_and_logit_lens(smollm):
         lens = feature_logit_lens(smollm, sae, f, 5)
         assert smollm.to_str_tokens(up[f]) == [s for s, _ in lens.promoted]
         np.testing.assert_allclose(down_val[f].numpy(), [v for _, v in lens.suppressed], rtol=1e-4)
+
+
+@pytest.mark.book_html
+def test_dashboards_show_the_library_numbers(site, smollm):
+    """Seeded random dashboards of the built site, in every SAE: the activations their examples
+    show are what encode_texts gives on those held-out contexts (attention sinks, which the pages
+    leave out, aside), and their logit lens is feature_logit_lens's."""
+    import random
+
+    from interp_lib.encoding import encode_texts
+    from interp_lib.hooks import sae_hook
+    from interp_lib.logit_lens import feature_logit_lens
+    from interp_lib.metrics import typical_rows
+    from interp_lib.zoo import load_sae
+
+    features = site / fp.FEATURES_DIR
+    saes = fd.read_data_file(features / fd.SITE_DATA)[1][0]["saes"]
+    rng = random.Random(17)
+    picked = {s["slug"]: rng.sample(range(s["d_sae"]), 2) for s in saes}
+    loaded = {s["slug"]: load_sae(s["release"], s["sae_id"]) for s in saes}
+    contexts = fd.read_data_file(features / saes[0]["slug"] / fd.DATA_DIR / "contexts.js")[1][1]
+    cases, needed = [], set()
+    for slug, fs_ in picked.items():
+        for f in fs_:
+            rec = fd.dashboard_record(features, slug, f)
+            lens = feature_logit_lens(smollm, loaded[slug], f, len(rec["up"]))
+            assert [t for t, _ in rec["up"]] == [t for t, _ in lens.promoted]
+            assert [t for t, _ in rec["down"]] == [t for t, _ in lens.suppressed]
+            np.testing.assert_allclose([v for _, v in rec["up"]], [v for _, v in lens.promoted], rtol=1e-3)
+            np.testing.assert_allclose([v for _, v in rec["down"]], [v for _, v in lens.suppressed], rtol=1e-3)
+            # the two strongest examples and the first of each quantile group
+            for e in [0, 1, *range(fs.N_TOP, fs.N_TOP + fs.N_SPREAD, 3)]:
+                if rec["examples"][e] is not None:
+                    cases.append((slug, f, rec, e))
+                    needed.add(rec["examples"][e][0])
+    order = sorted(needed)
+    enc = encode_texts(smollm, loaded, ["".join(contexts[c]) for c in order])
+    checked = 0
+    for slug, f, rec, e in cases:
+        ctx, pos, peak = rec["examples"][e]
+        i = order.index(ctx)
+        got = enc.encoded[slug]
+        if got.tokens[i] != contexts[ctx]:
+            continue  # this context's text does not tokenize back to the same tokens
+        acts = got.acts[i][:, f].numpy()
+        raw = enc.hook_acts[sae_hook(loaded[slug])][i]
+        typical = typical_rows(raw, fs.MASSIVE_FACTOR).numpy()
+        lo, hi = max(1, pos - fs.BEFORE), min(len(contexts[ctx]) + 1, pos + fs.AFTER + 1)
+        shown = fd.window_activations(rec, e)[lo - pos + fs.BEFORE: hi - pos + fs.BEFORE]
+        want = np.where(typical[lo - 1: hi - 1], acts[lo - 1: hi - 1], 0.0)
+        assert peak == pytest.approx(float(acts[pos - 1]), rel=0.02, abs=0.02), (slug, f, e)
+        np.testing.assert_allclose(shown, want, atol=rec["max"] / 500 + 0.02 * rec["max"] + 0.02,
+                                   err_msg=f"{slug}/{f} example {e}")
+        checked += 1
+    assert checked >= 0.8 * len(cases) and checked >= 20, (checked, len(cases))

@@ -47,8 +47,8 @@ from .feature_stats import (
     SAESource,
 )
 from .files import atomic_dir
-from .similarity import best_matches, decoder_directions
-from .tokens import token_strings, token_strings_each
+from .similarity import decoder_directions
+from .tokens import token_strings
 
 DASHBOARD = "dashboard"
 """The viewer page: ``features/dashboard.html#<slug>/<n>``."""
@@ -80,79 +80,109 @@ class Neighbours(NamedTuple):
 def decoder_neighbours(
     sources: Sequence[SAESource], k: int = N_NEIGHBOURS
 ) -> dict[str, Neighbours]:
-    """For each SAE: its features' nearest features by decoder cosine, in it and (best match,
-    :func:`interp_lib.similarity.best_matches`) in each other SAE of the same width.
+    """For each SAE: its features' nearest features by decoder cosine, in it and (best match) in
+    each other SAE of the same width.
 
     The shipped SAEs were trained from one seed, so feature ``n`` of two of them starts from the
-    same random direction: as in chapter 3, the best match leaves the same-numbered feature out
-    (``exclude_same``) and its cosine is given on its own.
+    same random direction: as in chapter 3 (:func:`interp_lib.similarity.best_matches` with
+    ``exclude_same``), the best match leaves the same-numbered feature out, and its cosine is given
+    on its own. One product of two SAEs' directions serves both directions of the match.
     """
     units = {src.slug: decoder_directions(src.sae) for src in sources}
-    out = {}
-    for slug, u in units.items():
+    slugs = list(units)
+    near, best = {}, {slug: {} for slug in slugs}
+    for i, a in enumerate(slugs):
+        u = units[a]
         same = u @ u.T
         same.fill_diagonal_(-2.0)
         top = same.topk(min(k, u.shape[0] - 1), dim=1)
-        best = {}
-        for other, v in units.items():
-            if other != slug and v.shape[1] == u.shape[1] and v.shape[0] > 1:
-                m = best_matches(u, v, exclude_same=True)
-                n = min(u.shape[0], v.shape[0])
-                same_n = torch.full((u.shape[0],), float("nan"))
-                same_n[:n] = (u[:n] * v[:n]).sum(1)
-                best[other] = (m.index.numpy(), m.similarity.numpy(), same_n.numpy())
-        out[slug] = Neighbours(top.indices.numpy(), top.values.numpy(), best)
-    return out
+        near[a] = (top.indices.numpy(), top.values.numpy())
+        for b in slugs[i + 1 :]:
+            v = units[b]
+            if v.shape[1] != u.shape[1] or min(u.shape[0], v.shape[0]) < 2:
+                continue
+            sims = u @ v.T
+            n = min(u.shape[0], v.shape[0])
+            own = torch.diagonal(sims).clone()
+            sims[torch.arange(n), torch.arange(n)] = -torch.inf
+            for x, y, m, d in (
+                (a, b, sims.max(dim=1), u.shape[0]),
+                (b, a, sims.max(dim=0), v.shape[0]),
+            ):
+                same_n = torch.full((d,), float("nan"))
+                same_n[:n] = own
+                best[x][y] = (m.indices.numpy(), m.values.numpy(), same_n.numpy())
+    return {slug: Neighbours(*near[slug], best[slug]) for slug in slugs}
 
 
-def _r(x: float, digits: int = 4) -> float:
-    """A float rounded to ``digits`` significant digits (the data files' precision)."""
-    return float(f"{float(x):.{digits}g}")
+def _rounded(a: np.ndarray, digits: int = 4) -> list:
+    """``a`` as (nested) lists of floats rounded to ``digits`` significant digits (the data files'
+    precision)."""
+    a = np.asarray(a, np.float64)
+    finite = np.isfinite(a) & (a != 0)
+    mag = np.floor(np.log10(np.abs(a, where=finite, out=np.ones_like(a))))
+    scale = 10.0 ** (digits - 1 - mag)
+    return np.where(finite, np.round(a * scale) / scale, a).tolist()
 
 
-def feature_record(
+def feature_records(
     data: FeatureData,
-    f: int,
+    features: range,
     neighbours: Neighbours,
     slugs: Sequence[str],
-    lens_tokens: tuple[list[str], list[str]],
-) -> dict:
-    """What the dashboard of feature ``f`` shows (the JSON object of its data file)."""
-    vmax = float(data.max_act[f])
-    examples = [
-        [int(data.ex_ctx[f, e]), int(data.ex_pos[f, e]), _r(data.ex_max[f, e])]
-        if data.ex_ctx[f, e] >= 0
-        else None
-        for e in range(N_TOP + N_SPREAD)
-    ]
-    scaled = np.zeros((N_TOP + N_SPREAD, WIDTH), np.uint8)
-    if vmax > 0:
-        acts = data.ex_acts[f].astype(np.float32) / vmax
-        scaled = np.clip(np.rint(acts * 255), 0, 255).astype(np.uint8)
-    up, down = lens_tokens
-    return {
-        "density": _r(data.density[f]),
-        "max": _r(vmax),
-        "mean": _r(data.mean_act[f]),
-        "contexts": int(data.n_contexts[f]),
-        "sinks": [int(data.sink_count[f]), _r(data.sink_max[f])],
-        "hist": data.hist[f].tolist(),
-        "examples": examples,
-        "acts": base64.b64encode(scaled.tobytes()).decode("ascii"),
-        "up": [[t, _r(v)] for t, v in zip(up, data.lens_up_val[f])],
-        "down": [[t, _r(v)] for t, v in zip(down, data.lens_down_val[f])],
-        "lens_hist": data.lens_hist[f].tolist(),
-        "lens_range": [_r(data.lens_lo[f]), _r(data.lens_hi[f])],
-        "near": [[int(g), _r(c, 3)] for g, c in zip(neighbours.ids[f], neighbours.cos[f])],
-        "best": [
-            [slugs.index(other), int(ids[f]), _r(cos[f], 3)]
-            + ([_r(same[f], 3)] if np.isfinite(same[f]) else [])
-            for other, (ids, cos, same) in neighbours.best.items()
-        ],
-        "cofire": [
-            [int(g), _r(j, 3)] for g, j in zip(data.cofire[f], data.cofire_val[f]) if g >= 0
-        ],
+    vocab: dict[int, str],
+) -> list[dict]:
+    """What the dashboards of ``features`` show (the JSON objects of a data file); ``vocab``: the
+    text of every token id of their logit lens."""
+    f = np.arange(features.start, features.stop)
+    vmax = data.max_act[f].astype(np.float32)
+    scaled = data.ex_acts[f].astype(np.float32) / np.where(vmax > 0, vmax, 1)[:, None, None]
+    scaled = np.clip(np.rint(scaled * 255), 0, 255).astype(np.uint8)
+    r = {
+        name: _rounded(getattr(data, name)[f])
+        for name in ("density", "max_act", "mean_act", "sink_max", "ex_max", "lens_lo", "lens_hi")
     }
+    r |= {name: _rounded(getattr(data, name)[f]) for name in ("lens_up_val", "lens_down_val")}
+    r["near"] = _rounded(neighbours.cos[f], 3)
+    r["cofire"] = _rounded(data.cofire_val[f], 3)
+    best = [
+        (slugs.index(other), ids[f].tolist(), _rounded(cos[f], 3), _rounded(same[f], 3))
+        for other, (ids, cos, same) in neighbours.best.items()
+    ]
+    records = []
+    for i, g in enumerate(f.tolist()):
+        ctx, pos = data.ex_ctx[g].tolist(), data.ex_pos[g].tolist()
+        records.append(
+            {
+                "density": r["density"][i],
+                "max": r["max_act"][i],
+                "mean": r["mean_act"][i],
+                "contexts": int(data.n_contexts[g]),
+                "sinks": [int(data.sink_count[g]), r["sink_max"][i]],
+                "hist": data.hist[g].tolist(),
+                "examples": [
+                    [c, p, m] if c >= 0 else None for c, p, m in zip(ctx, pos, r["ex_max"][i])
+                ],
+                "acts": base64.b64encode(scaled[i].tobytes()).decode("ascii"),
+                "up": [
+                    [vocab[t], v] for t, v in zip(data.lens_up[g].tolist(), r["lens_up_val"][i])
+                ],
+                "down": [
+                    [vocab[t], v] for t, v in zip(data.lens_down[g].tolist(), r["lens_down_val"][i])
+                ],
+                "lens_hist": data.lens_hist[g].tolist(),
+                "lens_range": [r["lens_lo"][i], r["lens_hi"][i]],
+                "near": [[h, c] for h, c in zip(neighbours.ids[g].tolist(), r["near"][i])],
+                "best": [
+                    [k, ids[i], cos[i]] + ([same[i]] if np.isfinite(same[i]) else [])
+                    for k, ids, cos, same in best
+                ],
+                "cofire": [
+                    [h, j] for h, j in zip(data.cofire[g].tolist(), r["cofire"][i]) if h >= 0
+                ],
+            }
+        )
+    return records
 
 
 def _js(call: str, *args) -> str:
@@ -187,16 +217,26 @@ def token_index(data: FeatureData, strings: list[list[str]]) -> dict[str, list[l
     """{token key: [[feature, top examples peaking on it, largest activation there], ...]}, best
     first: what the search by token reads."""
     index: dict[str, dict[int, list]] = {}
-    for f in np.flatnonzero(data.max_act > 0):
-        for e in range(N_TOP):
-            ctx = int(data.ex_ctx[f, e])
+    peaks = _rounded(data.ex_max[:, :N_TOP])
+    ctxs, poss = data.ex_ctx[:, :N_TOP].tolist(), data.ex_pos[:, :N_TOP].tolist()
+    for f in np.flatnonzero(data.max_act > 0).tolist():
+        for ctx, pos, peak in zip(ctxs[f], poss[f], peaks[f]):
             if ctx < 0:
                 break
-            key = _peak_key(_peak_token(strings, ctx, int(data.ex_pos[f, e])))
-            hit = index.setdefault(key, {}).setdefault(int(f), [int(f), 0, 0.0])
+            key = _peak_key(_peak_token(strings, ctx, pos))
+            hit = index.setdefault(key, {}).setdefault(f, [f, 0, 0.0])
             hit[1] += 1
-            hit[2] = max(hit[2], _r(data.ex_max[f, e]))
+            hit[2] = max(hit[2], peak)
     return {key: sorted(hits.values(), key=lambda h: (-h[1], -h[2])) for key, hits in index.items()}
+
+
+def token_vocab(tokenizer, *ids: np.ndarray) -> dict[int, str]:
+    """{token id: its text decoded on its own} for every id in ``ids`` (one batch decode)."""
+    unique = np.unique(np.concatenate([np.asarray(a).ravel() for a in ids])).tolist()
+    texts = tokenizer.batch_decode(
+        [[i] for i in unique], skip_special_tokens=False, clean_up_tokenization_spaces=False
+    )
+    return dict(zip(unique, texts))
 
 
 def stub_page(slug: str, feature: int) -> str:
@@ -248,24 +288,15 @@ def write_dashboards(
         with atomic_dir(slug_dir / DATA_DIR) as tmp:
             files = {"contexts.js": _js("contexts", src.slug, strings)}
             files["search.js"] = _js("tokens", src.slug, token_index(data, strings))
+            vocab = token_vocab(tokenizer, data.lens_up, data.lens_down)
             for start in range(0, data.d_sae, SHARD_SIZE):
-                stop = min(start + SHARD_SIZE, data.d_sae)
-                up = token_strings_each(tokenizer, data.lens_up[start:stop].ravel())
-                down = token_strings_each(tokenizer, data.lens_down[start:stop].ravel())
-                k = data.lens_up.shape[1]
-                records = [
-                    feature_record(
-                        data,
-                        f,
-                        neighbours[src.slug],
-                        slugs,
-                        (
-                            up[(f - start) * k : (f - start + 1) * k],
-                            down[(f - start) * k : (f - start + 1) * k],
-                        ),
-                    )
-                    for f in range(start, stop)
-                ]
+                records = feature_records(
+                    data,
+                    range(start, min(start + SHARD_SIZE, data.d_sae)),
+                    neighbours[src.slug],
+                    slugs,
+                    vocab,
+                )
                 files[f"shard-{start // SHARD_SIZE}.js"] = _js("shard", src.slug, start, records)
             for name, text in files.items():
                 (tmp / name).write_text(text, encoding="utf-8")

@@ -542,8 +542,9 @@ def test_dashboards_show_the_library_numbers(site, smollm):
             assert [t for t, _ in rec["down"]] == [t for t, _ in lens.suppressed]
             np.testing.assert_allclose([v for _, v in rec["up"]], [v for _, v in lens.promoted], rtol=1e-3)
             np.testing.assert_allclose([v for _, v in rec["down"]], [v for _, v in lens.suppressed], rtol=1e-3)
-            # the two strongest examples and the first of each quantile group
-            for e in [0, 1, *range(fs.N_TOP, fs.N_TOP + fs.N_SPREAD, 3)]:
+            # the strongest example and one from the first and the last quantile group (each
+            # context is a forward pass of the model: a few dozen keep the test short)
+            for e in (0, fs.N_TOP, fs.N_TOP + fs.N_SPREAD - 1):
                 if rec["examples"][e] is not None:
                     cases.append((slug, f, rec, e))
                     needed.add(rec["examples"][e][0])
@@ -566,4 +567,4 @@ def test_dashboards_show_the_library_numbers(site, smollm):
         np.testing.assert_allclose(shown, want, atol=rec["max"] / 500 + 0.02 * rec["max"] + 0.02,
                                    err_msg=f"{slug}/{f} example {e}")
         checked += 1
-    assert checked >= 0.8 * len(cases) and checked >= 20, (checked, len(cases))
+    assert checked >= 0.8 * len(cases) and checked >= 15, (checked, len(cases))

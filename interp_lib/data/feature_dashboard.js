@@ -6,8 +6,10 @@
 (function () {
   "use strict";
   const store = { site: null, shards: {}, contexts: {}, tokens: {} };
+  // dashboards.js (loaded right after this file, after #dash) starts the page: no waiting for the
+  // theme's deferred scripts.
   const D = (window.interpDash = {
-    site: (s) => { store.site = s; },
+    site: (s) => { store.site = s; start(); },
     shard: (slug, start, records) => { store.shards[slug + "/" + start] = records; },
     contexts: (slug, c) => { store.contexts[slug] = c; },
     tokens: (slug, index) => { store.tokens[slug] = index; },
@@ -258,6 +260,5 @@
     }
   }
   const fail = (err) => done(dash(), "error", `<p class="interp-error">${esc(err.message)}</p>`);
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
-  else start();
+  window.addEventListener("DOMContentLoaded", () => { if (!store.site) start(); });
 })();

@@ -1,4 +1,4 @@
-"""Feature dashboards: every feature of every shipped SAE, rendered in the browser from sharded data.
+"""Feature dashboards: every feature of every shipped SAE, drawn in the browser from sharded data.
 
 The feature pages (:mod:`interp_lib.feature_pages`) are full HTML pages for the ~230 features the
 book links to or ranks; a page per feature for all 23,040 features of the shipped SAEs would be
@@ -396,7 +396,8 @@ the others). Everything runs in this page: no server.</p>
 <form id="search-form">
 <label>SAE <select id="q-sae"></select></label>
 <label>mode <select id="q-mode"><option value="number">feature number</option>
-<option value="token">token</option><option value="like">similar to feature</option></select></label>
+<option value="token">token</option>
+<option value="like">similar to feature</option></select></label>
 <label>query <input id="q-text" type="text" size="16"></label>
 <button type="submit">find</button>
 </form>

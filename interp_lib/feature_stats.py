@@ -47,7 +47,7 @@ CTX_LEN = 128
 N_TOP = 10
 """Top-activating examples per feature (one per context)."""
 N_QUANTILES = 4
-"""Quantile groups of the other contexts a feature fires in (below its top ones), by their maxima."""
+"""Quantile groups of the other contexts a feature fires in (below its top ones), by maxima."""
 N_SPREAD = 3 * N_QUANTILES
 """Further examples at evenly spaced ranks among the other contexts the feature fires in: with at
 least this many such contexts, examples ``3 * q .. 3 * q + 2`` come from quantile group ``q``."""

@@ -23,7 +23,8 @@ One module per idea, named after what a reader looks for:
 * ``similarity``: match features across SAEs (decoder cosine, activation correlation).
 * ``steering``, ``attribution``, ``logit_lens``, ``interventions``: change the model through
   features and measure what changes (``interventions`` holds what the three share).
-* ``feature_stats``: per-feature statistics over a corpus, cached; ``feature_pages``: their HTML.
+* ``feature_stats``: per-feature statistics over a corpus, cached; ``feature_pages``: their HTML;
+  ``feature_dashboards``: every feature's dashboard from sharded data, and the feature search.
 * ``autointerp``: explain features with the model itself and score the explanations.
 * ``plots``: the book's figures and the set-up that puts them on the static site.
 * ``bench``: speed of harvesting and training, measured in one run.

@@ -12,12 +12,10 @@ histogram of the non-zero activations, the density and the logit lens.
 is scanned for ``features/<slug>/<n>.html``: no registry to keep in sync), plus, per SAE, those of
 :func:`interp_lib.feature_stats.top_features`. The index pages state that rule.
 
-**Why not SAELens's dashboards.** ``sae-dashboard`` 0.8 (the Neuronpedia pipeline) and ``sae-vis``
-0.3.7 both pin ``transformer-lens < 3`` (the project uses 3.9, which sae-lens 6.54 requires) and
-pull ``datasets``; ``sae-dashboard`` also pins ``transformers < 4.57`` (we use 5.x). Their pages are
-single-file apps with their own JavaScript and styling rather than pages of this site. Plain HTML in
-the site's theme, with the book's own token highlighting (:func:`interp_lib.plots.token_highlights`)
-and figures, needs no new dependency and passes the book's offline browser check.
+**Every feature** of every shipped SAE also gets a dashboard, rendered in the browser from
+sharded data files (:mod:`interp_lib.feature_dashboards`, written by :func:`site_pages`); its
+stable address is the same ``features/<slug>/<n>.html``. That module also says why the
+``sae-dashboard`` package is not used.
 """
 
 from __future__ import annotations
@@ -37,6 +35,7 @@ import pandas as pd
 import torch
 from transformers import AutoTokenizer
 
+from . import feature_dashboards
 from .feature_stats import (
     AFTER,
     BEFORE,
@@ -201,6 +200,8 @@ def feature_page(
         '<a href="../../index.html">the book</a>',
         '<a href="../index.html">all SAEs</a>',
         '<a href="index.html">all pages of this SAE</a>',
+        f'<a href="../{feature_dashboards.DASHBOARD}.html#{slug}/{f}">its dashboard (examples by '
+        "quantile, nearest and co-firing features)</a>",
     ]
     if prev_f is not None:
         nav.append(f'<a href="{prev_f}.html">\u2190 feature {prev_f}</a>')
@@ -331,8 +332,11 @@ def sae_index_page(
     parts = [
         f'<section id="sae-{esc(slug)}"><h1>Feature pages: {esc(release)} / {esc(sae_id)}</h1>',
         '<p><a href="../../index.html">The book</a> \u00b7 '
-        '<a href="../index.html">all SAEs</a></p>',
-        f"<p>{len(features)} of its {data.d_sae:,} features have a page: every feature the "
+        '<a href="../index.html">all SAEs</a> \u00b7 '
+        f'<a href="../{feature_dashboards.SEARCH}.html">find a feature</a></p>',
+        f"<p>Every one of its {data.d_sae:,} features has a dashboard at "
+        f"<code>{FEATURES_DIR}/{esc(slug)}/&lt;n&gt;.html</code>. "
+        f"{len(features)} of them also have a full page: every feature the "
         f"book links to (<em>book</em> below), and {_rule_text()} (<em>rule #n</em>: its "
         f"rank). Measured on {data.n_tokens:,} held-out tokens ({data.n_massive:,} more, "
         f"with more than {MASSIVE_FACTOR:g} times the median activation norm, left out); "
@@ -368,8 +372,15 @@ def site_index_page(
     """The overall index: one row per SAE (dicts with release, sae_id, then any columns to show)."""
     parts = [
         '<section id="feature-pages"><h1>Feature pages</h1>',
-        '<p><a href="../index.html">Back to the book</a>.</p>',
-        "<p>One page per feature, for the book's own SAEs on SmolLM2-135M: its top-activating "
+        '<p><a href="../index.html">Back to the book</a> \u00b7 '
+        f'<a href="{feature_dashboards.SEARCH}.html">find a feature</a> (by number, by token, '
+        "by similarity).</p>",
+        "<p>Every feature of the book's own SAEs on SmolLM2-135M has a dashboard at "
+        f"<code>{FEATURES_DIR}/&lt;release&gt;--&lt;sae_id&gt;/&lt;n&gt;.html</code>: its density "
+        "and activation histogram, its top examples and examples from each quantile of its "
+        "range, the logit lens with its histogram, its nearest features by decoder cosine (in "
+        "its SAE and the best match in the others) and the features it fires with. "
+        "Some features also have a full page: its top-activating "
         "held-out examples with each token shaded by the activation, a histogram of its "
         "activations, its density (the share of tokens it fires on) and the tokens its "
         "decoder direction promotes and suppresses (logit lens). A feature has a page if the "
@@ -520,9 +531,13 @@ def site_pages(
     tokens: torch.Tensor | None = None,
     n_tokens: int = N_TOKENS,
     cache: Path | None = None,
+    dashboards: bool = True,
     log: Callable[[str], None] = lambda msg: None,
 ) -> tuple[list[Page], list[str]]:
-    """Every feature page of the built site under ``html_dir``: (pages, problems).
+    """Every feature page of the built site under ``html_dir``: (pages, problems); with
+    ``dashboards``, also writes every feature's dashboard data and stable-address page under
+    ``html_dir/features`` (:func:`interp_lib.feature_dashboards.write_dashboards`) and adds the
+    viewer and search pages.
 
     By default: the project's SAEs present in this checkout
     (:func:`interp_lib.feature_stats.shipped_sources`), the model of their releases (loaded only if
@@ -565,6 +580,21 @@ def site_pages(
         except (FileNotFoundError, ValueError, json.JSONDecodeError):
             metrics[src.slug] = {}
     pages = build_pages(datas, sources, tokenizer, links, missing=missing, metrics=metrics)
+    if dashboards and sources:
+        t1 = time.monotonic()
+        full = {
+            (parts[1], int(parts[2]))
+            for parts in (p.pagename.split("/") for p in pages)
+            if len(parts) == 3 and parts[2].isdigit()
+        }
+        written = feature_dashboards.write_dashboards(
+            Path(html_dir) / FEATURES_DIR, datas, sources, tokenizer, full_pages=full
+        )
+        pages += [Page(*page) for page in feature_dashboards.viewer_pages(FEATURES_DIR)]
+        log(
+            f"feature dashboards: {written['files']:,} files, {written['bytes'] / 1e6:.1f} MB "
+            f"in {time.monotonic() - t1:.0f} s"
+        )
     log(
         f"feature pages: {len(pages)} pages for {len(sources)} SAE(s) in "
         f"{time.monotonic() - t0:.0f} s"

@@ -4,9 +4,12 @@
 (:func:`interp_lib.zoo.heldout_tokens`, position 0 and attention sinks left out): the
 top-activating examples (:data:`N_TOP` contexts, a window of :data:`BEFORE` + 1 + :data:`AFTER`
 tokens around each peak) and :data:`N_SPREAD` examples at evenly spaced ranks among the other
-contexts; a histogram of the non-zero activations; the density; and the logit lens of each decoder
-row (``W_dec[f] @ W_U``, as :func:`interp_lib.logit_lens.feature_logit_lens`). It is vectorised
-over the sparse activations (one encoder pass, per-context maxima by ``scatter_reduce``).
+contexts (in :data:`N_QUANTILES` groups, one per quantile of its contexts' maxima); a histogram of
+the non-zero activations; the density; the features that fire with it most often (Jaccard index of
+the tokens they fire on); and the logit lens of each decoder row (``W_dec[f] @ W_U``, as
+:func:`interp_lib.logit_lens.feature_logit_lens`): top tokens and a histogram over the whole
+vocabulary. It is vectorised over the sparse activations (one encoder pass, per-context maxima by
+``scatter_reduce``, co-firing counts as one sparse product).
 
 The result (:class:`FeatureData`, a few MB per SAE) is cached under ``cache_dir()/feature_pages``,
 keyed by the SAE's weights, the tokens, the model and this module's settings, written atomically
@@ -36,15 +39,20 @@ from .metrics import typical_rows
 from .models import EMBEDDED_MODELS, cache_dir
 from .zoo import feature_slug, list_saes, load_sae
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Bump when :class:`FeatureData` or how it is computed changes (old cache files are ignored)."""
 N_TOKENS = 32_768
 """Held-out tokens the pages are computed on (``N_TOKENS // CTX_LEN`` contexts)."""
 CTX_LEN = 128
 N_TOP = 10
 """Top-activating examples per feature (one per context)."""
-N_SPREAD = 5
-"""Further examples at evenly spaced ranks among the other contexts the feature fires in."""
+N_QUANTILES = 4
+"""Quantile groups of the other contexts a feature fires in (below its top ones), by maxima."""
+N_SPREAD = 3 * N_QUANTILES
+"""Further examples at evenly spaced ranks among the other contexts the feature fires in: with at
+least this many such contexts, examples ``3 * q .. 3 * q + 2`` come from quantile group ``q``."""
+N_COFIRE = 10
+"""Features listed as firing with a feature most often."""
 BEFORE, AFTER = 16, 6
 """Tokens shown before and after the token where the feature peaks."""
 N_BINS = 40
@@ -112,6 +120,18 @@ class FeatureData(NamedTuple):
     """[d_sae] int32: massive-norm tokens (left out everywhere else) the feature fires on."""
     sink_max: np.ndarray
     """[d_sae] its largest activation on them."""
+    cofire: np.ndarray
+    """[d_sae, N_COFIRE] int32 the features with the largest Jaccard index of fired tokens (-1:
+    none)."""
+    cofire_val: np.ndarray
+    """[d_sae, N_COFIRE] float32 that index: tokens both fire on / tokens either fires on."""
+    lens_hist: np.ndarray
+    """[d_sae, N_BINS] int32 histogram of the logit lens over the whole vocabulary, in equal bins
+    from lens_lo to lens_hi."""
+    lens_lo: np.ndarray
+    """[d_sae] smallest direct logit effect (the left edge of lens_hist)."""
+    lens_hi: np.ndarray
+    """[d_sae] largest direct logit effect (the right edge of lens_hist)."""
 
     @property
     def d_sae(self) -> int:
@@ -153,6 +173,51 @@ def logit_lens_all(model, sae, k: int = N_LOGITS, chunk: int = 512) -> tuple[tor
         ups.append(top.indices), up_vals.append(top.values)
         downs.append(bottom.indices), down_vals.append(-bottom.values)
     return torch.cat(ups), torch.cat(up_vals), torch.cat(downs), torch.cat(down_vals)
+
+
+@torch.inference_mode()
+def logit_lens_histograms(
+    model, sae, bins: int = N_BINS, chunk: int = 512
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(counts [d_sae, bins], lo [d_sae], hi [d_sae]): each feature's direct logit effect on every
+    token of the vocabulary (``W_dec[f] @ W_U``), in ``bins`` equal bins from its minimum to its
+    maximum."""
+    W_dec = sae.W_dec.detach().float()
+    counts, los, his = [], [], []
+    for i in range(0, W_dec.shape[0], chunk):
+        logits = direct_logits(model, W_dec[i : i + chunk])
+        lo, hi = logits.min(1).values, logits.max(1).values
+        width = (hi - lo).clamp(min=1e-12)
+        idx = ((logits - lo[:, None]) / width[:, None] * bins).long().clamp_(0, bins - 1)
+        idx += torch.arange(logits.shape[0])[:, None] * bins
+        counts.append(
+            torch.bincount(idx.flatten(), minlength=logits.shape[0] * bins).view(-1, bins)
+        )
+        los.append(lo), his.append(hi)
+    return torch.cat(counts), torch.cat(los), torch.cat(his)
+
+
+def cofiring(
+    rows: torch.Tensor, feats: torch.Tensor, d_sae: int, k: int = N_COFIRE
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features [d_sae, k], Jaccard index [d_sae, k]): for each feature, the ``k`` others whose
+    fired tokens overlap its own most (tokens both fire on / tokens either fires on); -1 and 0 where
+    fewer overlap."""
+    import scipy.sparse as sp
+
+    n_rows = int(rows.max()) + 1 if rows.numel() else 0
+    ones = np.ones(rows.numel(), dtype=np.float32)
+    fired = sp.csr_matrix((ones, (rows.numpy(), feats.numpy())), shape=(n_rows, d_sae))
+    both = (fired.T @ fired).tocoo()  # [d_sae, d_sae] tokens both fire on
+    count = np.asarray(fired.sum(0)).ravel()
+    off = both.row != both.col
+    r, c, v = both.row[off], both.col[off], both.data[off]
+    jaccard = torch.from_numpy(v / (count[r] + count[c] - v))
+    dense = torch.zeros(d_sae, d_sae)
+    dense[torch.from_numpy(r).long(), torch.from_numpy(c).long()] = jaccard
+    top = dense.topk(min(k, d_sae), dim=1)
+    ids = torch.where(top.values > 0, top.indices, torch.full_like(top.indices, -1))
+    return ids, top.values
 
 
 @torch.inference_mode()
@@ -263,7 +328,9 @@ def compute_feature_data(
     ex_acts = torch.zeros(d_sae, n_ex, WIDTH)
     ex_acts[fk[inside], sk[inside], offset[inside]] = vk[inside]
 
+    cofire, cofire_val = cofiring(rows, feats, d_sae)
     up, up_val, down, down_val = logit_lens_all(model, sae)
+    lens_hist, lens_lo, lens_hi = logit_lens_histograms(model, sae)
     return FeatureData(
         hook=hook,
         n_tokens=n,
@@ -285,6 +352,11 @@ def compute_feature_data(
         lens_down_val=down_val.numpy(),
         sink_count=sink_count.to(torch.int32).numpy(),
         sink_max=sink_max.numpy(),
+        cofire=cofire.to(torch.int32).numpy(),
+        cofire_val=cofire_val.numpy(),
+        lens_hist=lens_hist.to(torch.int32).numpy(),
+        lens_lo=lens_lo.numpy(),
+        lens_hi=lens_hi.numpy(),
     )
 
 
@@ -351,6 +423,7 @@ def cache_parts(model_id: str, hook: str, sae, tokens: torch.Tensor) -> dict:
             N_BINS,
             N_LOGITS,
             MASSIVE_FACTOR,
+            N_COFIRE,
         ],
         "model": model_id,
         "hook": hook,
@@ -412,6 +485,8 @@ def load_feature_data(path: Path, key: str) -> FeatureData | None:
         n_ex = N_TOP + N_SPREAD
         shapes_ok = (
             data.hist.shape == (d, N_BINS)
+            and data.lens_hist.shape == (d, N_BINS)
+            and data.cofire.shape == (d, N_COFIRE)
             and data.ex_acts.shape == (d, n_ex, WIDTH)
             and all(
                 getattr(data, k).shape[0] == d for k in _ARRAYS if k not in (*_SCALARS, "tokens")

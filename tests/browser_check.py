@@ -15,12 +15,21 @@ A page that fails is saved as a screenshot in --out (all pages with figures too,
 The feature pages (features/<sae>/<n>.html, interp_lib.feature_pages) are hundreds of pages made
 from one template: every index page is opened, and the first --feature-pages of each SAE
 (default 3; -1 opens them all).
+
+The dashboards (every feature of every SAE, interp_lib.feature_dashboards): a seeded random sample
+of --dashboards features (default 50, spread over all SAEs) is opened at its stable address, and
+the search page in every mode (number, token, similarity). Each must be drawn (the viewer's
+#dash gets data-state="ready"), show what its data file holds, and be drawn within --dashboard-ms
+of the page starting to load (real time: these runs have no virtual time budget); a search must
+answer within --search-ms (a token search over all SAEs loads every SAE's token index).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -124,6 +133,73 @@ def sample_feature_pages(pages: list[Path], html: Path, per_sae: int) -> list[Pa
     return sorted(kept)
 
 
+def read_data_file(path: Path) -> list:
+    """The arguments of a dashboard data file (`interpDash.<call>(<json>,...);`)."""
+    text = path.read_text(encoding="utf-8")
+    return json.loads("[" + text[text.index("(") + 1:text.rindex(")")] + "]")
+
+
+def dashboard_cases(html: Path, n: int, seed: int) -> list[tuple[str, str, dict]]:
+    """(label, url, what to expect) for `n` seeded random dashboards over all SAEs and the search in
+    every mode."""
+    features = html / FEATURES
+    site = read_data_file(features / "dashboards.js")[0]
+    rng = random.Random(seed)
+    cases = []
+    for i in range(n):
+        sae = site["saes"][i % len(site["saes"])]
+        f = rng.randrange(sae["d_sae"])
+        start = f - f % site["shard_size"]
+        rec = read_data_file(features / sae["slug"] / "data" / f"shard-{start // site['shard_size']}.js")[2][f - start]
+        page = (features / sae["slug"] / f"{f}.html" if f not in sae["full_pages"]
+                else features / "dashboard.html")  # a feature with a full page: its viewer directly
+        url = page.as_uri() + ("" if f not in sae["full_pages"] else f"#{sae['slug']}/{f}")
+        want = {"feature": f"{sae['slug']}/{f}",
+                "examples": sum(e is not None for e in rec["examples"]) if rec["max"] > 0 else 0}
+        cases.append((f"dashboard {sae['slug']}/{f}", url, want))
+    search = (features / "search.html").as_uri()
+    sae = rng.choice(site["saes"])
+    index = read_data_file(features / sae["slug"] / "data" / "search.js")[1]
+    token = rng.choice(sorted(k for k in index if k.isalpha() and len(k) >= 3))
+    f = rng.randrange(sae["d_sae"])
+    cases += [
+        (f"search number {sae['slug']}/{f}", f"{search}#number={sae['slug']}/{f}", {"results": 1}),
+        (f"search number {f} (all SAEs)", f"{search}#number={f}", {"results": len(site["saes"])}),
+        (f"search token {token!r} in {sae['slug']}", f"{search}#token={token}@{sae['slug']}",
+         {"results": min(50, sum(len(v) for k, v in index.items() if token in k))}),
+        (f"search token {token!r} (all SAEs)", f"{search}#token={token}", {"results": None}),
+        (f"search like {sae['slug']}/{f}", f"{search}#like={sae['slug']}/{f}", {"results": None}),
+    ]
+    return cases
+
+
+def check_dashboard(dom: str, want: dict, budget_ms: int) -> tuple[list[str], int]:
+    """Problems of one drawn dashboard or search page, and how long it took to draw (ms)."""
+    soup = BeautifulSoup(dom, "html.parser")
+    dash = soup.select_one("#dash")
+    if dash is None or dash.get("data-state") != "ready":
+        state = dash.get("data-state") if dash else "no #dash"
+        text = dash.get_text(" ", strip=True)[:200] if dash else ""
+        return [f"not drawn: {state} {text}"], -1
+    ms = int(dash.get("data-ms", "-1"))
+    problems = [] if 0 <= ms <= budget_ms else [f"drawn after {ms} ms (budget {budget_ms} ms)"]
+    if "feature" in want:
+        if dash.get("data-feature") != want["feature"]:
+            problems.append(f"shows {dash.get('data-feature')}, not {want['feature']}")
+        shown = len(dash.select(".interp-example"))
+        if shown != want["examples"]:
+            problems.append(f"{shown} examples shown, the data has {want['examples']}")
+        if len(dash.select("#dash-lens tbody tr")) == 0 or not dash.select("svg.interp-hist"):
+            problems.append("no logit lens table or histogram")
+        if not dash.select(".interp-near li") or not dash.select(".interp-best li"):
+            problems.append("no nearest features")
+    else:
+        n = len(dash.select("#results li"))
+        if n == 0 or (want["results"] is not None and n != want["results"]):
+            problems.append(f"{n} results, expected {want['results'] or 'some'}")
+    return problems, ms
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--html", type=Path, default=ROOT / "_build" / "html")
@@ -132,6 +208,10 @@ def main(argv=None) -> int:
     p.add_argument("--budget-ms", type=int, default=15000, help="virtual time the page gets to settle")
     p.add_argument("--timeout", type=int, default=120, help="seconds per page before giving up")
     p.add_argument("--feature-pages", type=int, default=3, help="feature pages opened per SAE (-1: all)")
+    p.add_argument("--dashboards", type=int, default=50, help="random dashboards opened (over all SAEs)")
+    p.add_argument("--seed", type=int, default=17, help="seed of the dashboards' sample")
+    p.add_argument("--dashboard-ms", type=int, default=1000, help="time a dashboard may take to draw")
+    p.add_argument("--search-ms", type=int, default=3000, help="time a search may take to answer")
     args = p.parse_args(argv)
 
     html = args.html.resolve()
@@ -183,6 +263,29 @@ def main(argv=None) -> int:
             print(f"       - {prob}")
         passed += not problems
         failed += bool(problems)
+    if (html / FEATURES / "dashboards.js").is_file():
+        times = []
+        for label, url, want in dashboard_cases(html, args.dashboards, args.seed):
+            t0 = time.time()
+            try:
+                res = run_chromium(prefix, chromium, url, ["--enable-logging=stderr", "--v=0", "--dump-dom"],
+                                   args.timeout)
+                budget = args.dashboard_ms if "feature" in want else args.search_ms
+                problems, ms = check_dashboard(res.stdout, want, budget)
+                problems += console_errors(res.stderr)
+            except subprocess.TimeoutExpired:
+                problems, ms = [f"chromium did not finish in {args.timeout} s"], -1
+            if "feature" in want:
+                times.append(ms)
+            print(f"  {'FAIL' if problems else 'ok':4} {label}  drawn in {ms} ms  ({time.time() - t0:.1f} s)")
+            for prob in problems:
+                print(f"       - {prob}")
+            passed += not problems
+            failed += bool(problems)
+        drawn = sorted(t for t in times if t >= 0)
+        if drawn:
+            print(f"dashboards: drawn in median {drawn[len(drawn) // 2]} ms, slowest {drawn[-1]} ms "
+                  f"(budget {args.dashboard_ms} ms)")
     print(f"browser-check: {passed} passed, {failed} failed")
     return 1 if failed else 0
 

@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 import torch
 
+from interp_lib import feature_dashboards as fd
 from interp_lib import feature_pages as fp
 from interp_lib import feature_stats as fs
+from interp_lib.errors import InvalidArgumentError
 from interp_lib.tokens import merge_pieces, token_strings
 from interp_lib.zoo import BOOK_URL, feature_slug, feature_url
 
@@ -119,6 +121,42 @@ def test_logit_lens_matches_feature_logit_lens(setup, computed):
         np.testing.assert_allclose(computed.lens_up_val[f], [v for _, v in lens.promoted], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(computed.lens_down_val[f], [v for _, v in lens.suppressed], rtol=1e-4, atol=1e-5)
         assert model.to_str_tokens(torch.tensor(computed.lens_up[f][:3])) == [s for s, _ in lens.promoted[:3]]
+
+
+def test_cofiring_is_the_jaccard_index_of_fired_tokens(setup, computed):
+    _, sae, _, acts = setup
+    fired = (_dense(sae, acts) > 0).float()
+    both = fired.T @ fired
+    count = fired.sum(0)
+    jaccard = both / (count[:, None] + count[None, :] - both).clamp(min=1)
+    jaccard.fill_diagonal_(0)
+    checked = 0
+    for f in np.flatnonzero(computed.max_act > 0):
+        ids = [int(g) for g in computed.cofire[f] if g >= 0]
+        assert f not in ids and len(set(ids)) == len(ids)
+        np.testing.assert_allclose(computed.cofire_val[f, :len(ids)], jaccard[f, ids].numpy(), rtol=1e-5)
+        # nothing left out scores higher than the last one listed
+        want = np.sort(jaccard[f].numpy())[::-1][:len(ids)]
+        np.testing.assert_allclose(computed.cofire_val[f, :len(ids)], want, rtol=1e-5)
+        if len(ids) < fs.N_COFIRE:
+            assert int((jaccard[f] > 0).sum()) == len(ids)
+        checked += 1
+    assert checked > 10
+
+
+def test_logit_lens_histogram_covers_the_vocabulary(setup, computed):
+    from interp_lib.logit_lens import direct_logits
+
+    model, sae, _, _ = setup
+    assert (computed.lens_hist.sum(1) == model.cfg.d_vocab).all()
+    for f in (0, 7, 31):
+        logits = direct_logits(model, sae.W_dec[f].detach().float())
+        assert computed.lens_lo[f] == pytest.approx(float(logits.min()), rel=1e-5)
+        assert computed.lens_hi[f] == pytest.approx(float(logits.max()), rel=1e-5)
+        assert computed.lens_hi[f] == pytest.approx(float(computed.lens_up_val[f, 0]), rel=1e-5)
+        edges = np.linspace(computed.lens_lo[f], computed.lens_hi[f], fs.N_BINS + 1)
+        want, _ = np.histogram(logits.numpy(), bins=edges)
+        assert np.abs(computed.lens_hist[f] - want).sum() <= 2, "same bins as numpy (edges may round)"
 
 
 def test_massive_tokens_are_left_out(setup):
@@ -293,9 +331,115 @@ def test_site_pages_end_to_end(setup, tmp_path):
     assert f"features/{SLUG}/2" in names and f"features/{SLUG}/999" not in names
     assert len(problems) == 2 and any("999" in p and "48 features" in p for p in problems)
     assert any("not in this checkout" in p for p in problems)
+    assert {f"features/{fd.DASHBOARD}", f"features/{fd.SEARCH}"} <= names
+    stubs = {int(p.stem) for p in (html / "features" / SLUG).glob("*.html")}
+    full = {int(n.rsplit("/", 1)[1]) for n in names if n.rsplit("/", 1)[1].isdigit()}
+    assert stubs | full == set(range(48)) and not stubs & full
     written = fp.write_pages(pages, tmp_path / "out", plotly_js="_static/plotly.min.js")
     page = (tmp_path / "out" / "features" / SLUG / "2.html").read_text()
     assert len(written) == len(pages) and '<script src="../../_static/plotly.min.js">' in page
+
+
+# ---------------------------------------------------------------------------------------------
+# Dashboards: every feature, from data files (interp_lib.feature_dashboards)
+
+
+@pytest.fixture(scope="module")
+def dashboards(setup, computed, tmp_path_factory):
+    model, sae, _, _ = setup
+    other = make_sae(sae.cfg.d_in, 32, HOOK, k=4, seed=3)
+    sources = [fs.SAESource(RELEASE, SAE_ID, sae), fs.SAESource("smollm2-135m-mlp", "blocks.15.hook_mlp_out", other)]
+    other_data = fs.compute_feature_data(model, other, setup[3], setup[2])
+    out = tmp_path_factory.mktemp("dash") / "features"
+    full = {(SLUG, 3)}
+    summary = fd.write_dashboards(out, {SLUG: computed, sources[1].slug: other_data}, sources, model.tokenizer,
+                                  full_pages=full)
+    return out, sources, other_data, summary
+
+
+def test_dashboard_numbers_are_the_feature_data(setup, computed, dashboards):
+    model, sae, tokens, _ = setup
+    out, _, _, summary = dashboards
+    assert summary["files"] > computed.d_sae and summary["bytes"] > 0
+    for f in range(computed.d_sae):
+        rec = fd.dashboard_record(out, SLUG, f)
+        assert rec["density"] == pytest.approx(float(computed.density[f]), rel=1e-3)
+        assert rec["max"] == pytest.approx(float(computed.max_act[f]), rel=1e-3)
+        assert rec["hist"] == computed.hist[f].tolist() and rec["lens_hist"] == computed.lens_hist[f].tolist()
+        assert rec["contexts"] == int(computed.n_contexts[f])
+        np.testing.assert_allclose([v for _, v in rec["up"]], computed.lens_up_val[f], rtol=1e-3)
+        assert [t for t, _ in rec["up"]] == model.to_str_tokens(torch.tensor(computed.lens_up[f]))
+        for e, ex in enumerate(rec["examples"]):
+            if computed.ex_ctx[f, e] < 0:
+                assert ex is None
+                continue
+            assert ex[:2] == [int(computed.ex_ctx[f, e]), int(computed.ex_pos[f, e])]
+            # what the viewer shades and shows on hover: within half a step of 1/255 of the maximum
+            np.testing.assert_allclose(fd.window_activations(rec, e), computed.ex_acts[f, e].astype(np.float32),
+                                       atol=float(computed.max_act[f]) / 500 + 1e-3)
+        cofire = [g for g, _ in rec["cofire"]]
+        assert cofire == [int(g) for g in computed.cofire[f] if g >= 0]
+
+
+def test_dashboard_neighbours_are_the_decoder_cosines(setup, dashboards):
+    _, sae, _, _ = setup
+    out, sources, _, _ = dashboards
+    w = sae.W_dec.detach().float()
+    w = w / w.norm(dim=1, keepdim=True)
+    v = sources[1].sae.W_dec.detach().float()
+    v = v / v.norm(dim=1, keepdim=True)
+    cos = w @ w.T
+    cos.fill_diagonal_(-2)
+    across = w @ v.T
+    same = torch.diagonal(across).clone()
+    across.fill_diagonal_(-2)  # the same-numbered feature shares its starting direction: left out
+    for f in (0, 5, 47):
+        rec = fd.dashboard_record(out, SLUG, f)
+        ids = [g for g, _ in rec["near"]]
+        assert ids == cos[f].topk(fd.N_NEIGHBOURS).indices.tolist() and f not in ids
+        np.testing.assert_allclose([c for _, c in rec["near"]], cos[f, ids].numpy(), atol=1e-3)
+        [(which, g, c, *own)] = rec["best"]
+        assert which == 1 and g == int(across[f].argmax()) and c == pytest.approx(float(across[f].max()), abs=1e-3)
+        assert g != f and own == ([pytest.approx(float(same[f]), abs=1e-3)] if f < 32 else [])
+
+
+def test_every_feature_has_a_stable_address(dashboards, computed):
+    out, sources, other_data, _ = dashboards
+    for src, n in ((sources[0], computed.d_sae), (sources[1], other_data.d_sae)):
+        stubs = {int(p.stem) for p in (out / src.slug).glob("*.html")}
+        want = set(range(n)) - ({3} if src.slug == SLUG else set())
+        assert stubs == want, "a stable page for every feature without a full page, none beyond"
+    stub = (out / SLUG / "7.html").read_text()
+    assert f'location.replace("../{fd.DASHBOARD}.html#{SLUG}/7")' in stub and len(stub) < 300
+    site = fd.read_data_file(out / fd.SITE_DATA)[1][0]
+    assert [s["slug"] for s in site["saes"]] == [s.slug for s in sources]
+    assert site["saes"][0]["full_pages"] == [3] and site["saes"][0]["d_sae"] == computed.d_sae
+    assert (out / fd.SCRIPT).read_text() == (Path(fd.__file__).parent / "data" / fd.SCRIPT).read_text()
+
+
+def test_token_index_finds_the_peak_tokens(setup, computed, dashboards):
+    model, _, tokens, _ = setup
+    out = dashboards[0]
+    name, (slug, index) = fd.read_data_file(out / SLUG / fd.DATA_DIR / "search.js")
+    assert name == "tokens" and slug == SLUG
+    f = int(np.flatnonzero(computed.max_act > 0)[0])
+    ctx, pos = int(computed.ex_ctx[f, 0]), int(computed.ex_pos[f, 0])
+    key = fd._peak_key(model.to_str_tokens(tokens[ctx, pos:pos + 1])[0])
+    assert f in [hit[0] for hit in index[key]]
+    for hits in index.values():  # ranked: most top examples peaking on the token first
+        assert [(-h[1], -h[2]) for h in hits] == sorted((-h[1], -h[2]) for h in hits)
+    counted = sum(h[1] for hits in index.values() for h in hits)
+    assert counted == int((computed.ex_ctx[:, :fs.N_TOP] >= 0).sum()), "every top example indexed once"
+
+
+def test_dashboard_record_refuses_unknown_features(dashboards):
+    out = dashboards[0]
+    with pytest.raises(InvalidArgumentError, match="choose one of"):
+        fd.dashboard_record(out, "nope--x", 1)
+    with pytest.raises(InvalidArgumentError, match="no dashboard"):
+        fd.dashboard_record(out, SLUG, 48)
+    with pytest.raises(InvalidArgumentError, match="no dashboard"):
+        fd.dashboard_record(out, SLUG, -1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,3 +512,59 @@ def test_real_model_token_strings_and_logit_lens(smollm):
         lens = feature_logit_lens(smollm, sae, f, 5)
         assert smollm.to_str_tokens(up[f]) == [s for s, _ in lens.promoted]
         np.testing.assert_allclose(down_val[f].numpy(), [v for _, v in lens.suppressed], rtol=1e-4)
+
+
+@pytest.mark.book_html
+def test_dashboards_show_the_library_numbers(site, smollm):
+    """Seeded random dashboards of the built site, in every SAE: the activations their examples
+    show are what encode_texts gives on those held-out contexts (attention sinks, which the pages
+    leave out, aside), and their logit lens is feature_logit_lens's."""
+    import random
+
+    from interp_lib.encoding import encode_texts
+    from interp_lib.hooks import sae_hook
+    from interp_lib.logit_lens import feature_logit_lens
+    from interp_lib.metrics import typical_rows
+    from interp_lib.zoo import load_sae
+
+    features = site / fp.FEATURES_DIR
+    saes = fd.read_data_file(features / fd.SITE_DATA)[1][0]["saes"]
+    rng = random.Random(17)
+    picked = {s["slug"]: rng.sample(range(s["d_sae"]), 2) for s in saes}
+    loaded = {s["slug"]: load_sae(s["release"], s["sae_id"]) for s in saes}
+    contexts = fd.read_data_file(features / saes[0]["slug"] / fd.DATA_DIR / "contexts.js")[1][1]
+    cases, needed = [], set()
+    for slug, fs_ in picked.items():
+        for f in fs_:
+            rec = fd.dashboard_record(features, slug, f)
+            lens = feature_logit_lens(smollm, loaded[slug], f, len(rec["up"]))
+            assert [t for t, _ in rec["up"]] == [t for t, _ in lens.promoted]
+            assert [t for t, _ in rec["down"]] == [t for t, _ in lens.suppressed]
+            np.testing.assert_allclose([v for _, v in rec["up"]], [v for _, v in lens.promoted], rtol=1e-3)
+            np.testing.assert_allclose([v for _, v in rec["down"]], [v for _, v in lens.suppressed], rtol=1e-3)
+            # the strongest example and one from the first and the last quantile group (each
+            # context is a forward pass of the model: a few dozen keep the test short)
+            for e in (0, fs.N_TOP, fs.N_TOP + fs.N_SPREAD - 1):
+                if rec["examples"][e] is not None:
+                    cases.append((slug, f, rec, e))
+                    needed.add(rec["examples"][e][0])
+    order = sorted(needed)
+    enc = encode_texts(smollm, loaded, ["".join(contexts[c]) for c in order])
+    checked = 0
+    for slug, f, rec, e in cases:
+        ctx, pos, peak = rec["examples"][e]
+        i = order.index(ctx)
+        got = enc.encoded[slug]
+        if got.tokens[i] != contexts[ctx]:
+            continue  # this context's text does not tokenize back to the same tokens
+        acts = got.acts[i][:, f].numpy()
+        raw = enc.hook_acts[sae_hook(loaded[slug])][i]
+        typical = typical_rows(raw, fs.MASSIVE_FACTOR).numpy()
+        lo, hi = max(1, pos - fs.BEFORE), min(len(contexts[ctx]) + 1, pos + fs.AFTER + 1)
+        shown = fd.window_activations(rec, e)[lo - pos + fs.BEFORE: hi - pos + fs.BEFORE]
+        want = np.where(typical[lo - 1: hi - 1], acts[lo - 1: hi - 1], 0.0)
+        assert peak == pytest.approx(float(acts[pos - 1]), rel=0.02, abs=0.02), (slug, f, e)
+        np.testing.assert_allclose(shown, want, atol=rec["max"] / 500 + 0.02 * rec["max"] + 0.02,
+                                   err_msg=f"{slug}/{f} example {e}")
+        checked += 1
+    assert checked >= 0.8 * len(cases) and checked >= 15, (checked, len(cases))

@@ -17,6 +17,10 @@
   page for each linked feature plus the top features of every shipped SAE, an index per SAE and
   ``features/index.html``, all in the site's theme (Sphinx's ``html-collect-pages``; plotly.js is
   added to them as to chapter pages). Their data is cached under ``interp_lib.cache_dir()``.
+  With them come the dashboards of every feature of every shipped SAE
+  (`interp_lib.feature_dashboards`): sharded data files, a page at every feature's stable address
+  that has no full page, and the viewer and search pages (``features/dashboard.html``,
+  ``features/search.html``) in the site's theme.
   A link to a feature page that cannot exist is a warning (so -W fails the build).
   ``INTERP_FEATURE_PAGES=0`` skips them.
 """

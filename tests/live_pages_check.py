@@ -312,8 +312,12 @@ async def drive(args, base: str) -> int:
         texts = [t.text for c in CATEGORIES for t in probe_texts(c)[: max(1, args.texts // 7)]]
         texts = texts[: args.texts]
         bench: dict = {}
+        t0 = time.monotonic()
         problems = await check_lens(page, base, model, texts, bench)
+        print(f"  lens: {len(texts)} texts x 5 SAEs in {time.monotonic() - t0:.0f} s")
+        t0 = time.monotonic()
         problems += await check_steer(page, base, model)
+        print(f"  steer: {len(STEER_PROMPTS)} prompts in {time.monotonic() - t0:.0f} s")
         if args.bench:
             await run_bench(page, base, model, bench)
             bench.update({f"download, {k} (MB)": round(v / 1e6, 1)

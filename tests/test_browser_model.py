@@ -170,3 +170,19 @@ def test_export_agrees_with_transformer_lens_and_generates_as_generate_steered(s
     assert smollm.tokenizer.decode(ids) == want
     plain = session.generate(smollm.to_tokens(prompt)[0].tolist(), 16)
     assert smollm.tokenizer.decode(plain) != want  # the steering input did something
+
+
+def test_book_build_without_node_leaves_the_live_pages_out(tmp_path):
+    """book/_ext/interp_book.py: with no node_modules the build goes on without lens.html."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    ext = Path(__file__).resolve().parent.parent / "book" / "_ext" / "interp_book.py"
+    spec = importlib.util.spec_from_file_location("interp_book_ext", ext)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (tmp_path / "html").mkdir()
+    app = SimpleNamespace(builder=SimpleNamespace(format="html"), srcdir=str(tmp_path),
+                          outdir=str(tmp_path / "html"))
+    module._live_pages(app, None)  # no exception: the rest of the site stands
+    assert not (tmp_path / "html" / "lens.html").exists()

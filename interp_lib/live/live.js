@@ -13,6 +13,10 @@ ort.env.wasm.wasmPaths = new URL("vendor/", BASE).href;
 ort.env.wasm.numThreads = 1;
 ort.env.logLevel = "error";
 
+// The pages' shared navigation bar.
+document.body.insertAdjacentHTML("afterbegin", '<header><nav><a href="index.html">The book</a>' +
+  '<a href="lens.html">Live lens</a><a href="steer.html">Steering bench</a></nav></header>');
+
 /** The query string as a plain object. */
 export function query() {
   return Object.fromEntries(new URLSearchParams(location.search).entries());

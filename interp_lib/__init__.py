@@ -28,6 +28,8 @@ One module per idea, named after what a reader looks for:
 * ``autointerp``: explain features with the model itself and score the explanations.
 * ``plots``: the book's figures and the set-up that puts them on the static site.
 * ``bench``: speed of harvesting and training, measured in one run.
+* ``browser_model``: the model as one ONNX graph for the reader's browser, checked against
+  TransformerLens; ``live_site``: the live pages (``lens.html``, ``steer.html``) that run it.
 * ``errors``: the library's own exceptions (a damaged or missing file, an invalid argument, the hub
   out of reach) and how the command line shows them; ``files``: atomic writes, checked JSON reads;
   ``sae_folder``: what an SAE folder in SAELens's format must hold, checked before it is loaded.

@@ -23,6 +23,10 @@
   ``features/search.html``) in the site's theme.
   A link to a feature page that cannot exist is a warning (so -W fails the build).
   ``INTERP_FEATURE_PAGES=0`` skips them.
+* Adds the live pages, ``lens.html`` and ``steer.html``, at the site's root
+  (`interp_lib.live_site`: the model runs in the reader's browser). They need the npm packages of
+  package.json (node_modules, ``npm ci``); without them the rest of the site is built and one line
+  says so. The model's ONNX export is made once and cached (`interp_lib.browser_model`).
 """
 
 from __future__ import annotations
@@ -146,10 +150,30 @@ def _feature_pages(app):
     return [(page.pagename, {"title": page.title, "body": page.body}, "page.html") for page in pages]
 
 
+def _live_pages(app, exception):
+    """build-finished: lens.html and steer.html at the site's root, or one line saying why not."""
+    if exception is not None or app.builder.format != "html":
+        return
+    from sphinx.util import logging
+
+    from interp_lib import live_site
+
+    logger = logging.getLogger(__name__)
+    node_modules = Path(app.srcdir) / "node_modules"
+    missing = live_site.missing_vendor_files(node_modules)
+    if missing:
+        logger.info(f"live pages (lens.html, steer.html) left out: they need node and the npm "
+                    f"packages of package.json (npm ci, make env); missing {missing[0]}")
+        return
+    logger.info("live pages: the model's browser export (made once, about 3 min), SAE files")
+    live_site.write_live_site(Path(app.outdir), node_modules)
+
+
 def setup(app):
     os.environ.setdefault("INTERP_BOOK_BUILD", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
     app.connect("html-page-context", _page_context, priority=900)  # after other extensions
     app.connect("build-finished", _copy_plotly)
+    app.connect("build-finished", _live_pages)
     app.connect("html-collect-pages", _feature_pages)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -79,7 +79,8 @@ class BatchTopKSAE(_SAEBase):
     ``BatchTopK_{kB}`` keeps the ``k * B`` largest entries of the ``[B, d_sae]`` matrix
     (:func:`batch_topk`). At every training forward ``m <- (1 - r) m + r * min(kept f > 0)``
     (``r = threshold_lr``, ``m`` from 0, as SAELens) and ``theta = m / (1 - (1 - r)^t)`` after
-    ``t`` updates (scalar buffers, float64). Shapes as in :class:`~interp_lib.sae.ReluSAE`; ``k`` may be fractional.
+    ``t`` updates (scalar buffers, float64). Shapes as in :class:`~interp_lib.sae.ReluSAE`;
+    ``k`` may be fractional.
 
     Loss: ``||x - x_hat||^2`` (per token, batch-averaged) plus ``auxk_coeff`` times the AuxK loss
     of the latents in ``dead_mask``. Decoder rows are held at unit norm.

@@ -33,7 +33,7 @@ SPARSITY_LOSSES = ("step", "tanh")
 
 
 def rectangle(u: Tensor) -> Tensor:
-    """The rectangle kernel ``K(u) = 1 if -1/2 < u < 1/2 else 0`` (same shape and dtype as ``u``)."""
+    """The rectangle kernel ``K(u) = 1 if -1/2 < u < 1/2 else 0`` (shape and dtype of ``u``)."""
     return ((u > -0.5) & (u < 0.5)).to(u)
 
 

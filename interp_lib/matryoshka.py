@@ -96,7 +96,8 @@ class MatryoshkaSAE(BatchTopKSAE):
 
     def prefix_reconstructions(self, latents: Tensor) -> list[Tensor]:
         """``[batch, d_sae]`` latents -> one ``[batch, d_in]`` reconstruction per prefix width,
-        each built on the previous one (``x_hat_(j) = x_hat_(j-1) + f_[m_{j-1}:m_j] W_dec[...]``)."""
+        each built on the previous one
+        (``x_hat_(j) = x_hat_(j-1) + f_[m_{j-1}:m_j] W_dec[...]``)."""
         out, x_hat, start = [], self.b_dec.expand(latents.shape[0], -1), 0
         for stop in self.widths:
             x_hat = x_hat + latents[:, start:stop] @ self.W_dec[start:stop]

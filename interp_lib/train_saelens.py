@@ -132,9 +132,10 @@ def train_saelens(
     Matryoshka get SAELens's ``JumpReLUTrainingSAE`` (same L0 coefficient, penalty, bandwidth,
     initial threshold), ``BatchTopKTrainingSAE`` and ``MatryoshkaBatchTopKTrainingSAE`` (same
     ``k``, threshold rate and prefix widths; its threshold average starts at 0 where ours is
-    bias-corrected, so on runs of a few hundred steps its saved SAE fires more). Returns an inference ``sae_lens.SAE`` that takes
-    raw activations: ``TopKSAE``, ``StandardSAE``, or ``JumpReLUSAE`` (the last three: SAELens
-    ships BatchTopK and Matryoshka SAEs as JumpReLU SAEs with their one threshold).
+    bias-corrected, so on runs of a few hundred steps its saved SAE fires more). Returns an
+    inference ``sae_lens.SAE`` that takes raw activations: ``TopKSAE``, ``StandardSAE``, or
+    ``JumpReLUSAE`` (the last three: SAELens ships BatchTopK and Matryoshka SAEs as JumpReLU SAEs
+    with their one threshold).
     """
     if acts.ndim != 2:
         raise InvalidArgumentError(f"acts must be [n_tokens, d_in], got shape {tuple(acts.shape)}")

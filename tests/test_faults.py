@@ -651,7 +651,7 @@ def test_train_cli_error_has_no_traceback_in_a_fresh_process(tmp_path):
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         "python -m interp_lib train: error: argument --k: invalid value 5000 "
-        "(from 1 to --width 1152 for a TopK SAE)"
+        "(from 1 to --width 1152 for a topk SAE)"
     )
 
 

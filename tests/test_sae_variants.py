@@ -104,7 +104,7 @@ def test_batchtopk_forward_train_and_eval():
     assert out.auxk > 0
     assert out.loss.item() == pytest.approx(out.mse.item() + 0.5 * out.auxk.item(), rel=1e-5)
     # the bias-corrected average of one value is that value (SAELens's, from 0, would be half)
-    first = float(f[f > 0].min())
+    first = float(f[f > 0].min().detach())
     assert float(sae.theta) == pytest.approx(first, rel=1e-6)
     sae.update_threshold_(torch.tensor([[0.0, 2 * first]]))  # then a batch whose minimum is 2x
     # weights r and (1 - r) r over 1 - (1 - r)^2: with r = 0.5, (0.5 * 2 + 0.25 * 1) / 0.75
@@ -137,7 +137,7 @@ def test_matryoshka_prefixes_each_reconstruct():
     torch.testing.assert_close(out.mse, errs[-1])
     torch.testing.assert_close(out.x_hat, f @ sae.W_dec + sae.b_dec)
     torch.testing.assert_close(out.loss, sum(errs))
-    assert len({round(float(e), 3) for e in errs}) == 3  # three different prefixes, three errors
+    assert len({round(float(e.detach()), 3) for e in errs}) == 3  # three different prefixes, three errors
     # a latent outside the first prefix gets no gradient from the first prefix's error
     sae.zero_grad()
     out = sae(x)

@@ -205,6 +205,12 @@ def save_saelens(
     for field in ("k", "l1_coeff", "l0_coeff", "widths"):
         if hasattr(sae, field):
             log[field] = getattr(sae, field)
+    return _write_sae_folder(out, weights, cfg, log)
+
+
+def _write_sae_folder(out: Path, weights: dict[str, Tensor], cfg: dict, log: dict) -> Path:
+    """``out`` written whole and atomically: the weights (with their digest), ``cfg.json`` and
+    ``training_log.json``."""
     with atomic_dir(out) as tmp:
         save_file(weights, str(tmp / WEIGHTS), metadata={DIGEST_KEY: weights_digest(weights)})
         (tmp / CFG).write_text(json.dumps(_to_jsonable(cfg), indent=2) + "\n")
@@ -250,11 +256,7 @@ def save_saelens_model(
         "history": history or [],
         "metadata": {"trained_with": "sae_lens", "weights_dtype": dtype, **(extra_metadata or {})},
     }
-    with atomic_dir(out) as tmp:
-        save_file(weights, str(tmp / WEIGHTS), metadata={DIGEST_KEY: weights_digest(weights)})
-        (tmp / CFG).write_text(json.dumps(_to_jsonable(cfg), indent=2) + "\n")
-        (tmp / "training_log.json").write_text(json.dumps(_to_jsonable(log), indent=1) + "\n")
-    return out
+    return _write_sae_folder(out, weights, cfg, log)
 
 
 def load_saelens_as_homebrew(

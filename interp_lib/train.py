@@ -640,6 +640,17 @@ def _ctrl_c_stops(requested: list[bool]) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+@contextmanager
+def _nothing_half_written(parser: argparse.ArgumentParser, out: str) -> Iterator[None]:
+    """Around saving: Ctrl-C exits 130 saying that nothing was half-written (saves are atomic)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        parser.exit(
+            130, f"{parser.prog}: interrupted while saving: nothing half-written in {out}\n"
+        )
+
+
 def _summary(cfg: TrainConfig, d_in: int, path: Path, m: dict) -> str:
     """The one line printed once an SAE is saved."""
     summary = (
@@ -668,7 +679,7 @@ def _train_and_save_with_saelens(
     from .train_saelens import train_saelens
 
     result = train_saelens(acts, cfg, val_acts=val, progress=not args.no_progress)
-    try:
+    with _nothing_half_written(parser, args.out):
         path = save_saelens_model(
             result.sae,
             args.out,
@@ -678,10 +689,6 @@ def _train_and_save_with_saelens(
             extra_metadata={"train_config": asdict(cfg), "context_size": args.ctx_len},
             history=result.history,
             metrics=result.metrics,
-        )
-    except KeyboardInterrupt:
-        parser.exit(
-            130, f"{parser.prog}: interrupted while saving: nothing half-written in {args.out}\n"
         )
     print(_summary(cfg, acts.shape[1], path, result.metrics) + " (SAELens's trainer)")
     return 0
@@ -734,7 +741,7 @@ def _train_and_save(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     with _ctrl_c_stops(requested):
         result = train_sae(acts, cfg, val_acts=val, progress=progress, stop=lambda: bool(requested))
     m = result.metrics
-    try:
+    with _nothing_half_written(parser, args.out):
         path = save_saelens(
             result.sae,
             args.out,
@@ -750,10 +757,6 @@ def _train_and_save(parser: argparse.ArgumentParser, args: argparse.Namespace) -
             extra_metadata={"train_config": asdict(cfg)},
             history=result.history,
             metrics=m,
-        )
-    except KeyboardInterrupt:
-        parser.exit(
-            130, f"{parser.prog}: interrupted while saving: nothing half-written in {args.out}\n"
         )
     print(_summary(cfg, acts.shape[1], path, m))
     if "stopped_at_step" in m:

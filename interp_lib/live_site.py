@@ -116,8 +116,11 @@ def write_live_site(html: Path, node_modules: Path) -> list[Path]:
         for src, name in VENDOR.items():
             shutil.copyfile(Path(node_modules) / src, tmp / "vendor" / name)
         (tmp / "model").mkdir()
-        files = [manifest["graph"], "manifest.json", "tokenizer.json", "tokenizer_config.json"]
-        for name in files + [w["path"] for w in manifest["weights"]]:
+        lens = manifest["lens"]
+        files = [manifest["graph"], lens["graph"], "manifest.json", "tokenizer.json",
+                 "tokenizer_config.json"]
+        weights = [w["path"] for w in manifest["weights"] + lens["weights"]]
+        for name in dict.fromkeys(files + weights):
             _link_or_copy(export / name, tmp / "model" / name)
         (tmp / "saes").mkdir()
         write_sae_files(tmp / "saes", model)
@@ -128,17 +131,29 @@ def write_live_site(html: Path, node_modules: Path) -> list[Path]:
 
 
 def download_bytes(html: Path) -> dict[str, int]:
-    """What each live page downloads from the site, in bytes (the model, the SAE files it reads,
-    the scripts and WebAssembly)."""
+    """What each live page downloads from the site, in bytes: its graph and the weight files
+    that graph reads, the tokenizer, the SAE files it reads, the scripts and WebAssembly."""
     live = Path(html) / "live"
-    shared = sum(p.stat().st_size for p in (live / "model").iterdir())
-    shared += sum(p.stat().st_size for p in (live / "vendor").iterdir() if "LICENSE" not in p.name)
-    shared += sum((live / s).stat().st_size for s in SCRIPTS)
+    model = live / "model"
+    manifest = json.loads((model / "manifest.json").read_text())
+    common = sum(
+        (model / n).stat().st_size
+        for n in ("manifest.json", "tokenizer.json", "tokenizer_config.json")
+    )
+    common += sum(p.stat().st_size for p in (live / "vendor").iterdir() if "LICENSE" not in p.name)
+    common += sum((live / s).stat().st_size for s in SCRIPTS)
+
+    def graph_bytes(spec: dict) -> int:
+        return (model / spec["graph"]).stat().st_size + sum(
+            (model / w["path"]).stat().st_size for w in spec["weights"]
+        )
+
     index = json.loads((live / "saes" / "saes.json").read_text())
+    saes = common + (live / "saes" / "saes.json").stat().st_size
     encoders = sum((live / "saes" / s["encoder"]).stat().st_size for s in index["saes"])
     decoder = (live / "saes" / index["steer"]["decoder"]).stat().st_size
     return {
-        "lens.html (all five SAEs picked)": shared + encoders,
-        "steer.html": shared + decoder,
+        "lens.html (all five SAEs picked)": saes + graph_bytes(manifest["lens"]) + encoders,
+        "steer.html": saes + graph_bytes(manifest) + decoder,
         "largest file": max(p.stat().st_size for p in live.rglob("*") if p.is_file()),
     }

@@ -16,7 +16,9 @@ its form, as a reader types them), and the check waits for `document.body.datase
 * steer.html: greedy generation, steered and unsteered, 16 tokens on three prompts, equals
   `steering.generate_steered` / `steering.generate` token for token (compared as text, cut at
   EOS), and the steering changed the text;
-* no uncaught exception and no console error on either page.
+* no uncaught exception and no console error on either page;
+* what each page downloads is at most 300 MB (the lens with all five SAEs picked), and no file is
+  over 95 MB.
 
 --bench prints the timings the issue budgets (features of a 64-token text after the model is
 loaded; tokens/s of the bench) and the download sizes. Exit status 1 if a check fails.
@@ -46,6 +48,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / ".ci")]
 from browser_check import FLAGS, find_chromium  # noqa: E402  (tests/ is this script's folder)
 
 AGREE = 0.95
+PAGE_BUDGET = 300e6
+"""What one page may download in all (the model, the SAE files it reads, scripts, WebAssembly)."""
+FILE_BUDGET = 95e6
+"""The largest file a page may download (static hosts cap file sizes)."""
 ACTIVATION_TOLERANCE = 0.05
 STEER_TOKENS = 16
 STEER_PROMPTS = (
@@ -328,10 +334,15 @@ async def drive(args, base: str) -> int:
             t0 = time.monotonic()
             problems += await check_steer(page, base, model)
             print(f"  steer: {len(STEER_PROMPTS)} prompts in {time.monotonic() - t0:.0f} s")
+        sizes = download_bytes(args.html)
+        for page_name, size in sizes.items():
+            limit = FILE_BUDGET if page_name == "largest file" else PAGE_BUDGET
+            if size > limit:
+                problems.append(f"download budget: {page_name} is {size / 1e6:.1f} MB, over "
+                                f"{limit / 1e6:.0f} MB")
         if args.bench or args.bench_only:
             await run_bench(page, base, model, bench)
-            bench.update({f"download, {k} (MB)": round(v / 1e6, 1)
-                          for k, v in download_bytes(args.html).items()})
+            bench.update({f"download, {k} (MB)": round(v / 1e6, 1) for k, v in sizes.items()})
             print("bench (headless Chromium, one WebAssembly thread):")
             for k, v in bench.items():
                 print(f"  {k}: {v}")

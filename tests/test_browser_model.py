@@ -20,12 +20,9 @@ HOOKS = ["blocks.1.hook_resid_pre", "blocks.1.hook_mlp_out", "blocks.2.hook_resi
 
 
 @pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    """A 3-layer Llama with grouped-query attention on disk, its TransformerLens model, and the
-    browser graph's module built from the same weights."""
+def tiny_folder(tmp_path_factory):
+    """A 3-layer Llama with grouped-query attention, saved as a Hugging Face folder."""
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from interp_lib import load_model
 
     # no "llama" in the path: TransformerLens would take the config from the name
     folder = tmp_path_factory.mktemp("tiny-gqa")
@@ -36,9 +33,17 @@ def tiny_llama(tmp_path_factory):
                       max_position_embeddings=64, tie_word_embeddings=True,
                       bos_token_id=0, eos_token_id=0, rope_theta=10000.0)
     LlamaForCausalLM(cfg).save_pretrained(folder)
-    model = load_model(str(folder))
-    module, _ = bm.load_browser_llama(folder)
-    module.hooks = HOOKS
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tiny_folder):
+    """The tiny Llama's TransformerLens model and the browser graph's module built from the same
+    weights."""
+    from interp_lib import load_model
+
+    model = load_model(str(tiny_folder))
+    module, _ = bm.load_browser_llama(tiny_folder, HOOKS)
     return model, module
 
 
@@ -107,11 +112,15 @@ def test_unknown_model_is_refused_naming_the_choices():
 
 def _fake_export(folder: Path) -> Path:
     folder.mkdir()
-    for name in (bm.GRAPH, "tokenizer.json", "tokenizer_config.json"):
+    for name in (bm.GRAPH, bm.LENS_GRAPH, "tokenizer.json", "tokenizer_config.json"):
         (folder / name).write_text("{}")
     (folder / "weights-0.bin").write_bytes(b"\0" * 100)
+    (folder / "lens-weights-0.bin").write_bytes(b"\0" * 10)
     manifest = {"format": bm.FORMAT_VERSION, "graph": bm.GRAPH,
-                "weights": [{"path": "weights-0.bin", "bytes": 100}]}
+                "weights": [{"path": "weights-0.bin", "bytes": 100}],
+                "lens": {"graph": bm.LENS_GRAPH, "weights": [
+                    {"path": "weights-0.bin", "bytes": 100},
+                    {"path": "lens-weights-0.bin", "bytes": 10}]}}
     (folder / bm.MANIFEST).write_text(json.dumps(manifest))
     return folder
 
@@ -119,6 +128,14 @@ def _fake_export(folder: Path) -> Path:
 def test_damaged_export_is_named(tmp_path):
     folder = _fake_export(tmp_path / "export")
     assert bm.read_browser_manifest(folder)["weights"][0]["bytes"] == 100
+    (folder / "lens-weights-0.bin").unlink()  # a file only the lens reads
+    with pytest.raises(MissingFileError, match="lens-weights-0.bin"):
+        bm.read_browser_manifest(folder)
+    (folder / "lens-weights-0.bin").write_bytes(b"\0" * 10)
+    (folder / bm.LENS_GRAPH).unlink()
+    with pytest.raises(MissingFileError, match="lens.onnx"):
+        bm.read_browser_manifest(folder)
+    (folder / bm.LENS_GRAPH).write_text("{}")
     (folder / "weights-0.bin").write_bytes(b"\0" * 60)  # cut short
     with pytest.raises(DamagedFileError, match="weights-0.bin: has 60 bytes"):
         bm.read_browser_manifest(folder)
@@ -155,10 +172,17 @@ def test_export_agrees_with_transformer_lens_and_generates_as_generate_steered(s
     with torch.inference_mode():
         _, cache = smollm.run_with_cache(tokens, names_filter=bm.shipped_hooks())
     got = session.run(tokens[0].tolist())
+    lens = session.lens(tokens[0].tolist())
     for hook in bm.shipped_hooks():
         ref = cache[hook][0].numpy()
-        err = np.linalg.norm(got[hook] - ref, axis=-1) / np.linalg.norm(ref, axis=-1)
-        assert err.max() < bm.MAX_RELATIVE_ERROR, hook
+        for graph in (got, lens):
+            err = np.linalg.norm(graph[hook] - ref, axis=-1) / np.linalg.norm(ref, axis=-1)
+            assert err.max() < bm.MAX_RELATIVE_ERROR, hook
+    assert report["lens_max_relative_error"] < bm.MAX_RELATIVE_ERROR
+    manifest = session.manifest
+    assert manifest["lens"]["n_layers"] == 25  # blocks.25.hook_resid_pre is the deepest hook
+    lens_bytes = sum(w["bytes"] for w in manifest["lens"]["weights"])
+    assert lens_bytes < sum(w["bytes"] for w in manifest["weights"]) - 30e6  # 5 blocks skipped
     sae = load_sae("smollm2-135m-res", "blocks.15.hook_resid_pre")
     ref_norm = typical_norm(smollm, sae)
     prompt = "The weather today is"
@@ -186,3 +210,50 @@ def test_book_build_without_node_leaves_the_live_pages_out(tmp_path):
                           outdir=str(tmp_path / "html"))
     module._live_pages(app, None)  # no exception: the rest of the site stands
     assert not (tmp_path / "html" / "lens.html").exists()
+
+
+def test_lens_layers_counts_the_blocks_each_hook_needs():
+    assert bm.lens_layers(["blocks.5.hook_resid_pre", "blocks.25.hook_resid_pre"]) == 25
+    assert bm.lens_layers(["blocks.15.hook_mlp_out", "blocks.5.hook_resid_pre"]) == 16
+    with pytest.raises(InvalidArgumentError, match="hook_attn_out"):
+        bm.lens_layers(["blocks.3.hook_attn_out"])
+
+
+def test_lens_graph_equals_the_full_graph_without_its_last_blocks(tiny_llama, tiny_folder):
+    """BrowserLens runs 2 of the 3 blocks and gives the full graph's activations at every hook."""
+    _, module = tiny_llama
+    lens = bm.load_browser_lens(tiny_folder, HOOKS)
+    assert lens.n_run == 2 and not hasattr(lens, "wq2")
+    ids = [0, 5, 3, 7, 2, 9, 4]
+    full = _run(module, ids)
+    with torch.no_grad():
+        got = dict(zip(HOOKS, lens(torch.tensor([ids]))))
+    for hook in HOOKS:
+        assert torch.allclose(got[hook], full[hook], atol=1e-5), hook
+
+
+def test_export_shares_weight_files_and_the_lens_skips_the_blocks_it_does_not_run(
+    tiny_llama, tiny_folder, tmp_path
+):
+    """Both graphs read one set of weight files; the last block's weights sit in a file of
+    their own that the lens does not name; onnxruntime runs both as PyTorch does."""
+    import onnxruntime as ort
+
+    model, module = tiny_llama
+    bm.export_onnx(tiny_folder, tmp_path, HOOKS)
+    manifest = json.loads((tmp_path / bm.MANIFEST).read_text())
+    full_files = [w["path"] for w in manifest["weights"]]
+    lens_files = [w["path"] for w in manifest["lens"]["weights"]]
+    assert set(lens_files) < set(full_files)  # shared, and fewer
+    # the files the lens skips hold at least the last block's seven weight matrices
+    skipped = sum(w["bytes"] for w in manifest["weights"] if w["path"] not in lens_files)
+    last_block = sum(getattr(module, f"{w}2").numel() * 2 for w in ("wq", "wk", "wv", "wo", "wg",
+                                                                  "wu", "wd"))
+    assert skipped >= last_block
+    assert manifest["lens"]["n_layers"] == 2
+    ids = model.to_tokens("the cat sat on the mat")[0].tolist()
+    lens = ort.InferenceSession(str(tmp_path / bm.LENS_GRAPH), providers=["CPUExecutionProvider"])
+    got = dict(zip(HOOKS, lens.run(None, {"input_ids": np.asarray([ids], np.int64)})))
+    full = _run(module, ids)
+    for hook in HOOKS:
+        assert np.allclose(got[hook], full[hook].numpy(), atol=1e-4), hook

@@ -36,6 +36,7 @@ async function show(model, text, key) {
     return `<span class="tok" data-i="${i}" title="${title}" style="background: rgba(255, 140, 0, ${alpha})">${escapeHTML(model.piece(id))}</span>`;
   }).join("");
   const detail = document.getElementById("detail");
+  const steerable = key === model.saes.steer.key; // the bench steers this SAE's features
   tokens.onclick = (ev) => {
     const span = ev.target.closest(".tok");
     if (!span) return;
@@ -43,7 +44,8 @@ async function show(model, text, key) {
     span.classList.add("selected");
     const i = Number(span.dataset.i);
     detail.innerHTML = `<p>Token ${i} <code>${escapeHTML(JSON.stringify(model.piece(ids[i + 1])))}</code>: its top features</p><table>` +
-      strongest[i].map(([f, a]) => `<tr><td><a href="${featureURL(enc.info, f)}">feature ${f}</a></td><td>${a.toFixed(3)}</td></tr>`).join("") + "</table>";
+      strongest[i].map(([f, a]) => `<tr><td><a href="${featureURL(enc.info, f)}">feature ${f}</a></td><td>${a.toFixed(3)}</td>` +
+        (steerable ? `<td><a href="steer.html?feature=${f}">steer with it</a></td>` : "") + "</tr>").join("") + "</table>";
   };
   const table = document.getElementById("lens-results");
   table.dataset.forwardMs = (t1 - t0).toFixed(1);
@@ -58,7 +60,7 @@ async function show(model, text, key) {
 
 async function main() {
   const q = query();
-  const model = await loadModel();
+  const model = await loadModel("lens");
   document.body.dataset.loadMs = (performance.now()).toFixed(0);
   for (const s of model.saes.saes) picker.add(new Option(`${s.release} / ${s.sae_id}`, s.key));
   if (q.sae) {

@@ -11,6 +11,7 @@ const CACHE_NAME = "interp-live-v1";
 
 ort.env.wasm.wasmPaths = new URL("vendor/", BASE).href;
 ort.env.wasm.numThreads = 1;
+ort.env.wasm.proxy = true; // the model runs in a Web Worker: the page stays responsive while it computes
 ort.env.logLevel = "error";
 
 // The pages' shared navigation bar.
@@ -96,38 +97,42 @@ function progress(total) {
   };
 }
 
-/** Load the model, its tokenizer and the SAE index (weights, with a progress bar). */
-export async function loadModel(extraBytes = []) {
+/** Load the model, its tokenizer and the SAE index (weights, with a progress bar). `graph`:
+ * "model" (every block, the key-value cache, steering, logits: the bench) or "lens" (the blocks
+ * up to the deepest SAE's hook, activations only; it reads a subset of the same weight files). */
+export async function loadModel(graph = "model") {
   const t0 = performance.now();
   const [manifest, saes, tokJson, tokConfig] = await Promise.all([
     fetchJSON("model/manifest.json"), fetchJSON("saes/saes.json"),
     fetchJSON("model/tokenizer.json"), fetchJSON("model/tokenizer_config.json"),
   ]);
   const tokenizer = new Tokenizer(tokJson, tokConfig);
-  const files = [manifest.graph, ...manifest.weights.map((w) => w.path)];
-  const total = manifest.weights.reduce((a, w) => a + w.bytes, 0);
+  const spec = graph === "lens" ? manifest.lens : manifest;
+  const files = [spec.graph, ...spec.weights.map((w) => w.path)];
+  const total = spec.weights.reduce((a, w) => a + w.bytes, 0);
   const tick = progress(total);
   const blobs = [];
-  for (const f of files) blobs.push(await fetchBytes("model/" + f, f === manifest.graph ? () => {} : tick));
+  for (const f of files) blobs.push(await fetchBytes("model/" + f, f === spec.graph ? () => {} : tick));
   const label = document.getElementById("progress-label");
   if (label) label.textContent = "starting the model (WebAssembly) ...";
   const session = await ort.InferenceSession.create(blobs[0], {
     executionProviders: ["wasm"],
     graphOptimizationLevel: "all",
-    externalData: manifest.weights.map((w, i) => ({ path: w.path, data: blobs[i + 1] })),
+    externalData: spec.weights.map((w, i) => ({ path: w.path, data: blobs[i + 1] })),
   });
   if (label) label.textContent = `model loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s, on this machine`;
   const bar = document.getElementById("progress");
   if (bar) bar.hidden = true;
-  return new LiveModel(session, manifest, saes, tokenizer);
+  return new LiveModel(session, manifest, saes, tokenizer, graph);
 }
 
 export class LiveModel {
-  constructor(session, manifest, saes, tokenizer) {
+  constructor(session, manifest, saes, tokenizer, graph = "model") {
     this.session = session;
     this.manifest = manifest;
     this.saes = saes;
     this.tokenizer = tokenizer;
+    this.graph = graph;
     this.encoders = {};
   }
 
@@ -145,13 +150,20 @@ export class LiveModel {
     return [zeros(), zeros()];
   }
 
-  /** One forward pass over `ids` after `cache` ([keys, values] tensors; null: a fresh context). */
+  /** One forward pass over `ids` after `cache` ([keys, values] tensors; null: a fresh context).
+   * The lens graph takes `ids` alone (a fresh context, no steering). */
   async run(ids, cache = null, steer = null) {
     const m = this.manifest;
+    const inputIds = new ort.Tensor("int64", BigInt64Array.from(ids.map(BigInt)), [1, ids.length]);
+    if (this.graph === "lens") {
+      if (cache || steer) throw new Error("the lens graph runs a fresh context without steering");
+      return this.session.run({ input_ids: inputIds });
+    }
     const [keys, values] = cache || this.emptyCache();
-    const steerData = steer || new Float32Array(m.n_layers * m.d_model);
+    // a copy: in the Web Worker the inputs' buffers are handed over (detached) after each run
+    const steerData = steer ? steer.slice() : new Float32Array(m.n_layers * m.d_model);
     const out = await this.session.run({
-      input_ids: new ort.Tensor("int64", BigInt64Array.from(ids.map(BigInt)), [1, ids.length]),
+      input_ids: inputIds,
       past_keys: keys,
       past_values: values,
       steer: new ort.Tensor("float32", steerData, [m.n_layers, m.d_model]),

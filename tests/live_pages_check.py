@@ -3,6 +3,7 @@
 and compare what they compute with interp_lib.
 
     python tests/live_pages_check.py [--html _build/html] [--texts 8] [--bench]
+    python tests/live_pages_check.py --url http://127.0.0.1:8000/   # a site make serve serves
 
 The site is served on loopback by a static server (the pages need no server-side code) inside a
 network namespace of its own (`unshare -n`: nothing else is reachable), and Chromium is driven
@@ -364,12 +365,17 @@ def main(argv=None) -> int:
     p.add_argument("--bench", action="store_true", help="also print the timings and sizes")
     p.add_argument("--bench-only", action="store_true", help="the timings and sizes alone")
     p.add_argument("--online", action="store_true", help="(inside) skip cutting the network")
+    p.add_argument("--url", default=None,
+                   help="drive a site a server already serves (make serve: http://127.0.0.1:8000/)"
+                        " instead of serving --html here; the network is not cut")
     args = p.parse_args(argv)
     args.html = args.html.resolve()
     if not (args.html / "lens.html").is_file():
         print(f"live-pages check: no lens.html in {args.html}: the site was built without the "
               "live pages (they need node and `npm ci`: make env)", file=sys.stderr)
         return 1
+    if args.url:
+        return asyncio.run(drive(args, args.url.rstrip("/") + "/"))
     if not args.online:
         if os.environ.get("INTERP_LIVE_CHECK_INSIDE") != "1":
             cmd = ["unshare", "-n"] if os.geteuid() == 0 else ["unshare", "-r", "-n"]

@@ -76,7 +76,10 @@ def fast_forward_supported(model, hooks: Sequence[str]) -> bool:
     if tokenizer is not None and getattr(tokenizer, "padding_side", "right") == "left":
         return False  # TransformerLens would mask pad tokens
     # hooks a caller attached (steering, ablation) change TransformerLens's forward: not ours
-    return not any(hp._forward_hooks or hp._forward_pre_hooks for hp in model.hook_dict.values())
+    if any(hp._forward_hooks or hp._forward_pre_hooks for hp in model.hook_dict.values()):
+        return False
+    deepest = max(int(SUPPORTED_HOOK.match(h).group(1)) for h in hooks)
+    return all(_biases_are_zero(model.blocks[n]) for n in range(deepest + 1))
 
 
 class _Layer:

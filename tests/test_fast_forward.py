@@ -98,6 +98,14 @@ def test_unsupported_hooks_and_models_fall_back(smollm, tiny_gpt2, monkeypatch):
     with smollm.hooks(fwd_hooks=[("blocks.1.hook_resid_pre", lambda x, hook: x)]):
         assert not FF.fast_forward_supported(smollm, ["blocks.2.hook_resid_pre"])
     assert FF.fast_forward_supported(smollm, ["blocks.2.hook_resid_pre"])
+    bias = smollm.blocks[1].attn.b_O
+    with torch.no_grad():
+        bias[0] = 1.0  # a bias the lean forward does not add
+        try:
+            assert not FF.fast_forward_supported(smollm, ["blocks.2.hook_resid_pre"])
+            assert FF.fast_forward_supported(smollm, ["blocks.0.hook_mlp_out"])  # block 1 unused
+        finally:
+            bias.zero_()
 
     def refuse(model):
         raise AssertionError("the fast path was taken")

@@ -69,8 +69,10 @@ def fast_forward_supported(model, hooks: Sequence[str]) -> bool:
     hook in ``hooks`` (else harvest falls back to TransformerLens)."""
     if not hooks or not all(SUPPORTED_HOOK.match(h) for h in hooks):
         return False
-    cfg = getattr(model, "cfg", None)
-    if cfg is None or not _config_is_plain_llama(cfg):
+    try:
+        if not _config_is_plain_llama(model.cfg):
+            return False
+    except AttributeError:  # not a HookedTransformer config (a stand-in, another library's)
         return False
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is not None and getattr(tokenizer, "padding_side", "right") == "left":

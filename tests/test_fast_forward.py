@@ -94,6 +94,10 @@ def test_unsupported_hooks_and_models_fall_back(smollm, tiny_gpt2, monkeypatch):
     assert not FF.fast_forward_supported(smollm, ["blocks.0.mlp.hook_post"])
     assert not FF.fast_forward_supported(smollm, ["blocks.0.hook_resid_pre", "blocks.0.attn.hook_z"])
     assert not FF.fast_forward_supported(tiny_gpt2, ["blocks.0.hook_resid_pre"])
+    from types import SimpleNamespace
+
+    assert not FF.fast_forward_supported(SimpleNamespace(cfg=SimpleNamespace(d_model=8)),
+                                         ["blocks.0.hook_resid_pre"])
     # hooks attached by the caller (steering) change TransformerLens's forward: not ours
     with smollm.hooks(fwd_hooks=[("blocks.1.hook_resid_pre", lambda x, hook: x)]):
         assert not FF.fast_forward_supported(smollm, ["blocks.2.hook_resid_pre"])

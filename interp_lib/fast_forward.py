@@ -137,7 +137,7 @@ class LlamaHarvestForward:
         a = softmax(q k^T / sqrt(d_h) + causal) v W_O           hook_attn_out; grouped K/V heads
         x = x + a                                               hook_resid_mid
         m = (silu(rms(x) W_gate) * rms(x) W_in) W_out           hook_mlp_out
-        x = x + m                                               hook_resid_post = blocks.n+1.hook_resid_pre
+        x = x + m                                    hook_resid_post (= blocks.n+1.hook_resid_pre)
 
     Q and K columns are permuted within each head so that every RoPE pair is adjacent (one complex
     multiplication); the same permutation on both leaves ``q k^T`` unchanged. Arithmetic is fp32.

@@ -4,8 +4,13 @@
 
 * the machine's fp32 matrix-multiply rate (GFLOP/s, one large square matmul, best of a few);
 * harvesting: tokens per second through the first layers of SmolLM2-135M up to the SAE's hook,
-  and that as a fraction of the matmul rate (the model's FLOPs per token, counted from its config,
-  times tokens/s, over the measured GFLOP/s);
+  for the library's :func:`~interp_lib.activations.harvest` (the lean Llama forward of
+  :mod:`interp_lib.fast_forward`), TransformerLens's ``run_with_cache`` (the library's old path)
+  and a plain ``transformers`` ``LlamaForCausalLM`` cut to the same layers, on the same tokens and
+  batch, interleaved and best of a few repeats (the machine may be shared: the *ratios* are what
+  one run can measure fairly); and, for information, harvest as a fraction of the matmul rate
+  (the model's FLOPs per token, counted from its config, times tokens/s, over the measured
+  GFLOP/s);
 * training, on *identical* activations (cached for that hook, position 0 left out): our
   trainer (:func:`interp_lib.train.train_sae`, sparse TopK kernels) against SAELens's own
   ``SAETrainer``, same size (576 -> 4608), same ``k`` (32), batch 4096, fp32, same schedule and
@@ -33,10 +38,11 @@ import torch
 from . import data
 from .activations import cached_activations, corpus_split, harvest
 from .errors import cli_errors
+from .fast_forward import fast_forward_supported
 from .files import write_text_atomic
 from .hooks import hook_layer
 from .metrics import reconstruction_metrics
-from .models import load_model
+from .models import embedded_model_dir, load_model, quiet_loading
 from .train import TrainConfig, train_sae
 from .train_saelens import train_saelens
 
@@ -45,6 +51,7 @@ __all__ = [
     "transformer_flops_per_token",
     "layers_run",
     "peak_rss_mb",
+    "plain_transformers_forward",
     "bench_harvest",
     "bench_training",
     "run_bench",
@@ -106,24 +113,90 @@ def peak_rss_mb() -> float:
 # --------------------------------------------------------------------------------------------
 # The two measurements
 # --------------------------------------------------------------------------------------------
-def bench_harvest(model, tokens: torch.Tensor, hook: str = HOOK, batch_size: int = 16) -> dict:
-    """Time :func:`interp_lib.activations.harvest` on ``tokens [n_ctx, ctx_len]``."""
+def plain_transformers_forward(folder: str | Path, n_layers: int):
+    """A plain ``transformers`` forward through the first ``n_layers`` blocks of the Llama model
+    in ``folder``: tokens [B, T] -> the residual stream after block ``n_layers - 1`` [B, T, d].
 
-    harvest(model, [hook], tokens[:2], batch_size=2, progress=False)  # warm-up (first-call costs)
-    t0 = time.perf_counter()
-    acts = harvest(model, [hook], tokens, batch_size=batch_size, progress=False)[hook]
-    seconds = time.perf_counter() - t0
-    n_ctx, ctx_len = tokens.shape
-    return {
-        "harvest_tokens": n_ctx * ctx_len,
-        "harvest_rows": acts.shape[0],
-        "harvest_seconds": seconds,
-        "harvest_tokens_per_s": n_ctx * ctx_len / seconds,
-        "harvest_layers": layers_run(hook),
-        "harvest_flops_per_token": transformer_flops_per_token(
-            model.cfg, layers_run(hook), ctx_len
+    The layer list is cut to ``n_layers`` and the stream read by a forward hook on the last kept
+    block (``hidden_states[-1]`` of a cut model would be *after* the final norm).
+    """
+    from transformers import AutoModelForCausalLM
+
+    if n_layers < 1:
+        raise ValueError(f"need at least one block, got n_layers={n_layers}")
+    with quiet_loading():
+        hf = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    hf.model.layers = hf.model.layers[:n_layers]
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(module, args, output):
+        seen["resid"] = output[0] if isinstance(output, tuple) else output
+
+    hf.model.layers[n_layers - 1].register_forward_hook(keep)
+
+    @torch.inference_mode()
+    def forward(tokens: torch.Tensor) -> torch.Tensor:
+        hf.model(input_ids=tokens, use_cache=False)
+        return seen.pop("resid")
+
+    return forward
+
+
+def bench_harvest(
+    model,
+    tokens: torch.Tensor,
+    hook: str = HOOK,
+    batch_size: int = 16,
+    *,
+    folder: str | Path | None = None,
+    repeats: int = 3,
+) -> dict:
+    """Time :func:`interp_lib.activations.harvest`, TransformerLens's path and plain
+    ``transformers`` on ``tokens [n_ctx, ctx_len]``: same blocks, tokens and batch size; the three
+    interleaved, each the best of ``repeats`` passes."""
+
+    n_layers = layers_run(hook)
+    plain = plain_transformers_forward(folder or embedded_model_dir(MODEL), n_layers)
+
+    def plain_pass(toks: torch.Tensor) -> None:
+        for i in range(0, toks.shape[0], batch_size):
+            plain(toks[i : i + batch_size])
+
+    engines = {
+        "harvest": lambda toks, bs: harvest(model, [hook], toks, batch_size=bs, progress=False),
+        "transformer_lens": lambda toks, bs: harvest(
+            model, [hook], toks, batch_size=bs, progress=False, engine="transformer_lens"
         ),
+        "plain_transformers": lambda toks, bs: plain_pass(toks),
     }
+    for run in engines.values():  # warm-up (first-call costs: weights fused, thread pools)
+        run(tokens[:2], 2)
+    best = {name: math.inf for name in engines}
+    for _ in range(repeats):
+        for name, run in engines.items():
+            t0 = time.perf_counter()
+            run(tokens, batch_size)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    n_ctx, ctx_len = tokens.shape
+    n_tokens = n_ctx * ctx_len
+    out = {
+        "harvest_tokens": n_tokens,
+        "harvest_rows": n_ctx * (ctx_len - 1),  # position 0 left out
+        "harvest_batch_size": batch_size,
+        "harvest_repeats": repeats,
+        "harvest_engine": (
+            "lean Llama forward" if fast_forward_supported(model, [hook]) else "transformer_lens"
+        ),
+        "harvest_seconds": best["harvest"],
+        "harvest_layers": n_layers,
+        "harvest_flops_per_token": transformer_flops_per_token(model.cfg, n_layers, ctx_len),
+    }
+    for name, seconds in best.items():
+        key = "harvest_tokens_per_s" + ("" if name == "harvest" else f"_{name}")
+        out[key] = n_tokens / seconds
+    out["harvest_vs_plain_transformers"] = best["plain_transformers"] / best["harvest"]
+    out["harvest_vs_transformer_lens"] = best["transformer_lens"] / best["harvest"]
+    return out
 
 
 def bench_training(
@@ -179,7 +252,8 @@ def run_bench(
     """Measure everything above in one run; print a table; write ``json_path`` if given.
 
     Keys include ``train_tokens_per_s_homebrew``, ``train_tokens_per_s_saelens``, ``speedup``,
-    ``val_fve_homebrew``, ``val_fve_saelens``, ``harvest_tokens_per_s``,
+    ``val_fve_homebrew``, ``val_fve_saelens``, ``harvest_tokens_per_s`` (and ``_transformer_lens``,
+    ``_plain_transformers``), ``harvest_vs_plain_transformers``, ``harvest_vs_transformer_lens``,
     ``harvest_roofline_fraction``, ``matmul_gflops``, ``peak_rss_mb``.
     """
 
@@ -199,7 +273,7 @@ def run_bench(
     tokens = data.tokenize_corpus(
         model.tokenizer, corpus_split("heldout"), ctx_len=CTX_LEN, max_tokens=n_ctx * CTX_LEN
     )
-    res.update(bench_harvest(model, tokens))
+    res.update(bench_harvest(model, tokens, repeats=3 if quick else 2))
     res["harvest_gflops"] = res["harvest_tokens_per_s"] * res["harvest_flops_per_token"] / 1e9
     res["harvest_roofline_fraction"] = res["harvest_gflops"] / res["matmul_gflops"]
 
@@ -236,8 +310,25 @@ def format_table(res: dict) -> str:
         f"{res['threads']} threads)",
         f"  fp32 matmul                {res['matmul_gflops']:10.1f} GFLOP/s",
         f"  harvest {res['hook']} ({res['harvest_layers']} blocks, "
-        f"{res['harvest_flops_per_token'] / 1e6:.0f} MFLOP/token)",
-        f"    tokens/s                 {res['harvest_tokens_per_s']:10,.0f}",
+        f"{res['harvest_flops_per_token'] / 1e6:.0f} MFLOP/token"
+        + (
+            f"; batch {res['harvest_batch_size']}, best of {res['harvest_repeats']}, interleaved)"
+            if "harvest_batch_size" in res
+            else ")"
+        ),
+        f"    tokens/s                 {res['harvest_tokens_per_s']:10,.0f}"
+        + (f"  ({res['harvest_engine']})" if "harvest_engine" in res else ""),
+    ]
+    for name, label in (
+        ("plain_transformers", "plain transformers"),
+        ("transformer_lens", "TransformerLens"),
+    ):
+        if f"harvest_tokens_per_s_{name}" in res:
+            lines.append(
+                f"    {label:24s} {res[f'harvest_tokens_per_s_{name}']:10,.0f}"
+                f"  harvest / {label}: {res[f'harvest_vs_{name}']:.2f}x"
+            )
+    lines += [
         f"    achieved                 {res['harvest_gflops']:10.1f} GFLOP/s = "
         f"{res['harvest_roofline_fraction']:.0%} of the matmul rate",
         f"  train TopK {tc['d_in']} -> {tc['d_sae']}, k={tc['k']}, batch {tc['batch_size']}, "

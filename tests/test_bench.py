@@ -88,6 +88,14 @@ def test_format_table_and_main(monkeypatch, tmp_path, capsys):
                      f"val_l0_{name}": 32.0, f"val_dead_fraction_{name}": 0.0})
     text = bench.format_table(fake)
     assert "3.00x" in text and "88% of the matmul rate" in text and "9,000" in text
+    assert "plain transformers" not in text  # an older result without the comparison still prints
+    fake.update({"harvest_batch_size": 16, "harvest_repeats": 3, "harvest_engine": "lean Llama forward",
+                 "harvest_tokens_per_s_plain_transformers": 800.0, "harvest_vs_plain_transformers": 1.25,
+                 "harvest_tokens_per_s_transformer_lens": 625.0, "harvest_vs_transformer_lens": 1.6})
+    text = bench.format_table(fake)
+    assert "harvest / plain transformers: 1.25x" in text and "harvest / TransformerLens: 1.60x" in text
+    assert "batch 16, best of 3, interleaved" in text and "(lean Llama forward)" in text
+    assert "88% of the matmul rate" in text  # kept, as information
 
     seen = {}
 
@@ -113,9 +121,11 @@ def test_run_bench_writes_the_required_keys(monkeypatch, tmp_path):
     monkeypatch.setattr(activations, "corpus_split", lambda split: [])
     monkeypatch.setattr(activations, "cached_activations",
                         lambda *a, n_tokens, **k: {bench.HOOK: torch.randn(512, 8)})
-    monkeypatch.setattr(bench, "bench_harvest", lambda model, tokens: {
+    monkeypatch.setattr(bench, "bench_harvest", lambda model, tokens, **k: {
         "harvest_tokens": 256, "harvest_rows": 254, "harvest_seconds": 0.5, "harvest_tokens_per_s": 512.0,
-        "harvest_layers": 12, "harvest_flops_per_token": 88e6})
+        "harvest_layers": 12, "harvest_flops_per_token": 88e6, "harvest_tokens_per_s_plain_transformers": 400.0,
+        "harvest_vs_plain_transformers": 1.28, "harvest_tokens_per_s_transformer_lens": 300.0,
+        "harvest_vs_transformer_lens": 512 / 300})
     monkeypatch.setattr(bench, "matmul_gflops", lambda *a, **k: 100.0)
     real_training = bench.bench_training
     monkeypatch.setattr(bench, "bench_training", lambda acts, val, **k: real_training(
@@ -124,7 +134,22 @@ def test_run_bench_writes_the_required_keys(monkeypatch, tmp_path):
     res = bench.run_bench(quick=True, json_path=str(path), print_table=False)
     saved = json.loads(path.read_text())
     for key in ("train_tokens_per_s_homebrew", "train_tokens_per_s_saelens", "harvest_tokens_per_s",
+                "harvest_tokens_per_s_plain_transformers", "harvest_vs_plain_transformers",
+                "harvest_tokens_per_s_transformer_lens", "harvest_vs_transformer_lens",
                 "harvest_roofline_fraction", "speedup", "peak_rss_mb", "matmul_gflops"):
         assert key in saved and key in res
     assert saved["harvest_roofline_fraction"] == pytest.approx(512 * 88e6 / 1e9 / 100.0)
 
+
+
+def test_bench_harvest_times_three_engines_on_the_same_tokens(smollm):
+    """bench_harvest on a tiny problem: the library's harvest, TransformerLens and plain transformers."""
+    tokens = smollm.to_tokens("The cat sat on the mat, and the dog sat on the log by the door.")[:, :12]
+    tokens = tokens.repeat(3, 1)
+    res = bench.bench_harvest(smollm, tokens, "blocks.2.hook_resid_pre", batch_size=2, repeats=1)
+    assert res["harvest_engine"] == "lean Llama forward" and res["harvest_layers"] == 2
+    assert res["harvest_tokens"] == 36 and res["harvest_rows"] == 33
+    for name in ("plain_transformers", "transformer_lens"):
+        assert res[f"harvest_tokens_per_s_{name}"] > 0
+        assert res[f"harvest_vs_{name}"] == pytest.approx(
+            res["harvest_tokens_per_s"] / res[f"harvest_tokens_per_s_{name}"])

@@ -1,0 +1,142 @@
+"""interp_lib.fast_forward: the lean Llama forward gives TransformerLens's activations (within fp16
+rounding, in fact within fp32 rounding), and harvest falls back to TransformerLens elsewhere."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from interp_lib import activations as A
+from interp_lib import fast_forward as FF
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TEXTS = (
+    "The capital of France is Paris, and the capital of Germany is Berlin. 🐕",
+    "def mean(values):\n    return sum(values) / len(values)  # Der Hund läuft",
+)
+HOOKS = [
+    "blocks.0.hook_resid_pre",
+    "blocks.1.hook_attn_out",
+    "blocks.2.hook_resid_mid",
+    "blocks.3.hook_mlp_out",
+    "blocks.5.hook_resid_post",
+    "blocks.12.hook_resid_pre",
+    "blocks.29.hook_resid_post",
+]
+
+
+def _real_tokens(model) -> torch.Tensor:
+    """Two real texts, BOS first, cut to the same length: [2, T]."""
+    rows = [model.to_tokens(t)[0] for t in TEXTS]
+    n = min(len(r) for r in rows)
+    tokens = torch.stack([r[:n] for r in rows])
+    assert (tokens[:, 0] == model.tokenizer.bos_token_id).all() and n > 16
+    return tokens
+
+
+def _row_error(got: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
+    return (got - want).norm(dim=-1) / want.norm(dim=-1)
+
+
+def _within_one_fp16_ulp(got: torch.Tensor, want: torch.Tensor) -> float:
+    """Fraction of elements whose fp16 casts are equal or one fp16 step apart."""
+    g, w = got.half().float(), want.half()
+    step = (torch.nextafter(w.abs(), torch.tensor(float("inf"), dtype=w.dtype)) - w.abs()).float()
+    return ((g - w.float()).abs() <= step).float().mean().item()
+
+
+def _harvest_both(model, tokens, hooks):
+    kw = dict(batch_size=2, drop_bos=False, dtype=torch.float32, progress=False)
+    fast = A.harvest(model, hooks, tokens, **kw)
+    slow = A.harvest(model, hooks, tokens, engine="transformer_lens", **kw)
+    return fast, slow
+
+
+def test_fast_forward_equals_transformer_lens(smollm):
+    tokens = _real_tokens(smollm)
+    assert FF.fast_forward_supported(smollm, HOOKS)
+    fast, slow = _harvest_both(smollm, tokens, HOOKS)
+    assert getattr(smollm, FF._ATTR, None) is not None, "harvest took the fast path"
+    n = tokens.shape[1]
+    for hook in HOOKS:
+        err = _row_error(fast[hook], slow[hook])
+        # fp16 rounding alone is ~3e-4 per row: the lean forward must be far inside that
+        assert err.max() < 1e-4, (hook, err.max().item())
+        assert err[0] < 1e-4 and err[n] < 1e-4, "the BOS rows agree too"
+        assert _within_one_fp16_ulp(fast[hook], slow[hook]) > 0.995, hook
+        # and no element is off by more than one fp16 step at its row's typical magnitude
+        rms = slow[hook].pow(2).mean(-1, keepdim=True).sqrt()
+        assert ((fast[hook] - slow[hook]).abs() <= rms * 2**-10).all(), hook
+        assert (fast[hook].half() == slow[hook].half()).float().mean() > 0.95, hook
+
+
+def test_a_wrong_rope_or_a_lost_residual_is_caught(smollm):
+    """The comparison above can fail: a rotation the wrong way, or a missing residual term."""
+    tokens = _real_tokens(smollm)[:1]
+    hook = "blocks.3.hook_resid_pre"
+    want = A.harvest(smollm, [hook], tokens, drop_bos=False, dtype=torch.float32, progress=False,
+                     engine="transformer_lens")[hook]
+    forward = FF.LlamaHarvestForward(smollm)
+    good = forward(tokens, [hook])[hook].reshape(want.shape)
+    assert _row_error(good, want).max() < 1e-4
+    forward._cis = forward._rotations(tokens.shape[1], torch.device("cpu")).conj()
+    wrong = forward(tokens, [hook])[hook].reshape(want.shape)
+    assert _row_error(wrong[1:], want[1:]).max() > 1e-2  # position 0 has no rotation
+    forward = FF.LlamaHarvestForward(smollm)
+    mid = forward(tokens, ["blocks.2.hook_resid_mid"])["blocks.2.hook_resid_mid"]
+    mlp = forward(tokens, ["blocks.2.hook_mlp_out"])["blocks.2.hook_mlp_out"]
+    assert _row_error(mid.reshape(want.shape), want).max() > 1e-2  # resid_mid is not resid_pre
+    assert _row_error((mid + mlp).reshape(want.shape), want).max() < 1e-4
+
+
+def test_unsupported_hooks_and_models_fall_back(smollm, tiny_gpt2, monkeypatch):
+    assert not FF.fast_forward_supported(smollm, ["blocks.0.mlp.hook_post"])
+    assert not FF.fast_forward_supported(smollm, ["blocks.0.hook_resid_pre", "blocks.0.attn.hook_z"])
+    assert not FF.fast_forward_supported(tiny_gpt2, ["blocks.0.hook_resid_pre"])
+    from types import SimpleNamespace
+
+    assert not FF.fast_forward_supported(SimpleNamespace(cfg=SimpleNamespace(d_model=8)),
+                                         ["blocks.0.hook_resid_pre"])
+    # hooks attached by the caller (steering) change TransformerLens's forward: not ours
+    with smollm.hooks(fwd_hooks=[("blocks.1.hook_resid_pre", lambda x, hook: x)]):
+        assert not FF.fast_forward_supported(smollm, ["blocks.2.hook_resid_pre"])
+    assert FF.fast_forward_supported(smollm, ["blocks.2.hook_resid_pre"])
+    bias = smollm.blocks[1].attn.b_O
+    with torch.no_grad():
+        bias[0] = 1.0  # a bias the lean forward does not add
+        try:
+            assert not FF.fast_forward_supported(smollm, ["blocks.2.hook_resid_pre"])
+            assert FF.fast_forward_supported(smollm, ["blocks.0.hook_mlp_out"])  # block 1 unused
+        finally:
+            bias.zero_()
+
+    def refuse(model):
+        raise AssertionError("the fast path was taken")
+
+    monkeypatch.setattr(A, "fast_forward_for", refuse)
+    tokens = _real_tokens(smollm)[:, :12]
+    hooks = ["blocks.1.mlp.hook_post", "blocks.1.hook_resid_pre"]
+    got = A.harvest(smollm, hooks, tokens, dtype=torch.float32, progress=False)
+    _, cache = smollm.run_with_cache(tokens, names_filter=hooks)
+    for h in hooks:
+        assert torch.equal(got[h], cache[h][:, 1:].reshape(-1, cache[h].shape[-1]))
+    g2 = A.harvest(tiny_gpt2, ["blocks.1.hook_resid_pre"], torch.zeros(2, 8, dtype=torch.long),
+                   progress=False)
+    assert g2["blocks.1.hook_resid_pre"].shape == (14, 32)
+    with pytest.raises(ValueError, match="engine"):
+        A.harvest(smollm, hooks, tokens, engine="fast", progress=False)
+
+
+def test_plain_transformers_baseline_reads_the_same_stream(smollm):
+    """The benchmark's plain-transformers forward stops at the same place (not after the final
+    norm), so the speed comparison is like for like."""
+    from interp_lib import bench
+    from interp_lib.models import embedded_model_dir
+
+    tokens = _real_tokens(smollm)
+    plain = bench.plain_transformers_forward(embedded_model_dir(), 4)
+    got = plain(tokens)
+    want = A.harvest(smollm, ["blocks.4.hook_resid_pre"], tokens, drop_bos=False,
+                     dtype=torch.float32, progress=False)["blocks.4.hook_resid_pre"]
+    assert _row_error(got.reshape(want.shape), want).max() < 1e-3

@@ -54,6 +54,8 @@ __all__ = [
     "chat_prompt",
     "explain_prompt",
     "explain",
+    "explain_many",
+    "generate_greedy",
     "detection_prompt",
     "detection_scores",
     "auroc",
@@ -320,22 +322,9 @@ def explain_prompt(tokenizer, examples: Sequence[str]) -> str:
     )
 
 
-@torch.inference_mode()
-def explain(model, examples: Sequence[str], *, max_new_tokens: int = 24) -> str:
-    """One-line explanation of a feature from its marked examples: greedy decoding, cut at the
-    first line or sentence end."""
-    tok = model.tokenizer
-    ids = torch.tensor([_ids(tok, explain_prompt(tok, examples))], device=model.cfg.device)
-    out = model.generate(
-        ids,
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        use_past_kv_cache=True,
-        verbose=False,
-        return_type="tokens",
-        stop_at_eos=True,
-    )
-    new = out[0, ids.shape[1] :].tolist()
+def _explanation_text(tok, new: list[int]) -> str:
+    """The explanation in the generated ids ``new``: cut at the first stop token, line or sentence
+    end, after :data:`EXPLAIN_PREFIX`."""
     for stop in {tok.eos_token_id, getattr(tok, "pad_token_id", None)} - {None}:
         if stop in new:
             new = new[: new.index(stop)]
@@ -343,6 +332,72 @@ def explain(model, examples: Sequence[str], *, max_new_tokens: int = 24) -> str:
     if "." in text:  # one sentence
         text = text[: text.index(".") + 1]
     return f"{EXPLAIN_PREFIX} {text}".strip()
+
+
+@torch.inference_mode()
+def generate_greedy(
+    model,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 16,
+) -> list[list[int]]:
+    """Greedy continuation of each prompt (token ids, cut before the first end-of-sequence token),
+    up to ``batch_size`` prompts at once: left-padded, the pads masked and the positions counted
+    from each prompt's first token, as ``model.generate`` does for a batch."""
+    tok = model.tokenizer
+    eos = tok.eos_token_id
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+    if pad is None:  # nothing to pad with: one prompt at a time
+        batch_size = 1
+    out: list[list[int]] = [[] for _ in prompts]
+    # Similar lengths share a batch (less padding); the answers keep the prompts' order.
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    side = tok.padding_side
+    tok.padding_side = "left"  # where generate() looks for the pads it masks
+    try:
+        for b in range(0, len(order), batch_size):
+            idx = order[b : b + batch_size]
+            width = max(len(prompts[i]) for i in idx)
+            ids = torch.full((len(idx), width), pad if pad is not None else 0, dtype=torch.long)
+            for r, i in enumerate(idx):
+                ids[r, width - len(prompts[i]) :] = torch.tensor(list(prompts[i]))
+            gen = model.generate(
+                ids.to(model.cfg.device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                use_past_kv_cache=True,
+                verbose=False,
+                return_type="tokens",
+                stop_at_eos=eos is not None,
+            )
+            for r, i in enumerate(idx):
+                new = gen[r, width:].tolist()
+                out[i] = new[: new.index(eos)] if eos in new else new
+    finally:
+        tok.padding_side = side
+    return out
+
+
+def explain_many(
+    model,
+    examples: Sequence[Sequence[str]],
+    *,
+    max_new_tokens: int = 24,
+    batch_size: int = 16,
+) -> list[str]:
+    """One explanation per feature (``examples[i]``: the marked examples of feature i), the same
+    greedy decoding as :func:`explain` run for up to ``batch_size`` features at once."""
+    tok = model.tokenizer
+    prompts = [_ids(tok, explain_prompt(tok, ex)) for ex in examples]
+    new = generate_greedy(model, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    return [_explanation_text(tok, n) for n in new]
+
+
+def explain(model, examples: Sequence[str], *, max_new_tokens: int = 24) -> str:
+    """One-line explanation of a feature from its marked examples: greedy decoding, cut at the
+    first line or sentence end."""
+    return explain_many(model, [examples], max_new_tokens=max_new_tokens)[0]
 
 
 DETECT_INSTRUCTIONS = (
@@ -367,6 +422,40 @@ def answer_ids(tokenizer, answers: tuple[str, str] = ("Yes", "No")) -> tuple[int
     return out[0], out[1]
 
 
+def _common_prefix(prompts: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix all ``prompts`` share, leaving every prompt at least its last
+    token."""
+    n = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    for i in range(max(n, 0)):
+        if any(p[i] != first[i] for p in prompts):
+            return i
+    return max(n, 0)
+
+
+def _prefix_cache(model, prefix: Sequence[int]):
+    """Keys and values of ``prefix`` (one forward pass), frozen, for prompts that continue it."""
+    from transformer_lens import TransformerLensKeyValueCache
+
+    cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, 1)
+    model(torch.tensor([list(prefix)], device=model.cfg.device),
+          stop_at_layer=model.cfg.n_layers, past_kv_cache=cache,
+          attention_mask=torch.ones(1, len(prefix), dtype=torch.long))
+    cache.freeze()
+    return cache
+
+
+def _expanded(cache, batch: int):
+    """A frozen copy of a batch-1 ``cache`` seen by ``batch`` prompts (views, no copies)."""
+    from transformer_lens import TransformerLensKeyValueCache, TransformerLensKeyValueCacheEntry
+
+    return TransformerLensKeyValueCache(
+        [TransformerLensKeyValueCacheEntry(e.past_keys.expand(batch, -1, -1, -1),
+                                             e.past_values.expand(batch, -1, -1, -1), True)
+         for e in cache.entries],
+        cache.previous_attention_mask.expand(batch, -1), True)
+
+
 @torch.inference_mode()
 def detection_scores(
     model,
@@ -377,27 +466,38 @@ def detection_scores(
     answers: tuple[str, str] = ("Yes", "No"),
 ) -> torch.Tensor:
     """[len(texts)] ``logit(answers[0]) - logit(answers[1])`` at the first answer token, one prompt
-    per text (``explanation``: one for all texts or one per text). Prompts are batched, padded at
-    the end (harmless to a causal model read at each prompt's own last position)."""
+    per text (``explanation``: one for all texts or one per text). The tokens all prompts begin with
+    (chat template, instructions) are run once and their keys and values reused; the rest is
+    batched, padded at the end (harmless to a causal model read at each prompt's own last
+    position)."""
     tok = model.tokenizer
     texts = list(texts)
     expl = [explanation] * len(texts) if isinstance(explanation, str) else list(explanation)
     if len(expl) != len(texts):
         raise InvalidArgumentError(f"{len(expl)} explanations for {len(texts)} texts")
     yes, no = answer_ids(tok, answers)
+    out = torch.zeros(len(texts))
+    if not texts:
+        return out
     prompts = [_ids(tok, detection_prompt(tok, e, t)) for e, t in zip(expl, texts)]
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    out = torch.zeros(len(prompts))
+    shared = _common_prefix(prompts)
+    cache = _prefix_cache(model, prompts[0][:shared]) if shared else None
+    rest = [p[shared:] for p in prompts]
+    order = sorted(range(len(rest)), key=lambda i: len(rest[i]))
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     for b in range(0, len(order), batch_size):
         idx = order[b : b + batch_size]
-        width = max(len(prompts[i]) for i in idx)
+        width = max(len(rest[i]) for i in idx)
         batch = torch.full((len(idx), width), pad, dtype=torch.long)
         for r, i in enumerate(idx):
-            batch[r, : len(prompts[i])] = torch.tensor(prompts[i])
+            batch[r, : len(rest[i])] = torch.tensor(rest[i])
+        kw = {}
+        if cache is not None:  # every position attends (the pads come after the answer)
+            kw = dict(past_kv_cache=_expanded(cache, len(idx)),
+                      attention_mask=torch.ones(len(idx), width, dtype=torch.long))
         # Only the answer position needs logits: unembed one row per prompt, not every position.
-        resid = model(batch.to(model.cfg.device), stop_at_layer=model.cfg.n_layers)
-        last = torch.tensor([len(prompts[i]) - 1 for i in idx], device=resid.device)
+        resid = model(batch.to(model.cfg.device), stop_at_layer=model.cfg.n_layers, **kw)
+        last = torch.tensor([len(rest[i]) - 1 for i in idx], device=resid.device)
         answer = resid[torch.arange(len(idx)), last][:, None]
         final = model.unembed(model.ln_final(answer))[:, 0].float().cpu()
         out[torch.tensor(idx)] = final[:, yes] - final[:, no]

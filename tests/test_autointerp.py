@@ -128,10 +128,13 @@ def test_detection_scores_batching_matches_one_by_one(tiny_gpt2):
     single = torch.cat([ai.detection_scores(tiny_gpt2, "the cat", [t], answers=answers) for t in texts])
     assert batched.shape == (5,)
     tok = tiny_gpt2.tokenizer
-    ids = torch.tensor([ai._ids(tok, ai.detection_prompt(tok, "the cat", texts[1]))])
-    full = tiny_gpt2(ids)[0, -1]
     cat, dog = ai.answer_ids(tok, answers)
-    assert batched[1].item() == pytest.approx((full[cat] - full[dog]).item(), abs=1e-4)
+    for i, text in enumerate(texts):  # the shared prefix, run once, changes no score
+        ids = torch.tensor([ai._ids(tok, ai.detection_prompt(tok, "the cat", text))])
+        full = tiny_gpt2(ids)[0, -1]
+        assert batched[i].item() == pytest.approx((full[cat] - full[dog]).item(), abs=1e-4)
+    assert ai._common_prefix([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert ai._common_prefix([[1, 2, 3], [1, 2, 3]]) == 2  # the last token is always left
     torch.testing.assert_close(batched, single, atol=1e-4, rtol=1e-4)
     per_text = ai.detection_scores(tiny_gpt2, ["the cat"] * 5, texts, answers=answers)
     torch.testing.assert_close(per_text, single, atol=1e-4, rtol=1e-4)
@@ -139,6 +142,32 @@ def test_detection_scores_batching_matches_one_by_one(tiny_gpt2):
         ai.detection_scores(tiny_gpt2, ["a", "b"], texts, answers=answers)
     with pytest.raises(ValueError, match="not one"):
         ai.answer_ids(tiny_gpt2.tokenizer, ("the cat", "dog"))
+
+
+def test_generate_greedy_batched_equals_one_prompt_at_a_time(tiny_gpt2):
+    tok = tiny_gpt2.tokenizer
+    texts = ["the cat sat", "def x ( ) : return y + 1 2", "hello", "import a , the dog sat on the mat"]
+    prompts = [tok(t)["input_ids"] for t in texts]
+    assert len({len(p) for p in prompts}) == len(prompts)  # padding is exercised
+    batched = ai.generate_greedy(tiny_gpt2, prompts, max_new_tokens=8)
+    alone = []
+    for p in prompts:  # the reference: TransformerLens's generate on the unpadded prompt
+        gen = tiny_gpt2.generate(torch.tensor([p]), max_new_tokens=8, do_sample=False,
+                                 verbose=False, return_type="tokens")[0, len(p):].tolist()
+        alone.append(gen[: gen.index(0)] if 0 in gen else gen)
+    assert batched == alone
+    assert any(len(a) == 8 for a in alone)  # something was generated to compare
+    assert ai.generate_greedy(tiny_gpt2, prompts, max_new_tokens=8, batch_size=3) == alone
+    assert tok.padding_side == "right"  # restored
+
+
+@pytest.mark.slow
+def test_explain_many_equals_explain_one_at_a_time(smollm):
+    examples = [["    def<< __init__>>(self):", "class Foo:\n    def<< __init__>>(self, x):"],
+                ["x =<< 1>>", "y = x +<< 2>>", "return<< 3>> * x"],
+                ["import<< os>>"]]
+    assert ai.explain_many(smollm, examples, max_new_tokens=12) == [
+        ai.explain(smollm, e, max_new_tokens=12) for e in examples]
 
 
 @pytest.mark.slow

@@ -15,24 +15,32 @@ from typing import Iterable, Sequence
 __all__ = ["token_strings", "token_strings_each", "readable_tokens", "merge_pieces"]
 
 
+WINDOW = 8
+"""Tokens of left context :func:`token_strings` decodes with each token. A character is at most
+4 UTF-8 bytes, so the token that completes one starts at most 3 tokens after the character."""
+
+
 def token_strings(tokenizer, ids: Sequence[int]) -> list[str]:
-    """The text each token adds, read from the decoded prefix (so byte pieces of one character show
-    as '' and the character on the token that completes it)."""
-    out, prev = [], ""
+    """The text each token adds, read from the decoded text up to it (so byte pieces of one
+    character show as '' and the character on the token that completes it).
+
+    Each token is decoded with the :data:`WINDOW` tokens before it rather than the whole prefix:
+    the text it adds is the same, and the cost is linear in ``len(ids)``, not quadratic."""
+    ids = [int(i) for i in ids]
+    out = []
     for i in range(len(ids)):
-        cur = tokenizer.decode(
-            list(ids[: i + 1]), skip_special_tokens=False, clean_up_tokenization_spaces=False
-        ).rstrip("\ufffd")
-        if cur.startswith(prev):
-            out.append(cur[len(prev) :])
-        else:
-            out.append(
-                tokenizer.decode(
-                    [ids[i]], skip_special_tokens=False, clean_up_tokenization_spaces=False
-                )
-            )
-        prev = cur
+        start = max(0, i - WINDOW)
+        prev = _decode(tokenizer, ids[start:i]).rstrip("\ufffd")
+        cur = _decode(tokenizer, ids[start : i + 1]).rstrip("\ufffd")
+        out.append(cur[len(prev) :] if cur.startswith(prev) else _decode(tokenizer, ids[i : i + 1]))
     return out
+
+
+def _decode(tokenizer, ids: list[int]) -> str:
+    """``ids`` as text, special tokens kept, spaces as they are."""
+    if not ids:
+        return ""
+    return tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
 def token_strings_each(tokenizer, ids: Iterable[int]) -> list[str]:

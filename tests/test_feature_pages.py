@@ -568,3 +568,31 @@ def test_dashboards_show_the_library_numbers(site, smollm):
                                    err_msg=f"{slug}/{f} example {e}")
         checked += 1
     assert checked >= 0.8 * len(cases) and checked >= 15, (checked, len(cases))
+
+
+def _token_strings_whole_prefix(tokenizer, ids):
+    """The definition token_strings keeps: each token's text off the whole decoded prefix."""
+    out, prev = [], ""
+    for i in range(len(ids)):
+        cur = tokenizer.decode(list(ids[: i + 1]), skip_special_tokens=False,
+                               clean_up_tokenization_spaces=False).rstrip("\ufffd")
+        out.append(cur[len(prev):] if cur.startswith(prev) else tokenizer.decode(
+            [ids[i]], skip_special_tokens=False, clean_up_tokenization_spaces=False))
+        prev = cur
+    return out
+
+
+@pytest.mark.slow
+def test_token_strings_window_equals_the_whole_prefix(smollm, tiny_gpt2):
+    """The windowed decode gives each token the text the whole-prefix decode gives it, on text
+    with characters split over byte tokens (CJK, emoji, accents), code, and a special token."""
+    text = ("Café ☕ naïve: x = 1\n日本語の文章です。🐕‍🦺 Straße — «ça» 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 "
+            "def f(x):\n    return x ** 2  # ☃☃☃ ") * 3
+    for tok in (smollm.tokenizer, tiny_gpt2.tokenizer):
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        ids = [tok.bos_token_id or 0, *ids]
+        assert token_strings(tok, ids) == _token_strings_whole_prefix(tok, ids)
+        # a window that starts inside a character (the first ids cut off) agrees too
+        assert token_strings(tok, ids[5:]) == _token_strings_whole_prefix(tok, ids[5:])
+    ids = list("a\u2615b\u00e9\U0001F415".encode()) * 4
+    assert token_strings(_ByteTokenizer(), ids) == _token_strings_whole_prefix(_ByteTokenizer(), ids)

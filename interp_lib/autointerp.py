@@ -438,9 +438,12 @@ def _prefix_cache(model, prefix: Sequence[int]):
     from transformer_lens import TransformerLensKeyValueCache
 
     cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, 1)
-    model(torch.tensor([list(prefix)], device=model.cfg.device),
-          stop_at_layer=model.cfg.n_layers, past_kv_cache=cache,
-          attention_mask=torch.ones(1, len(prefix), dtype=torch.long))
+    model(
+        torch.tensor([list(prefix)], device=model.cfg.device),
+        stop_at_layer=model.cfg.n_layers,
+        past_kv_cache=cache,
+        attention_mask=torch.ones(1, len(prefix), dtype=torch.long),
+    )
     cache.freeze()
     return cache
 
@@ -450,10 +453,15 @@ def _expanded(cache, batch: int):
     from transformer_lens import TransformerLensKeyValueCache, TransformerLensKeyValueCacheEntry
 
     return TransformerLensKeyValueCache(
-        [TransformerLensKeyValueCacheEntry(e.past_keys.expand(batch, -1, -1, -1),
-                                             e.past_values.expand(batch, -1, -1, -1), True)
-         for e in cache.entries],
-        cache.previous_attention_mask.expand(batch, -1), True)
+        [
+            TransformerLensKeyValueCacheEntry(
+                e.past_keys.expand(batch, -1, -1, -1), e.past_values.expand(batch, -1, -1, -1), True
+            )
+            for e in cache.entries
+        ],
+        cache.previous_attention_mask.expand(batch, -1),
+        True,
+    )
 
 
 @torch.inference_mode()
@@ -493,8 +501,10 @@ def detection_scores(
             batch[r, : len(rest[i])] = torch.tensor(rest[i])
         kw = {}
         if cache is not None:  # every position attends (the pads come after the answer)
-            kw = dict(past_kv_cache=_expanded(cache, len(idx)),
-                      attention_mask=torch.ones(len(idx), width, dtype=torch.long))
+            kw = dict(
+                past_kv_cache=_expanded(cache, len(idx)),
+                attention_mask=torch.ones(len(idx), width, dtype=torch.long),
+            )
         # Only the answer position needs logits: unembed one row per prompt, not every position.
         resid = model(batch.to(model.cfg.device), stop_at_layer=model.cfg.n_layers, **kw)
         last = torch.tensor([len(rest[i]) - 1 for i in idx], device=resid.device)

@@ -314,8 +314,14 @@ def load_browser_lens(folder: Path, hooks: Sequence[str] | None = None) -> Brows
     return BrowserLens(state, config, hooks or shipped_hooks()).eval()
 
 
-def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str],
-            dynamic_shapes: tuple):
+def _export(
+    module: nn.Module,
+    args: tuple,
+    path: Path,
+    inputs: list[str],
+    outputs: list[str],
+    dynamic_shapes: tuple,
+):
     """``torch.onnx.export`` (dynamo, opset 18, weights inline) of ``module`` to ``path``; the
     loaded ONNX graph (the file is removed)."""
     import onnx
@@ -353,20 +359,29 @@ def export_onnx(model_folder: Path, out: Path, hooks: Sequence[str] | None = Non
     new = torch.export.Dim("new_tokens", min=1, max=2048)
     past = torch.export.Dim("past_slots", min=1, max=2048)
     graph = _export(
-        module, (ids, past_k, past_v, steer), out / "raw.onnx", INPUT_NAMES,
-        output_names(module.hooks), ({1: new}, {2: past}, {2: past}, None),
+        module,
+        (ids, past_k, past_v, steer),
+        out / "raw.onnx",
+        INPUT_NAMES,
+        output_names(module.hooks),
+        ({1: new}, {2: past}, {2: past}, None),
     )
     del module
     lens = load_browser_lens(model_folder, hooks)
-    lens_graph = _export(lens, (ids,), out / "raw.onnx", ["input_ids"], list(lens.hooks),
-                         ({1: new},))
+    lens_graph = _export(
+        lens, (ids,), out / "raw.onnx", ["input_ids"], list(lens.hooks), ({1: new},)
+    )
     # The weights the lens reads come first; those it does not (the blocks after its deepest
     # hook, the final norm) go into weight files of their own.
     lens_reads = {_digest(t.raw_data) for t in lens_graph.graph.initializer}
     chunks, placed = _split_weights(graph, out, "weights", first=lens_reads)
     lens_own, _ = _split_weights(lens_graph, out, "lens-weights", shared=placed)
-    used = {e.value for t in lens_graph.graph.initializer for e in t.external_data
-            if e.key == "location"}
+    used = {
+        e.value
+        for t in lens_graph.graph.initializer
+        for e in t.external_data
+        if e.key == "location"
+    }
     lens_chunks = [c for c in chunks if c["path"] in used] + lens_own
     hooks = list(lens.hooks)
     onnx.save_model(graph, str(out / GRAPH))

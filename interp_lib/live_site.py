@@ -117,8 +117,13 @@ def write_live_site(html: Path, node_modules: Path) -> list[Path]:
             shutil.copyfile(Path(node_modules) / src, tmp / "vendor" / name)
         (tmp / "model").mkdir()
         lens = manifest["lens"]
-        files = [manifest["graph"], lens["graph"], "manifest.json", "tokenizer.json",
-                 "tokenizer_config.json"]
+        files = [
+            manifest["graph"],
+            lens["graph"],
+            "manifest.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+        ]
         weights = [w["path"] for w in manifest["weights"] + lens["weights"]]
         for name in dict.fromkeys(files + weights):
             _link_or_copy(export / name, tmp / "model" / name)

@@ -70,20 +70,28 @@ def harvest(
         )
     n_rows = n_ctx * (ctx_len - start)
     out = {h: torch.empty(n_rows, hook_width(model, h), dtype=dtype) for h in hooks}
+    capture = _capture_fn(model, hooks, engine)
+    row = 0
     bar = tqdm(total=n_ctx * ctx_len, unit="tok", desc="harvest", disable=not progress, leave=False)
+    for i in range(0, n_ctx, batch_size):
+        batch = tokens[i : i + batch_size].to(model.cfg.device)
+        captured = capture(batch)
+        n = batch.shape[0] * (ctx_len - start)
+        for h in hooks:
+            out[h][row : row + n] = captured[h][:, start:].reshape(n, -1).to(dtype)
+        row += n
+        bar.update(batch.numel())
+    bar.close()
+    return out
+
+
+def _capture_fn(model, hooks: list[str], engine: str):
+    """The function harvest runs on each batch [b, ctx_len] -> {hook: [b, ctx_len, d]}: the lean
+    Llama forward where it applies (and ``engine`` allows), else TransformerLens's
+    ``run_with_cache`` stopped at the last block the hooks need."""
     if engine == "auto" and fast_forward_supported(model, hooks):
         forward = fast_forward_for(model)
-        row = 0
-        for i in range(0, n_ctx, batch_size):
-            batch = tokens[i : i + batch_size].to(model.cfg.device)
-            captured = forward(batch, hooks)
-            n = batch.shape[0] * (ctx_len - start)
-            for h in hooks:
-                out[h][row : row + n] = captured[h][:, start:].reshape(n, -1).to(dtype)
-            row += n
-            bar.update(batch.numel())
-        bar.close()
-        return out
+        return lambda batch: forward(batch, hooks)
     stop_at = stop_layer(hooks)
     last_resid = f"blocks.{stop_at - 1}.hook_resid_pre"
     # If the deepest hook is a resid_pre, the stream returned at stop_at - 1 *is* that hook:
@@ -94,20 +102,15 @@ def harvest(
     else:
         returned = None
     cached = [h for h in hooks if h != returned]
-    row = 0
-    for i in range(0, n_ctx, batch_size):
-        batch = tokens[i : i + batch_size].to(model.cfg.device)
+
+    def capture(batch: torch.Tensor) -> dict[str, torch.Tensor]:
         resid, cache = model.run_with_cache(batch, names_filter=cached, stop_at_layer=stop_at)
         captured = {h: cache[h] for h in cached}
         if returned is not None:
             captured[returned] = resid
-        n = batch.shape[0] * (ctx_len - start)
-        for h in hooks:
-            out[h][row : row + n] = captured[h][:, start:].reshape(n, -1).to(dtype)
-        row += n
-        bar.update(batch.numel())
-    bar.close()
-    return out
+        return captured
+
+    return capture
 
 
 # ----------------------------------------------------------------------------------------------

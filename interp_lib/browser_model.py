@@ -47,6 +47,7 @@ from torch import nn
 
 from .errors import DamagedFileError, InvalidArgumentError, MissingFileError
 from .files import atomic_dir, read_json
+from .hooks import hook_layer
 from .models import DEFAULT_MODEL, EMBEDDED_MODELS, cache_dir, embedded_model_dir, quiet_loading
 from .zoo import RELEASES
 
@@ -232,7 +233,7 @@ def lens_layers(hooks: Sequence[str]) -> int:
     ``blocks.N.hook_mlp_out`` N + 1)."""
     need = 0
     for hook in hooks:
-        layer, site = int(hook.split(".")[1]), hook.split(".")[-1]
+        layer, site = hook_layer(hook), hook.split(".")[-1]
         if site not in ("hook_resid_pre", "hook_mlp_out"):
             raise InvalidArgumentError(
                 f"the browser graph reads hook_resid_pre and hook_mlp_out, not {hook!r}"

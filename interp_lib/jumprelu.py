@@ -180,3 +180,13 @@ class JumpReLUSAE(_SAEBase):
         """Project the thresholds back to ``>= 0`` (call after each optimiser step; below 0 the
         gate would pass negative pre-activations)."""
         self.threshold.clamp_(min=0.0)
+
+    @torch.no_grad()
+    def init_threshold_for_l0_(self, x: Tensor, l0: float) -> None:
+        """Set every threshold to the one value at which the SAE fires ``l0`` latents per row of
+        ``x: [n, d_in]`` on average (a quantile of the pre-activations)."""
+        if not 0 < l0 < self.d_sae:
+            raise InvalidArgumentError(f"need 0 < l0 < d_sae={self.d_sae}, got {l0}")
+        z = self.preacts(x[:4096]).flatten().float()
+        value = z.kthvalue(max(1, round((1 - l0 / self.d_sae) * z.numel()))).values
+        self.threshold.fill_(max(float(value), 0.0))

@@ -52,6 +52,9 @@ ARCHS = ("relu", "topk", "jumprelu", "batchtopk", "matryoshka")
 batchtopk, matryoshka_batchtopk)."""
 K_ARCHS = ("topk", "batchtopk", "matryoshka")
 """The architectures whose sparsity is set by ``k`` (and whose dead latents get AuxK)."""
+COEFF_ARCHS = {"relu": "l1_coeff", "jumprelu": "l0_coeff"}
+"""The architectures whose sparsity is set by a penalty coefficient (and that coefficient's
+attribute on the SAE)."""
 ENGINES = ("interp_lib", "saelens")
 
 
@@ -82,6 +85,17 @@ class TrainConfig:
     """JumpReLU: width of the straight-through estimator's rectangle kernel (SAELens's default)."""
     jumprelu_init_threshold: float = 0.01
     """JumpReLU: every threshold's starting value (SAELens's default)."""
+    target_l0: float | None = None
+    """ReLU, JumpReLU: steer the sparsity coefficient (``l1_coeff`` / ``l0_coeff``, which is then
+    only the starting value) during training so that the L0 lands at this value, for comparisons
+    at matched L0 (TopK-like SAEs set L0 by ``k``). After each step the coefficient is multiplied
+    by ``(L0 / target_l0) ** l0_gain`` (a proportional controller on its logarithm, the ratio
+    clamped to [1/e, e]) once the warm-up is over; the final value is ``metrics["final_coeff"]``.
+    A JumpReLU SAE's thresholds then start where the untrained SAE fires ``target_l0`` latents
+    per token (one value for all, from the data), since thresholds trained from 0.01 at these
+    learning rates move too slowly to reach a low L0 in a short run. ``None``: fixed."""
+    l0_gain: float = 0.03
+    """ReLU, JumpReLU with ``target_l0``: the controller's gain (per step, on log L0)."""
     threshold_lr: float = 0.01
     """BatchTopK, Matryoshka: rate of the moving average that estimates the inference threshold
     (SAELens's ``topk_threshold_lr``)."""
@@ -152,6 +166,13 @@ class TrainConfig:
             raise InvalidArgumentError(
                 "need jumprelu_bandwidth > 0 and jumprelu_init_threshold >= 0, got "
                 f"{self.jumprelu_bandwidth} and {self.jumprelu_init_threshold}"
+            )
+        if self.target_l0 is not None and not (
+            self.arch in COEFF_ARCHS and 0 < self.target_l0 < self.d_sae and self.l0_gain > 0
+        ):
+            raise InvalidArgumentError(
+                f"target_l0 needs arch in {tuple(COEFF_ARCHS)}, 0 < target_l0 < d_sae and l0_gain > 0, "
+                f"got arch={self.arch!r}, target_l0={self.target_l0}, l0_gain={self.l0_gain}"
             )
         if self.arch == "matryoshka":
             self.matryoshka_widths = nested_widths(self.widths, self.d_sae)
@@ -378,7 +399,10 @@ def train_sae(
     scale = input_scale(acts)
 
     sae = make_sae(cfg, d_in, gen_weights).to(device)
-    sae.init_b_dec_(b_dec_sample(acts, gen_sample, device) * scale, method=cfg.b_dec_init)
+    sample = b_dec_sample(acts, gen_sample, device) * scale
+    sae.init_b_dec_(sample, method=cfg.b_dec_init)
+    if isinstance(sae, JumpReLUSAE) and cfg.target_l0 is not None:
+        sae.init_threshold_for_l0_(sample, cfg.target_l0)
 
     lr = cfg.learning_rate
     opt_kwargs: dict[str, Any] = {"lr": lr, "betas": cfg.adam_betas}
@@ -411,6 +435,8 @@ def train_sae(
         else:
             out = sae(x)
         fired, l0 = _firing(out, cfg.d_sae)
+        if cfg.target_l0 is not None and step >= warmup:
+            steer_coefficient(sae, COEFF_ARCHS[cfg.arch], l0, cfg.target_l0, cfg.l0_gain)
 
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
@@ -453,6 +479,7 @@ def train_sae(
                     "mse": float(out.mse),
                     **extra,
                     "l0": l0,
+                    **coeff_entry(sae, cfg),
                     "fve": fve(x, (x - out.x_hat).pow(2).sum(-1)),
                     "dead_fraction": float(
                         (since_fired >= min(cfg.dead_window_tokens, tokens)).float().mean()
@@ -488,7 +515,21 @@ def train_sae(
     )
     if done < steps:
         result.metrics.update(stopped_at_step=done, planned_steps=steps)
+    if cfg.arch in COEFF_ARCHS:
+        result.metrics["final_coeff"] = getattr(sae, COEFF_ARCHS[cfg.arch])
     return result
+
+
+def steer_coefficient(sae: Any, attr: str, l0: float, target: float, gain: float) -> None:
+    """Multiply the SAE's sparsity coefficient ``attr`` by ``(l0 / target) ** gain``, the ratio
+    clamped to [1/e, e]: more latents firing than wanted raises the penalty, fewer lowers it."""
+    step = gain * max(-1.0, min(1.0, math.log(max(l0, 1e-3) / target)))
+    setattr(sae, attr, getattr(sae, attr) * math.exp(step))
+
+
+def coeff_entry(sae: Any, cfg: TrainConfig) -> dict:
+    """``{"coeff": value}`` for a history row when the coefficient is being steered, else ``{}``."""
+    return {"coeff": getattr(sae, COEFF_ARCHS[cfg.arch])} if cfg.target_l0 is not None else {}
 
 
 # --------------------------------------------------------------------------------------------

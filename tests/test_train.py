@@ -8,8 +8,16 @@ from interp_lib.batchtopk import BatchTopKSAE
 from interp_lib.jumprelu import JumpReLUSAE
 from interp_lib.matryoshka import MatryoshkaSAE
 from interp_lib.sae import ReluSAE, TopKSAE
+from interp_lib.errors import InvalidArgumentError
 from interp_lib.metrics import reconstruction_metrics
-from interp_lib.train import TrainConfig, TrainResult, lr_factor, main_train, train_sae
+from interp_lib.train import (
+    TrainConfig,
+    TrainResult,
+    lr_factor,
+    main_train,
+    steer_coefficient,
+    train_sae,
+)
 from interp_lib.train_saelens import train_saelens
 
 
@@ -330,3 +338,48 @@ def test_main_train_matryoshka_widths(tmp_path, monkeypatch, data):
     for bad in ("32,8", "8,x", "8,100"):
         with pytest.raises(SystemExit):
             main_train([*args, "--arch", "matryoshka", "--widths", bad])
+
+
+# ------------------------------------------------------------------------------------------
+# target_l0: the penalty's coefficient steered to a sparsity
+# ------------------------------------------------------------------------------------------
+def test_steer_coefficient_moves_the_penalty_toward_the_target_l0():
+    sae = ReluSAE(8, 32, l1_coeff=2.0)
+    steer_coefficient(sae, "l1_coeff", l0=20.0, target=10.0, gain=0.1)  # too many fire: raise
+    assert sae.l1_coeff == pytest.approx(2.0 * 2.0**0.1)
+    steer_coefficient(sae, "l1_coeff", l0=10.0, target=10.0, gain=0.1)  # on target: keep
+    assert sae.l1_coeff == pytest.approx(2.0 * 2.0**0.1)
+    sae.l1_coeff = 2.0
+    steer_coefficient(sae, "l1_coeff", l0=0.0, target=10.0, gain=0.1)  # none fire: lower, clamped
+    assert sae.l1_coeff == pytest.approx(2.0 * torch.e**-0.1)
+
+
+def test_target_l0_steers_training(data):
+    """JumpReLU lands near the asked L0 (the planted data's own is 3); a ReLU SAE asked for far
+    fewer latents than it starts with gets a growing coefficient, logged in the history."""
+    x, val = data
+    jump = train_sae(x, TrainConfig(arch="jumprelu", d_sae=128, batch_size=256, epochs=4, lr=1e-2,
+                                    target_l0=2.0), val_acts=val, progress=False)
+    assert abs(jump.metrics["val_l0"] / 2.0 - 1) < 0.25, jump.metrics["val_l0"]
+    assert jump.metrics["val_fve"] > 0.7
+    relu = train_sae(x, TrainConfig(arch="relu", d_sae=128, batch_size=256, epochs=1,
+                                    l1_coeff=0.05, target_l0=2.0), progress=False)
+    coeffs = [row["coeff"] for row in relu.history]
+    assert coeffs[-1] > 3 * 0.05 and relu.metrics["final_coeff"] == coeffs[-1]
+
+
+def test_target_l0_is_refused_where_it_means_nothing():
+    with pytest.raises(InvalidArgumentError, match="target_l0 needs arch in"):
+        TrainConfig(arch="topk", target_l0=8)
+    with pytest.raises(InvalidArgumentError, match="target_l0"):
+        TrainConfig(arch="relu", d_sae=16, target_l0=16)
+
+
+def test_jumprelu_thresholds_can_start_at_an_l0():
+    torch.manual_seed(0)
+    sae = JumpReLUSAE(16, 64)
+    x = torch.randn(2000, 16) * 3
+    sae.init_threshold_for_l0_(x, 8)
+    assert (sae.encode(x) > 0).float().sum(-1).mean().item() == pytest.approx(8, rel=0.05)
+    with pytest.raises(InvalidArgumentError, match="0 < l0 < d_sae"):
+        sae.init_threshold_for_l0_(x, 64)

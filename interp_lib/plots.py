@@ -587,14 +587,27 @@ def tradeoff_figure(
     ylabel: str = "",
     log_x: bool = False,
     height: int | None = 450,
+    y_range: tuple[str, str] | None = None,
 ) -> go.Figure:
     """A trade-off plot: one marker-and-line series per value of ``group`` (sorted by ``x``; a group
-    of one point is a larger diamond), ``label`` as the hover text."""
+    of one point is a larger diamond), ``label`` as the hover text. ``y_range``: two columns
+    (low, high) drawn as an error bar on each point (e.g. the range over seeds)."""
     traces = []
     for name, sub in df.groupby(group, sort=False):
         sub = sub.sort_values(x)
         text = None if label is None else [str(t) for t in sub[label]]
         mode = "lines+markers" if len(sub) > 1 else "markers"
+        error_y = None
+        if y_range is not None:
+            yv = sub[y].astype(float)
+            error_y = dict(
+                type="data",
+                symmetric=False,
+                array=(sub[y_range[1]].astype(float) - yv).tolist(),
+                arrayminus=(yv - sub[y_range[0]].astype(float)).tolist(),
+                thickness=1.2,
+                width=3,
+            )
         traces.append(
             go.Scatter(
                 x=sub[x].astype(float).tolist(),
@@ -602,6 +615,7 @@ def tradeoff_figure(
                 mode=mode,
                 name=str(name),
                 text=text,
+                error_y=error_y,
                 marker=dict(
                     size=10 if len(sub) == 1 else 7, symbol="diamond" if len(sub) == 1 else "circle"
                 ),

@@ -33,6 +33,7 @@ from .errors import InvalidArgumentError
 __all__ = [
     "kl_div_score",
     "mean_pooled",
+    "pooled_latents",
     "logistic_probe",
     "top_k_mean_diff",
     "one_vs_rest",
@@ -64,13 +65,17 @@ def mean_pooled(model, sae, texts: Sequence[str], hook: str | None = None) -> tu
     from .encoding import hook_activations
     from .hooks import check_widths
 
-    hook = hook or check_widths(model, sae)
+    per_text = list(hook_activations(model, hook or check_widths(model, sae), texts))
+    return torch.stack([x.mean(dim=0) for x in per_text]), pooled_latents(sae, per_text)
+
+
+@torch.inference_mode()
+def pooled_latents(sae, per_text: Sequence[Tensor]) -> Tensor:
+    """``[n, d_sae]``: the SAE's latents of each text's activations ``[T_i, d_in]`` (one tensor
+    per text, as :func:`interp_lib.encoding.hook_activations` yields them), averaged over its
+    tokens; for many SAEs on one model pass."""
     dtype = next(sae.parameters()).dtype
-    acts, latents = [], []
-    for x in hook_activations(model, hook, texts):
-        acts.append(x.mean(dim=0))
-        latents.append(sae.encode(x.to(dtype)).float().mean(dim=0))
-    return torch.stack(acts), torch.stack(latents)
+    return torch.stack([sae.encode(x.to(dtype)).float().mean(dim=0) for x in per_text])
 
 
 def logistic_probe(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
@@ -102,3 +103,15 @@ def test_html_table_links_and_plain_cells():
     assert '<a href="../a/3.html">3</a>' in html and "<td>7</td>" in html and "1.25" in html
     with pytest.raises(ValueError, match="2 rows"):
         plots.html_table(pd.DataFrame({"feature": [3, 7]}), links={"feature": ["x"]})
+
+
+def test_tradeoff_figure_draws_the_seed_range_as_error_bars():
+    df = pd.DataFrame({"arch": ["A", "A", "B", "B"], "L0": [32, 16, 16, 32],
+                       "fve": [0.7, 0.6, 0.5, 0.55], "lo": [0.65, 0.58, 0.5, 0.5],
+                       "hi": [0.72, 0.6, 0.52, 0.6]})
+    fig = plots.tradeoff_figure(df, x="L0", y="fve", group="arch", y_range=("lo", "hi"))
+    a = fig.data[0]
+    assert list(a.x) == [16, 32]  # sorted by x, the bars follow their points
+    assert a.error_y.array == pytest.approx([0.0, 0.02])
+    assert a.error_y.arrayminus == pytest.approx([0.02, 0.05])
+    assert plots.tradeoff_figure(df, x="L0", y="fve", group="arch").data[0].error_y.array is None

@@ -14,6 +14,7 @@ One module per idea, named after what a reader looks for:
 * ``kernels``: the sparse (CSR) kernels behind the TopK SAE's fast path.
 * ``saelens_format``: save and load the library's SAEs in SAELens's on-disk format.
 * ``train``: the homebrew trainer; ``train_saelens``: SAELens's own trainer on the same data.
+* ``variants``: architectures trained side by side at matched L0, and metrics read at an L0.
 * ``metrics``: the one evaluator (L0, variance explained, CE-loss recovered, KL, dead features).
 * ``saebench``: SAEBench's sparse probing, offline, on the labels the project ships;
   ``absorption``: SAEBench's first-letter feature-absorption definitions.

@@ -63,9 +63,10 @@ from __future__ import annotations
 import random
 import string
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import pandas as pd
 import torch
@@ -283,34 +284,53 @@ def _multi_probe(
     fit in one batch, each epoch takes ``min_steps_per_epoch`` full-batch steps."""
     gen = torch.Generator().manual_seed(seed)
     n, d = x.shape
+    c = y.shape[1]
     y = y.float()
     pos_weight = (n - y.sum(0)) / y.sum(0).clamp(min=1)
     bound = d**-0.5  # nn.Linear's initialisation, from a seeded generator
-    W = torch.empty(y.shape[1], d).uniform_(-bound, bound, generator=gen)
-    b = torch.empty(y.shape[1]).uniform_(-bound, bound, generator=gen)
-    opt = torch.optim.Adam([W, b], lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=(end_lr / lr) ** (1 / epochs))
+    W = torch.empty(c, d).uniform_(-bound, bound, generator=gen)
+    b = torch.empty(c).uniform_(-bound, bound, generator=gen)
+    P = torch.cat([W, b[:, None]], dim=1)  # [c, d + 1]: the bias is a column of ones in x
+    x = torch.cat([x, torch.ones(n, 1)], dim=1)
+    l1_grad = torch.full_like(P, l1 / c)  # d/dP of l1 * mean_c |W_c|_1, times sign(P)
+    l1_grad[:, -1] = 0.0
     full = batch_size >= n
-    sparse = full and float((x != 0).double().mean()) < 0.1
     xs, xt = x, x.T
-    if sparse:
+    if full and float((x != 0).double().mean()) < 0.1:
         with warnings.catch_warnings():  # "sparse CSR support is in beta": it is what we want
             warnings.simplefilter("ignore", UserWarning)
-            xs, xt = x.to_sparse_csr(), x.T.to_sparse_csr()
+            xs, xt = x.to_sparse_csr(), x.T.contiguous().to_sparse_csr()
+    # torch.optim.Adam (L2 weight decay added to the gradient), written out on one tensor
+    m, v, beta1, beta2, step = torch.zeros_like(P), torch.zeros_like(P), 0.9, 0.999, 0
+    gamma = (end_lr / lr) ** (1 / epochs)  # ExponentialLR, stepped once per epoch
     starts = [0] * min_steps_per_epoch if full else range(0, n, batch_size)
-    for _ in range(epochs):
+    for epoch in range(epochs):
         order = None if full else torch.randperm(n, generator=gen)
         for start in starts:
             idx = None if full else order[start : start + batch_size]
             xb, xbt, yb = (xs, xt, y) if full else (x[idx], x[idx].T, y[idx])
-            z = xb @ W.T + b
+            z = xb @ P.T
             # d/dz of BCE with pos_weight, averaged over the batch and the probes
             g = ((pos_weight * yb + 1 - yb) * torch.sigmoid(z) - pos_weight * yb) / yb.numel()
-            W.grad = (xbt @ g).T + (l1 / len(W)) * W.sign()
-            b.grad = g.sum(0)
-            opt.step()
-        sched.step()
-    return W, b
+            grad = (xbt @ g).T + l1_grad * P.sign() + weight_decay * P
+            step += 1
+            m.lerp_(grad, 1 - beta1)
+            v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denom = (v.sqrt() / (1 - beta2**step) ** 0.5).add_(1e-8)
+            P.addcdiv_(m, denom, value=-lr * gamma**epoch / (1 - beta1**step))
+    return P[:, :-1], P[:, -1]
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Probes are many small products: on one thread they run fastest, and a busy CPU does not
+    make a second thread stall them (the thread count is restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _f1(pred: Tensor, truth: Tensor) -> Tensor:
@@ -320,6 +340,7 @@ def _f1(pred: Tensor, truth: Tensor) -> Tensor:
     return torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.zeros_like(tp))
 
 
+@_one_thread()
 def train_letter_probe(data: FirstLetterData) -> LetterProbe:
     """SAEBench's first-letter probe on the model's activations (module doc): 26 probes at once."""
     y = torch.nn.functional.one_hot(data.train_labels, len(LETTERS))
@@ -358,9 +379,8 @@ def _balanced_logistic(
         z = (x @ w[..., None])[..., 0]
         p = torch.sigmoid(s * z)
         grad = reg * w - (x * (sw * s * (1 - p))[..., None]).sum(1)
-        hess = torch.einsum("bnk,bn,bnl->bkl", x, sw * p * (1 - p), x) + torch.diag_embed(
-            reg.expand_as(w) + 1e-10
-        )
+        hess = (x * (sw * p * (1 - p))[..., None]).transpose(1, 2) @ x
+        hess = hess + torch.diag_embed(reg.expand_as(w) + 1e-10)
         step = torch.linalg.solve(hess, grad[..., None])[..., 0]
         t = torch.ones(len(w), dtype=torch.float64)
         for _ in range(20):  # backtrack where the full step does not lower the objective
@@ -389,6 +409,7 @@ L1_STEPS_PER_EPOCH = 10
 alphabetic vocabulary (80 % of 47,078 words in batches of 4096)."""
 
 
+@_one_thread()
 def k_sparse_probes(
     train_latents: Tensor,
     train_labels: Tensor,
@@ -481,7 +502,8 @@ def first_letter_absorption(
         seed=data.seed,
     )
     labels = data.test_labels
-    W_dec = sae.W_dec.detach().float().cpu()
+    W_dec = sae.W_dec.detach().double().cpu()
+    W_dec = W_dec / W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # only cosines are used
     rows, results = {}, {}
     for i, letter in enumerate(LETTERS):
         f1_by_k = [
@@ -500,9 +522,13 @@ def first_letter_absorption(
             "counted": bool(probe.f1[i] > min_probe_f1),
         }
         if len(tp):
-            r = absorption(
-                data.absorption_acts[tp], absorption_latents[tp], W_dec, probe.weight[i], main
-            )
+            # the latents silent on all these words project 0 and cannot absorb: leave them out
+            f = absorption_latents[tp]
+            keep = f.gt(0).any(dim=0)
+            keep[main] = True
+            ids = keep.nonzero()[:, 0]
+            local = torch.searchsorted(ids, torch.tensor(main)).tolist()
+            r = absorption(data.absorption_acts[tp], f[:, ids], W_dec[ids], probe.weight[i], local)
             row.update(
                 absorption_fraction=float(r.fraction.sum()) / len(tp),
                 full_absorption_rate=float(r.full.double().sum()) / len(tp),

@@ -193,3 +193,48 @@ def test_balanced_logistic_matches_the_lbfgs_probe_on_balanced_data():
     ours = ((tx.double() @ w[:3] + w[3]) > 0).double()
     acc = logistic_probe(x, y, tx, torch.ones(500))  # fraction predicted positive
     assert float(ours.mean()) == pytest.approx(acc, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_first_letter_absorption_on_the_real_model_and_shipped_sae(smollm):
+    """Smoke run: SmolLM2-135M and the shipped middle-layer SAE, a few hundred words."""
+    from interp_lib import hooks, load_sae, profiles
+
+    sae = load_sae(*profiles.PROFILES["embedded"].main_sae)
+    data = fl.first_letter_activations(smollm, hooks.sae_hook(sae), n_words=400)
+    assert data.train_acts.shape == (320, 576) and data.absorption_acts.shape == (80, 576)
+    assert torch.isfinite(data.train_acts).all() and torch.isfinite(data.absorption_acts).all()
+    r = fl.first_letter_absorption(data, sae, min_letters=1)
+    assert 0.3 < r.probe_accuracy <= 1
+    assert 0 <= r.mean_absorption_fraction <= 1 and 0 <= r.full_absorption_rate <= 1
+    assert list(r.per_letter.index) == list(string.ascii_lowercase)
+
+
+def _saebench_prompting():
+    """sae-bench's vocab and prompting modules (plain Python: no scikit-learn needed), or skip.
+    E.g. ``pip download sae-bench==0.6.0 --no-deps``, unpacked into a folder on ``PYTHONPATH``."""
+    vocab = pytest.importorskip("sae_bench.evals.absorption.vocab")
+    prompting = pytest.importorskip("sae_bench.evals.absorption.prompting")
+    return vocab, prompting
+
+
+def test_words_and_prompts_equal_sae_bench(tiny_gpt2):
+    vocab, prompting = _saebench_prompting()
+    for tok in (_ByteLevelTokenizer(), tiny_gpt2.tokenizer):
+        assert sorted(t for _, t in fl.alpha_words(tok)) == sorted(vocab.get_alpha_tokens(tok))
+    examples = [" cat", "Dog", " x", " Zebra"]
+    for word in (" short", "Sun", " a"):
+        theirs = prompting.create_icl_prompt(
+            word, examples, base_template=fl.TEMPLATE, max_icl_examples=len(examples),
+            shuffle_examples=False, prepend_separator_to_first_example=True,
+        )
+        assert theirs.base == fl._icl_prefix(examples) + fl.TEMPLATE.format(word=word)
+        assert vocab.LETTERS.index(theirs.answer.strip().lower()) == fl._label(word)
+
+
+@pytest.mark.slow
+def test_alpha_words_of_the_real_tokenizer_equal_sae_bench(smollm):
+    vocab, _ = _saebench_prompting()
+    ours = [t for _, t in fl.alpha_words(smollm.tokenizer)]
+    assert sorted(ours) == sorted(vocab.get_alpha_tokens(smollm.tokenizer))
+    assert len(ours) > 40_000

@@ -7,7 +7,7 @@ Two steps, so that many SAEs on one hook share one model pass:
 
 * :func:`first_letter_activations` (once per model and hook): the words, the ICL prompts, the
   model's activation at each word, and (cached on first use) the model's letter probe;
-* :func:`first_letter_absorption` (per SAE, about a second): k-sparse probes on the SAE's
+* :func:`first_letter_absorption` (per SAE, a few CPU seconds): k-sparse probes on the SAE's
   latents, each letter's main latents, and the absorption scores.
 
 **Where it follows SAEBench** (file names under ``sae_bench/evals/absorption/``):
@@ -18,8 +18,9 @@ Two steps, so that many SAEs on one hook share one model pass:
 * prompts: ``prompting.py: create_icl_prompt`` with ``eval_config.py``'s template ``"{word} has
   the first letter:"``, 10 ICL examples ``"{ex} has the first letter: {EX[0]}"`` joined and
   preceded by ``"\\n"`` (``prepend_separator_to_first_example``), ICL examples drawn from the
-  same split, never the word itself; the activation is read at the word's token (SAEBench's
-  ``prompt_token_pos = -6``, here found from the template's own tokens, so any tokenizer works);
+  same split, never the word itself; the activation is read at the word's own token (SAEBench's
+  ``prompt_token_pos = -6`` counts back to it from the end of the template; here the word is the
+  last token run, so no position depends on the tokenizer);
 * the model's probe: ``probing.py: train_multi_probe`` as ``common.py: train_and_save_probes``
   calls it: 26 one-vs-rest logistic probes, ``BCEWithLogitsLoss`` with ``pos_weight`` =
   negatives / positives, Adam, lr 1e-2 decaying exponentially to 1e-5 over 50 epochs, weight
@@ -40,13 +41,18 @@ Two steps, so that many SAEs on one hook share one model pass:
 **Where it deviates, and why:**
 
 * *Fewer words.* SAEBench prompts every alphabetic token (tens of thousands, a GPU job);
-  ``n_words`` (default 3000) are drawn at random from them, which keeps a CPU harvest to about a
-  minute. Rare letters (x, z, q) then have few test words; the F1 > 0.6 filter still applies.
+  ``n_words`` (default 3000) are drawn at random from them, which keeps a CPU harvest to a minute
+  or two. Rare letters (q, x, y, z) then have few test words; the F1 > 0.6 filter applies as in
+  SAEBench, and usually leaves out those letters.
+* *The SAE's own hook.* SAEBench reads ``blocks.{sae.cfg.hook_layer}.hook_resid_post`` whatever
+  the SAE reads (``main.py``, ``common.py``, ``feature_absorption_calculator.py``); here the
+  model's probe and the SAE both read the hook the activations were harvested at (for a
+  ``hook_resid_pre`` SAE, SAEBench's probe would sit one block later than the SAE).
 * *One ICL draw per batch.* SAEBench draws the 10 ICL examples afresh for every word. Here the
   words of a batch share one draw (a fresh draw per batch, none of the batch's words in it), so
   the shared prefix runs through the model once (TransformerLens's key-value cache) and each
   word adds one token: its own (attention is causal, so the template's tokens after the word
-  cannot change the activation read at the word). A word costs about a hundredth of a prompt.
+  cannot change the activation read at the word). A word costs about a sixtieth of a prompt.
 * *Ten steps per epoch for the L1 probe.* With all its words in one batch of 4096, SAEBench's 50
   epochs would be 50 Adam steps, too few to move the weights past their random start (the top-k
   latents would be chosen by the initialisation); each epoch takes the ten full-batch steps

@@ -315,9 +315,10 @@ def _multi_probe(
         for start in starts:
             idx = None if full else order[start : start + batch_size]
             xb, xbt, yb = (xs, xt, y) if full else (x[idx], x[idx].T, y[idx])
-            z = xb @ P.T
-            # d/dz of BCE with pos_weight, averaged over the batch and the probes
-            g = ((pos_weight * yb + 1 - yb) * torch.sigmoid(z) - pos_weight * yb) / yb.numel()
+            if not full or step == 0:  # d/dz of the loss is slope * sigmoid(z) - offset
+                slope = (pos_weight * yb + 1 - yb) / yb.numel()  # (mean over batch and probes)
+                offset = pos_weight * yb / yb.numel()
+            g = torch.sigmoid(xb @ P.T).mul_(slope).sub_(offset)
             grad = (xbt @ g).T + l1_grad * P.sign() + weight_decay * P
             step += 1
             m.lerp_(grad, 1 - beta1)
@@ -365,12 +366,25 @@ def _balanced_logistic(
 ) -> Tensor:
     """Batched ``LogisticRegression(class_weight="balanced", C=C)``: ``x: [b, n, k]``,
     ``y: [b, n]`` in {0, 1} -> ``[b, k + 1]`` (weights, intercept), by damped Newton steps from
-    ``start`` (default 0)."""
-    x = torch.cat([x.double(), torch.ones(*x.shape[:2], 1, dtype=torch.float64)], dim=-1)
-    y = y.double()
+    ``start`` (default 0).
+
+    Rows whose features are all 0 differ only in their label: each class's such rows are merged
+    into one row carrying their summed weight (the same objective, on far fewer rows for sparse
+    latents)."""
+    x, y = x.double(), y.double()
     n_pos = y.sum(-1, keepdim=True).clamp(min=1)
     n_neg = (1 - y).sum(-1, keepdim=True).clamp(min=1)
     sw = C * torch.where(y > 0, y.shape[1] / (2 * n_pos), y.shape[1] / (2 * n_neg))
+    active = x.ne(0).any(dim=-1)  # [b, n]
+    idle = sw * ~active
+    merged_sw = torch.stack([(idle * y).sum(-1), (idle * (1 - y)).sum(-1)], dim=-1)  # [b, 2]
+    order = active.double().argsort(dim=-1, descending=True, stable=True)
+    order = order[:, : int(active.sum(-1).max())]  # each row's active rows first, then padding
+    b, k = x.shape[0], x.shape[-1]
+    x = torch.cat([x.gather(1, order[..., None].expand(-1, -1, k)), x.new_zeros(b, 2, k)], 1)
+    y = torch.cat([y.gather(1, order), y.new_tensor([1.0, 0.0]).expand(b, 2)], dim=1)
+    sw = torch.cat([sw.gather(1, order) * active.gather(1, order), merged_sw], dim=1)
+    x = torch.cat([x, torch.ones(*x.shape[:2], 1, dtype=torch.float64)], dim=-1)
     s = 2 * y - 1
     reg = torch.ones(x.shape[-1], dtype=torch.float64)
     reg[-1] = 0.0  # the intercept is not penalised

@@ -57,7 +57,7 @@ Two steps, so that many SAEs on one hook share one model pass:
   epochs would be 50 Adam steps, too few to move the weights past their random start (the top-k
   latents would be chosen by the initialisation); each epoch takes the ten full-batch steps
   SAEBench takes on a whole vocabulary (:data:`L1_STEPS_PER_EPOCH`), 500 in all. The latents
-  stay sparse (CSR products), so this costs well under a second.
+  stay sparse (CSR products), so this costs about a CPU second.
 * *The logistic regressions on k latents* are solved by batched Newton steps in float64 (all 26
   letters at once) instead of 260 scikit-learn fits: the same objective (L2, C = 1, balanced
   class weights, intercept not penalised), the same optimum to within scikit-learn's tolerance,
@@ -501,8 +501,14 @@ def first_letter_absorption(
 ) -> FirstLetterAbsorption:
     """SAEBench's first-letter absorption of ``sae`` (an SAE reading ``data.hook``) from the
     harvested ``data``: k-sparse probes, main latents, absorption per letter (module doc)."""
-    if max_k < 1:
-        raise InvalidArgumentError(f"max_k must be >= 1, got {max_k}")
+    d_sae, d_in = sae.W_dec.shape
+    if d_in != data.train_acts.shape[1]:
+        raise InvalidArgumentError(
+            f"sae reads {d_in}-wide activations, but data were harvested at {data.hook}, "
+            f"{data.train_acts.shape[1]} wide: harvest at the SAE's hook (hooks.sae_hook(sae))"
+        )
+    if not 1 <= max_k <= d_sae:
+        raise InvalidArgumentError(f"max_k must lie in [1, {d_sae}] (the SAE's width), got {max_k}")
     probe = data.probe
     dtype = sae.W_dec.dtype
     device = sae.W_dec.device

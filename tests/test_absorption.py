@@ -175,6 +175,10 @@ def test_planted_absorption_of_starts_with_s():
     assert (r.probe_accuracy, r.probe_f1, r.n_train_words, r.n_test_words) == (1.0, 1.0, 208, 104)
     with pytest.raises(InvalidArgumentError, match="min_letters"):
         fl.first_letter_absorption(data, _PlantedSAE(36), min_letters=27)
+    with pytest.raises(InvalidArgumentError, match="36 wide"):
+        fl.first_letter_absorption(data, _PlantedSAE(40))
+    with pytest.raises(InvalidArgumentError, match="max_k"):
+        fl.first_letter_absorption(data, _PlantedSAE(36), max_k=29)
 
 
 def test_balanced_logistic_matches_the_lbfgs_probe_on_balanced_data():

@@ -242,3 +242,21 @@ def test_alpha_words_of_the_real_tokenizer_equal_sae_bench(smollm):
     ours = [t for _, t in fl.alpha_words(smollm.tokenizer)]
     assert sorted(ours) == sorted(vocab.get_alpha_tokens(smollm.tokenizer))
     assert len(ours) > 40_000
+
+
+def test_balanced_logistic_equals_scikit_learn():
+    """SAEBench's k-probe is ``LogisticRegression(max_iter=500, class_weight="balanced")``: on
+    sparse latents (many all-zero rows, which the solver merges), unbalanced classes, 26 problems
+    at once, the batched Newton solution is scikit-learn's. Skips without scikit-learn."""
+    linear_model = pytest.importorskip("sklearn.linear_model")
+    g = torch.Generator().manual_seed(0)
+    b, n, k = 26, 300, 4
+    y = (torch.rand(b, n, generator=g) < 0.1).double()
+    x = torch.rand(b, n, k, generator=g) * (torch.rand(b, n, k, generator=g) < 0.15)
+    x = x + 0.8 * y[..., None] * (torch.rand(b, n, k, generator=g) < 0.5)
+    ours = fl._balanced_logistic(x, y)
+    for i in range(b):
+        sk = linear_model.LogisticRegression(max_iter=500, class_weight="balanced", tol=1e-10)
+        sk.fit(x[i].numpy(), y[i].numpy())
+        theirs = torch.tensor([*sk.coef_[0], sk.intercept_[0]], dtype=torch.float64)
+        torch.testing.assert_close(ours[i], theirs, atol=1e-5, rtol=1e-4)

@@ -90,6 +90,7 @@ __all__ = [
     "FirstLetterData",
     "first_letter_activations",
     "train_letter_probe",
+    "KSparse",
     "k_sparse_probes",
     "FirstLetterAbsorption",
     "first_letter_absorption",

@@ -200,6 +200,7 @@ def test_balanced_logistic_matches_the_lbfgs_probe_on_balanced_data():
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")  # a second thread stalls the small batches on a busy CPU
 def test_first_letter_absorption_on_the_real_model_and_shipped_sae(smollm):
     """Smoke run: SmolLM2-135M and the shipped middle-layer SAE, a few hundred words."""
     from interp_lib import hooks, load_sae, profiles

@@ -17,7 +17,8 @@ One module per idea, named after what a reader looks for:
 * ``variants``: architectures trained side by side at matched L0, and metrics read at an L0.
 * ``metrics``: the one evaluator (L0, variance explained, CE-loss recovered, KL, dead features).
 * ``saebench``: SAEBench's sparse probing, offline, on the labels the project ships;
-  ``absorption``: SAEBench's first-letter feature-absorption definitions.
+  ``absorption``: SAEBench's first-letter feature-absorption definitions; ``first_letter``: that
+  eval end to end on the model's own vocabulary (one model pass shared by many SAEs).
 * ``encoding``: the one encoder, from texts to per-token feature activations.
 * ``tokens``: token ids as display strings, one convention for split characters.
 * ``analysis``: which features matter over a set of texts (rankings, categories, specialists).

@@ -96,7 +96,8 @@ def absorption(
         )
     main = torch.as_tensor(list(main_ids), dtype=torch.long)
     p = probe_direction.double() / probe_direction.double().norm()
-    cos = torch.nn.functional.cosine_similarity(p[None], W_dec.double(), dim=-1)  # [d_sae]
+    W = W_dec.double()
+    cos = (W @ p) / W.norm(dim=-1).clamp_min(EPS)  # [d_sae] cosine with the probe
     f = latents.double()
     proj = acts.double() @ p  # [n]
     latent_proj = f * cos  # [n, d_sae]

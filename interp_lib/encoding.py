@@ -1,7 +1,7 @@
 """Read features out of texts: the one encoder, from text to per-token SAE activations.
 
-:func:`encode_texts` runs each text through the model up to the SAE's hook, encodes the activation
-with the SAE, and keeps the token strings beside the feature activations; given several SAEs it
+:func:`encode_texts` runs the texts through the model up to the SAE's hook (batched), encodes the
+activations with the SAE, and keeps the token strings beside the feature activations; given several SAEs it
 reads every hook they need in the same forward pass. The BOS position (an attention sink) is
 dropped, so token ``i`` of a text is its ``i``-th real token. :func:`pool` turns per-token
 activations into the per-text max and mean that :class:`Encoded` carries.
@@ -100,14 +100,16 @@ class ManyEncoded(NamedTuple):
 
 @torch.inference_mode()
 def encode_texts(
-    model, saes, texts: Sequence[str], *, progress: bool = False
+    model, saes, texts: Sequence[str], *, progress: bool = False, batch_size: int = 16
 ) -> Encoded | ManyEncoded:
     """Per-token feature activations (with token strings) and per-text max/mean pooled activations.
 
     ``saes``: one SAE (returns its :class:`Encoded`) or a mapping {name: SAE} (returns a
-    :class:`ManyEncoded`: one forward pass per text, stopping after the deepest hook, serves every
-    SAE, and the raw activations at each hook come back too). Texts longer than the model's
-    context are truncated with a warning.
+    :class:`ManyEncoded`: one forward pass, stopping after the deepest hook, serves every SAE, and
+    the raw activations at each hook come back too). Texts of similar length are run up to
+    ``batch_size`` at a time, padded at the end (the model is causal: padding after a text changes
+    nothing at its own positions; one short text at a time costs several times as much per token
+    on a CPU). Texts longer than the model's context are truncated with a warning.
     """
     single = not isinstance(saes, Mapping)
     named = {"sae": saes} if single else dict(saes)
@@ -117,31 +119,42 @@ def encode_texts(
     hooks = {name: check_widths(model, sae) for name, sae in named.items()}
     distinct = list(dict.fromkeys(hooks.values()))
     stop_at = stop_layer(distinct)
-    per_sae = {name: [] for name in named}
-    hook_acts = {h: [] for h in distinct}
-    tokens_out, kept = [], []
-    for i, text in enumerate(tqdm(texts, desc="encode", disable=not progress, leave=False)):
-        toks, text = tokenize_text(model, text, i)
-        _, cache = model.run_with_cache(
-            toks.to(model.cfg.device), names_filter=distinct, stop_at_layer=stop_at
-        )
-        acts = {h: cache[h][0, 1:] for h in distinct}
-        for h in distinct:
-            hook_acts[h].append(acts[h].float().cpu())
-        for name, sae in named.items():
-            dtype = next(sae.parameters()).dtype
-            per_sae[name].append(sae.encode(acts[hooks[name]].to(dtype)).float().cpu())
-        tokens_out.append(model.to_str_tokens(toks[0, 1:]))
+    toks, kept = [], []
+    for i, text in enumerate(texts):
+        t, text = tokenize_text(model, text, i)
+        toks.append(t[0])
         kept.append(text)
-    encoded = {
-        name: Encoded(
+    hook_acts: dict[str, list] = {h: [None] * len(texts) for h in distinct}
+    order = sorted(range(len(texts)), key=lambda i: len(toks[i]))
+    bar = tqdm(total=len(texts), desc="encode", disable=not progress, leave=False)
+    for b in range(0, len(order), batch_size):
+        idx = order[b : b + batch_size]
+        width = max(len(toks[i]) for i in idx)
+        batch = torch.zeros(len(idx), width, dtype=toks[idx[0]].dtype)
+        for row, i in enumerate(idx):
+            batch[row, : len(toks[i])] = toks[i]
+        _, cache = model.run_with_cache(
+            batch.to(model.cfg.device), names_filter=distinct, stop_at_layer=stop_at
+        )
+        for h in distinct:
+            acts = cache[h].float().cpu()
+            for row, i in enumerate(idx):
+                hook_acts[h][i] = acts[row, 1 : len(toks[i])].clone()
+        bar.update(len(idx))
+    bar.close()
+    tokens_out = [model.to_str_tokens(t[1:]) for t in toks]
+    sizes = [len(t) - 1 for t in toks]
+    encoded = {}
+    for name, sae in named.items():
+        dtype = next(sae.parameters()).dtype
+        feats = sae.encode(torch.cat(hook_acts[hooks[name]]).to(dtype)).float().cpu()
+        per_text = list(feats.split(sizes))
+        encoded[name] = Encoded(
             list(kept),
             [list(t) for t in tokens_out],
-            per_sae[name],
-            *pool(per_sae[name], sae.cfg.d_sae),
+            per_text,
+            *pool(per_text, sae.cfg.d_sae),
         )
-        for name, sae in named.items()
-    }
     return encoded["sae"] if single else ManyEncoded(encoded, hook_acts)
 
 

@@ -169,6 +169,7 @@ def sparse_probing(
     test_latents: Mapping[str, Tensor],
     k_values: Sequence[int] = (1, 2, 5),
     seed: int = 42,
+    model_probes: bool = True,
 ) -> SparseProbing:
     """SAEBench's sparse probing on mean-pooled texts, class by class (one-vs-rest).
 
@@ -177,6 +178,8 @@ def sparse_probing(
     on all latents, and for each ``k`` a probe on the ``k`` latents (and, as SAEBench also
     reports, the ``k`` activation dimensions) chosen by :func:`top_k_mean_diff` on the training
     rows. The balanced one-vs-rest sets are drawn with ``seed`` (SAEBench's default 42).
+    ``model_probes=False`` leaves out the probes on the model's activation (``dense``,
+    ``llm_top_k``), which are the same for every SAE: for many SAEs, compute them once.
     """
     classes = list(train_acts)
     if len(classes) < 2 or not all(
@@ -191,10 +194,9 @@ def sparse_probing(
     rows = {}
     for name in classes:
         row = {}
-        for kind, train, test in (
-            ("llm", train_acts, test_acts),
-            ("sae", train_latents, test_latents),
-        ):
+        kinds = [("llm", train_acts, test_acts)] if model_probes else []
+        kinds.append(("sae", train_latents, test_latents))
+        for kind, train, test in kinds:
             # the same seed for both: acts and latents get the same rows, as in SAEBench
             gen_train = torch.Generator().manual_seed(seed)
             gen_test = torch.Generator().manual_seed(seed + 1)

@@ -98,3 +98,15 @@ def test_sparse_probing_on_a_real_model_and_sae(tiny_gpt2):
     res = sparse_probing(acts, acts, lat, lat, k_values=(1, 2))
     assert set(res.mean) == {"dense", "sae", "llm_top_1", "llm_top_2", "sae_top_1", "sae_top_2"}
     assert res.mean["dense"] == 1.0  # on its own training texts a dense probe is perfect
+
+
+def test_sparse_probing_can_leave_out_the_model_probes():
+    g = torch.Generator().manual_seed(0)
+    acts = {c: torch.randn(12, 6, generator=g) + i for i, c in enumerate("ab")}
+    lat = {c: (torch.randn(12, 20, generator=g) + i).relu() for i, c in enumerate("ab")}
+    full = sparse_probing(acts, acts, lat, lat, k_values=(1, 2))
+    sae_only = sparse_probing(acts, acts, lat, lat, k_values=(1, 2), model_probes=False)
+    assert set(sae_only.per_class.columns) == {"sae", "sae_top_1", "sae_top_2"}
+    for col in sae_only.per_class.columns:  # the same numbers as in the full run
+        assert sae_only.mean[col] == full.mean[col]
+    assert "dense" in full.per_class.columns and "llm_top_1" in full.per_class.columns

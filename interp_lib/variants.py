@@ -34,7 +34,7 @@ ARCH_NAMES = {
 }
 """Each architecture's name in tables and figures."""
 
-EXTRAPOLATE = 0.15
+EXTRAPOLATE = 0.25
 """:func:`at_l0` reads a value up to this fraction beyond an architecture's measured L0s."""
 
 

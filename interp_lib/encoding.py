@@ -16,7 +16,7 @@ makes byte-level token strings readable.
 from __future__ import annotations
 
 import warnings
-from typing import Mapping, NamedTuple, Sequence
+from typing import Iterator, Mapping, NamedTuple, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -125,14 +125,8 @@ def encode_texts(
         toks.append(t[0])
         kept.append(text)
     hook_acts: dict[str, list] = {h: [None] * len(texts) for h in distinct}
-    order = sorted(range(len(texts)), key=lambda i: len(toks[i]))
     bar = tqdm(total=len(texts), desc="encode", disable=not progress, leave=False)
-    for b in range(0, len(order), batch_size):
-        idx = order[b : b + batch_size]
-        width = max(len(toks[i]) for i in idx)
-        batch = torch.zeros(len(idx), width, dtype=toks[idx[0]].dtype)
-        for row, i in enumerate(idx):
-            batch[row, : len(toks[i])] = toks[i]
+    for idx, batch in padded_batches(toks, batch_size):
         _, cache = model.run_with_cache(
             batch.to(model.cfg.device), names_filter=distinct, stop_at_layer=stop_at
         )
@@ -158,6 +152,21 @@ def encode_texts(
     return encoded["sae"] if single else ManyEncoded(encoded, hook_acts)
 
 
+def padded_batches(
+    toks: Sequence[torch.Tensor], batch_size: int
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Token sequences ``[T_i]`` grouped by length, ``batch_size`` at a time, each group as (its
+    indices into ``toks``, ``[len(group), max T_i]`` padded at the end with 0). The model is
+    causal, so padding after a text changes nothing at its own positions."""
+    order = sorted(range(len(toks)), key=lambda i: len(toks[i]))
+    for b in range(0, len(order), batch_size):
+        idx = order[b : b + batch_size]
+        batch = torch.zeros(len(idx), max(len(toks[i]) for i in idx), dtype=toks[idx[0]].dtype)
+        for row, i in enumerate(idx):
+            batch[row, : len(toks[i])] = toks[i]
+        yield idx, batch
+
+
 @torch.inference_mode()
 def hook_activations(
     model, hook: str, texts: Sequence[str], *, drop_bos: bool = True, batch_size: int = 16
@@ -172,14 +181,8 @@ def hook_activations(
     hook = check_hooks(model, [hook])[0]
     stop_at = hook_layer(hook) + 1
     toks = [model.to_tokens(text, prepend_bos=True)[0, : model.cfg.n_ctx] for text in texts]
-    order = sorted(range(len(texts)), key=lambda i: len(toks[i]))
     out: list[torch.Tensor | None] = [None] * len(texts)
-    for b in range(0, len(order), batch_size):
-        idx = order[b : b + batch_size]
-        width = max(len(toks[i]) for i in idx)
-        batch = torch.zeros(len(idx), width, dtype=toks[idx[0]].dtype)
-        for row, i in enumerate(idx):
-            batch[row, : len(toks[i])] = toks[i]
+    for idx, batch in padded_batches(toks, batch_size):
         _, cache = model.run_with_cache(
             batch.to(model.cfg.device), names_filter=hook, stop_at_layer=stop_at
         )

@@ -275,6 +275,20 @@ def test_encode_activations_matches_encode_texts(tiny_gpt2):
         E.encode_activations(sae, E.hook_activations(tiny_gpt2, HOOK, TEXTS), [t[:-1] for t in tokens], TEXTS)
 
 
+def test_encode_texts_batched_equals_one_text_at_a_time(tiny_gpt2):
+    """Texts of mixed lengths in one padded batch give each text what it gets alone, in the
+    order given (the batches are grouped by length, not by position)."""
+    from .conftest import make_sae
+
+    sae = make_sae(32, 64, HOOK, k=3)
+    alone = E.encode_texts(tiny_gpt2, sae, TEXTS, batch_size=1)
+    together = E.encode_texts(tiny_gpt2, sae, TEXTS, batch_size=3)
+    assert together.tokens == alone.tokens and together.texts == alone.texts
+    for a, b in zip(together.acts, alone.acts):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(together.max, alone.max, atol=1e-5, rtol=1e-5)
+
+
 def test_distinct_common_features():
     assert A.distinct_common_features(POOLED, CATS, n=1) == A.category_common_features(POOLED, CATS, n=1).feature.nunique()
 

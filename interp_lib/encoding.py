@@ -1,10 +1,10 @@
 """Read features out of texts: the one encoder, from text to per-token SAE activations.
 
-:func:`encode_texts` runs the texts through the model up to the SAE's hook (batched), encodes the
-activations with the SAE, and keeps the token strings beside the feature activations; given several SAEs it
-reads every hook they need in the same forward pass. The BOS position (an attention sink) is
-dropped, so token ``i`` of a text is its ``i``-th real token. :func:`pool` turns per-token
-activations into the per-text max and mean that :class:`Encoded` carries.
+:func:`encode_texts` runs the texts through the model up to the SAE's hook (in padded batches),
+encodes the activations with the SAE, and keeps the token strings beside the feature activations;
+given several SAEs it reads every hook they need in the same forward pass. The BOS position (an
+attention sink) is dropped, so token ``i`` of a text is its ``i``-th real token. :func:`pool`
+turns per-token activations into the per-text max and mean that :class:`Encoded` carries.
 
 :func:`hook_activations` reads the activation at a hook for a list of texts (batched);
 :func:`encode_activations` turns those into an :class:`Encoded` without running the model again.

@@ -171,8 +171,9 @@ class TrainConfig:
             self.arch in COEFF_ARCHS and 0 < self.target_l0 < self.d_sae and self.l0_gain > 0
         ):
             raise InvalidArgumentError(
-                f"target_l0 needs arch in {tuple(COEFF_ARCHS)}, 0 < target_l0 < d_sae and l0_gain > 0, "
-                f"got arch={self.arch!r}, target_l0={self.target_l0}, l0_gain={self.l0_gain}"
+                f"target_l0 needs arch in {tuple(COEFF_ARCHS)}, 0 < target_l0 < d_sae and "
+                f"l0_gain > 0, got arch={self.arch!r}, target_l0={self.target_l0}, "
+                f"l0_gain={self.l0_gain}"
             )
         if self.arch == "matryoshka":
             self.matryoshka_widths = nested_widths(self.widths, self.d_sae)

@@ -141,8 +141,9 @@ class TrainConfig:
     """Window for the reported ``dead_fraction`` (capped at the tokens seen so far)."""
     log_every: int | None = None
     """Steps between history rows. ``None``: about 50 rows per run."""
-    eval_every: int | None = None
-    """Steps between held-out evaluations (when ``val_acts`` is given). ``None``: 4 per run."""
+    eval_every: int | Literal["end"] | None = None
+    """Steps between held-out evaluations (when ``val_acts`` is given). ``None``: 4 per run;
+    ``"end"``: one, after the last step (where only the final numbers are shown)."""
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -175,6 +176,14 @@ class TrainConfig:
                 f"l0_gain > 0, got arch={self.arch!r}, target_l0={self.target_l0}, "
                 f"l0_gain={self.l0_gain}"
             )
+        if not (
+            self.eval_every in (None, "end")
+            or (isinstance(self.eval_every, int) and self.eval_every >= 1)
+        ):
+            raise InvalidArgumentError(
+                f"eval_every must be a positive number of steps, 'end' or None, "
+                f"got {self.eval_every!r}"
+            )
         if self.arch == "matryoshka":
             self.matryoshka_widths = nested_widths(self.widths, self.d_sae)
         self.adam_betas = tuple(self.adam_betas)  # JSON round trips give lists
@@ -197,6 +206,12 @@ class TrainConfig:
         """Optimiser steps for ``n_rows`` rows of training data."""
         tokens = self.n_tokens if self.n_tokens is not None else int(self.epochs * n_rows)
         return max(1, tokens // self.batch_size)
+
+    def eval_interval(self, steps: int) -> int:
+        """Steps between held-out evaluations in a run of ``steps`` (resolves ``eval_every``)."""
+        if self.eval_every == "end":
+            return steps
+        return self.eval_every or max(1, steps // 4)
 
     def warmup(self, steps: int) -> int:
         """Warm-up steps for a run of ``steps`` (resolves ``warmup_steps=None``)."""
@@ -414,7 +429,7 @@ def train_sae(
     steps = cfg.total_steps(n)
     warmup = cfg.warmup(steps)
     log_every = cfg.log_every or max(1, steps // 50)
-    eval_every = cfg.eval_every or max(1, steps // 4)
+    eval_every = cfg.eval_interval(steps)
     resample_every = cfg.resample_every if cfg.resample_every is not None else max(25, steps // 10)
     bs = cfg.batch_size
     batches = Batches(n, bs, gen_data)

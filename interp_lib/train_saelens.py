@@ -147,7 +147,7 @@ def train_saelens(
     steps = cfg.total_steps(n)
     bs = cfg.batch_size
     log_every = cfg.log_every or max(1, steps // 50)
-    eval_every = cfg.eval_every or max(1, steps // 4)
+    eval_every = cfg.eval_interval(steps)
     aux_window_steps = max(1, cfg.auxk_window_tokens // bs)
 
     training_sae = _training_sae(cfg, d_in)

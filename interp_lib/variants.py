@@ -80,7 +80,7 @@ def train_sweep(
     """Train every architecture at every L0 with every seed on ``acts: [n, d_in]`` (the same
     rows, budget and ``settings`` for all), one progress bar over the grid."""
     grid = list(itertools.product(archs, l0s, seeds))
-    settings.setdefault("eval_every", 10**9)  # held-out metrics once, at the end
+    settings.setdefault("eval_every", "end")  # held-out metrics once, after the last step
     configs = [config_at_l0(a, l0, seed=s, **settings) for a, l0, s in grid]  # checked first
     runs = []
     for (arch, l0, seed), cfg in zip(grid, tqdm(configs, desc="SAEs", disable=not progress)):

@@ -147,6 +147,22 @@ def test_config_validation():
     assert TrainConfig(epochs=2, batch_size=1000).total_steps(5_000) == 10
 
 
+@pytest.mark.parametrize("engine", [train_sae, train_saelens])
+def test_eval_every_end_evaluates_once_after_the_last_step(data, engine):
+    if engine is train_saelens:
+        pytest.importorskip("sae_lens")
+    x, val = data
+    cfg = TrainConfig(d_sae=96, k=3, batch_size=256, epochs=1, log_every=1, eval_every="end")
+    res = engine(x[:4096], cfg, val_acts=val, progress=False)
+    evaluated = [row["step"] for row in res.history if "val_fve" in row]
+    assert evaluated == [res.history[-1]["step"]] and len(res.history) == 16
+    assert cfg.eval_interval(16) == 16 and TrainConfig().eval_interval(16) == 4
+    assert TrainConfig(eval_every=3).eval_interval(16) == 3
+    for bad in (0, -2, "start", 2.5):
+        with pytest.raises(InvalidArgumentError, match="eval_every"):
+            TrainConfig(eval_every=bad)
+
+
 def test_too_little_data_is_a_clear_error():
     with pytest.raises(ValueError, match="batch_size"):
         train_sae(torch.randn(100, 8), TrainConfig(d_sae=16, k=2, batch_size=256), progress=False)

@@ -349,7 +349,8 @@ def evaluate(
                 hooks[name], lambda act, x_hat=x_hat: x_hat.view(act.shape)
             )
             sae_losses[name].append(spliced.reshape(-1).double())
-            kl = (clean_probs * (clean_logprobs - logprobs)).sum(-1)  # as _kl computes it
+            # _kl's sum, negated exactly, in place: no [b, ctx, vocab] temporaries
+            kl = -logprobs.sub_(clean_logprobs).mul_(clean_probs).sum(-1)
             kls[name].append(kl.reshape(-1).double())
 
     bar = tqdm(total=tokens.shape[0], unit="ctx", desc="metrics", disable=not progress, leave=False)

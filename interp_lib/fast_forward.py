@@ -1,20 +1,23 @@
-"""A lean Llama forward pass for harvesting, with TransformerLens's hook names.
+"""A lean Llama forward pass for harvesting and evaluation, with TransformerLens's hook names.
 
 :func:`interp_lib.activations.harvest` reads the residual stream of the embedded model (a
-TransformerLens ``HookedTransformer``) many thousands of tokens at a time. TransformerLens runs
-every block through its hook points, repeats the key/value heads, builds the full attention square
-and rotates queries and keys in several passes; :class:`LlamaHarvestForward` computes the same
-activations from the *same* (already processed) TransformerLens weights with fewer, larger
-operations: one matmul for Q, K and V, one for gate and up, PyTorch's fused causal attention with
-grouped K/V heads, RoPE as one complex multiplication, residual additions fused into the output
-matmuls, and it stops after the deepest requested hook.
+TransformerLens ``HookedTransformer``) many thousands of tokens at a time, and
+:func:`interp_lib.metrics.evaluate` runs the whole model once per SAE with its reconstruction
+spliced in. TransformerLens runs every block through its hook points, repeats the key/value heads,
+builds the full attention square, rotates queries and keys in several passes and copies the
+unembedding matrix on every call; :class:`LlamaHarvestForward` computes the same activations and
+next-token log-probabilities from the *same* (already processed) TransformerLens weights with
+fewer, larger operations: one matmul for Q, K and V, one for gate and up, PyTorch's fused causal
+attention with grouped K/V heads, RoPE as one complex multiplication, residual additions fused
+into the output matmuls. A harvest stops after the deepest requested hook; a full pass can start
+from a given residual stream at any block (TransformerLens's ``start_at_layer``) and replace the
+activation at one hook by a function of it (a splice).
 
 It is used only where it provably computes what TransformerLens computes
 (:func:`fast_forward_supported`: a Llama-architecture model in fp32 with TransformerLens's
 pre-folded RMS norms, rotary positions over the whole head, no biases, no hooks attached, and only
-the hooks below); everything else goes through TransformerLens. The activations agree with
-TransformerLens's within fp32 rounding, far below the fp16 rounding the library stores them in
-(``tests/test_fast_forward.py``).
+the hooks below); everything else goes through TransformerLens. The activations, log-probabilities
+and losses agree with TransformerLens's within fp32 rounding (``tests/test_fast_forward.py``).
 
 Supported hooks: ``blocks.N.hook_resid_pre``, ``hook_attn_out``, ``hook_resid_mid``,
 ``hook_mlp_out``, ``hook_resid_post``.
@@ -23,12 +26,18 @@ Supported hooks: ``blocks.N.hook_resid_pre``, ``hook_attn_out``, ``hook_resid_mi
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["SUPPORTED_HOOK", "LlamaHarvestForward", "fast_forward_supported", "fast_forward_for"]
+__all__ = [
+    "SUPPORTED_HOOK",
+    "LeanOutput",
+    "LlamaHarvestForward",
+    "fast_forward_supported",
+    "fast_forward_for",
+]
 
 SUPPORTED_HOOK = re.compile(
     r"^blocks\.(\d+)\.(hook_resid_pre|hook_attn_out|hook_resid_mid|hook_mlp_out|hook_resid_post)$"
@@ -64,9 +73,9 @@ def _config_is_plain_llama(cfg) -> bool:
     )
 
 
-def fast_forward_supported(model, hooks: Sequence[str]) -> bool:
+def fast_forward_supported(model, hooks: Sequence[str], *, to_logits: bool = False) -> bool:
     """True if :class:`LlamaHarvestForward` gives ``model``'s TransformerLens activations at every
-    hook in ``hooks`` (else harvest falls back to TransformerLens)."""
+    hook in ``hooks`` (and, with ``to_logits``, its log-probabilities and losses), else False."""
     if not hooks or not all(SUPPORTED_HOOK.match(h) for h in hooks):
         return False
     try:
@@ -80,6 +89,9 @@ def fast_forward_supported(model, hooks: Sequence[str]) -> bool:
     # hooks a caller attached (steering, ablation) change TransformerLens's forward: not ours
     if any(hp._forward_hooks or hp._forward_pre_hooks for hp in model.hook_dict.values()):
         return False
+    if to_logits:  # every block, then TransformerLens's RMSNormPre (weight folded into W_U)
+        ln_final = type(getattr(model, "ln_final", None)).__name__
+        return ln_final == "RMSNormPre" and all(_biases_are_zero(b) for b in model.blocks)
     deepest = max(int(SUPPORTED_HOOK.match(h).group(1)) for h in hooks)
     return all(_biases_are_zero(model.blocks[n]) for n in range(deepest + 1))
 
@@ -125,8 +137,23 @@ def _biases_are_zero(block) -> bool:
     )
 
 
+class LeanOutput(NamedTuple):
+    """What :meth:`LlamaHarvestForward.run` returns."""
+
+    log_probs: torch.Tensor
+    """Next-token log-probabilities, log_softmax of TransformerLens's logits [B, T, d_vocab]."""
+    loss: torch.Tensor
+    """TransformerLens's ``loss_per_token``: -log p(tokens[:, t + 1]) at position t [B, T - 1]."""
+    cache: dict[str, torch.Tensor]
+    """{hook: fp32 [B, T, d]} for the requested hooks (the value before any splice)."""
+
+
+Splice = tuple[str, Callable[[torch.Tensor], torch.Tensor]]
+"""(hook, fn): the activation [B, T, d] at hook is replaced by fn(activation) [B, T, d]."""
+
+
 class LlamaHarvestForward:
-    """The first blocks of a Llama model, from a TransformerLens model's processed weights.
+    """A Llama model, from a TransformerLens model's processed weights.
 
     For tokens ``t`` [B, T] and each block n (TransformerLens has folded the RMS norms' weights
     g into the matrices that follow them, so ``rms(x) = x / sqrt(mean(x^2) + eps)``)::
@@ -139,9 +166,15 @@ class LlamaHarvestForward:
         m = (silu(rms(x) W_gate) * rms(x) W_in) W_out           hook_mlp_out
         x = x + m                                    hook_resid_post (= blocks.n+1.hook_resid_pre)
 
+    and after the last block (ln_final's weight is folded into W_U)::
+
+        log p = log_softmax(rms(x) W_U + b_U)                   [B, T, d_vocab]
+        loss_t = -log p_t[t_{t+1}]                              [B, T - 1]
+
     Q and K columns are permuted within each head so that every RoPE pair is adjacent (one complex
     multiplication); the same permutation on both leaves ``q k^T`` unchanged. Arithmetic is fp32.
-    Blocks are fused lazily, only as deep as a call needs.
+    Blocks are fused lazily, only as deep as a call needs. Calling it harvests activations (it
+    stops after the deepest hook); :meth:`run` runs to the log-probabilities.
     """
 
     def __init__(self, model):
@@ -178,38 +211,94 @@ class LlamaHarvestForward:
         norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
         return x * torch.rsqrt(norm.square_().mul_(1.0 / self.d_model).add_(self.eps))
 
+    @staticmethod
+    def _site(hook: str) -> tuple[int, str]:
+        """(block, site) of a supported hook; ``blocks.N.hook_resid_post`` is (N + 1, resid_pre)."""
+        match = SUPPORTED_HOOK.match(hook)
+        if not match:
+            raise ValueError(f"hook {hook!r} is not one the lean Llama forward computes")
+        n, site = int(match.group(1)), match.group(2)
+        return (n + 1, "hook_resid_pre") if site == "hook_resid_post" else (n, site)
+
     @torch.inference_mode()
     def __call__(self, tokens: torch.Tensor, hooks: Sequence[str]) -> dict[str, torch.Tensor]:
         """Activations at ``hooks`` for ``tokens`` [B, T] -> {hook: fp32 [B, T, d]}."""
-        parsed = []
-        for h in hooks:
-            match = SUPPORTED_HOOK.match(h)
-            if not match:
-                raise ValueError(f"hook {h!r} is not one the lean Llama forward computes")
-            parsed.append((int(match.group(1)), match.group(2), h))
-        want: dict[tuple[int, str], list[str]] = {}
-        for n, site, h in parsed:
-            if site == "hook_resid_post":  # the same tensor as the next block's resid_pre
-                n, site = n + 1, "hook_resid_pre"
-            want.setdefault((n, site), []).append(h)
-        n_blocks = max(n + (0 if s == "hook_resid_pre" else 1) for n, s in want)  # blocks to run
+        if not hooks:
+            raise ValueError("need at least one hook")
+        stop = max(n + (s != "hook_resid_pre") for n, s in map(self._site, hooks))
+        x = self.model.W_E.detach()[tokens].reshape(-1, self.d_model)
+        return self._blocks(x, tokens.shape, 0, stop, hooks, None)[1]
 
+    @torch.inference_mode()
+    def run(
+        self,
+        tokens: torch.Tensor,
+        hooks: Sequence[str] = (),
+        *,
+        start_at_layer: int = 0,
+        resid: torch.Tensor | None = None,
+        splice: Splice | None = None,
+    ) -> LeanOutput:
+        """The whole model on ``tokens`` [B, T]: log-probs, loss and activations at ``hooks``.
+
+        ``start_at_layer`` N starts from ``resid`` [B, T, d], the stream at
+        ``blocks.N.hook_resid_pre`` (needed for N > 0; ``tokens`` then only give the loss's
+        targets); ``splice`` (hook, fn) replaces the activation at a hook of block N or later by
+        fn(activation).
+        """
         B, T = tokens.shape
+        if resid is not None:
+            if resid.shape != (B, T, self.d_model):
+                raise ValueError(f"resid must be [{B}, {T}, {self.d_model}], got {resid.shape}")
+            x = resid.reshape(B * T, self.d_model).clone()  # ours: updated in place
+        elif start_at_layer:
+            raise ValueError(f"start_at_layer={start_at_layer} needs the stream there (resid)")
+        else:
+            x = self.model.W_E.detach()[tokens].reshape(B * T, self.d_model)
+        stop = self.model.cfg.n_layers
+        x, cache = self._blocks(x, (B, T), start_at_layer, stop, hooks, splice)
+        logits = torch.addmm(self.model.b_U.detach(), self._rms(x), self.model.W_U.detach())
+        log_probs = F.log_softmax(logits, dim=-1).view(B, T, -1)
+        del logits
+        loss = -log_probs[:, :-1].gather(-1, tokens[:, 1:, None].to(x.device))[..., 0]
+        return LeanOutput(log_probs, loss, cache)
+
+    def _blocks(
+        self,
+        x: torch.Tensor,
+        shape: tuple[int, int],
+        first: int,
+        stop: int,
+        hooks: Sequence[str],
+        splice: Splice | None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Blocks ``first`` .. ``stop`` - 1 on the stream ``x`` [B*T, d] -> (stream after them,
+        {hook: [B, T, d]} for ``hooks``), with ``splice`` applied on the way."""
+        B, T = shape
         d, h_q, dh = self.d_model, self.n_heads, self.d_head
-        cis = self._rotations(T, self.model.W_E.device)
-        x = self.model.W_E.detach()[tokens].reshape(B * T, d)
+        want: dict[tuple[int, str], list[str]] = {}
+        for h in hooks:
+            want.setdefault(self._site(h), []).append(h)
+        spliced, fn = (self._site(splice[0]), splice[1]) if splice else (None, None)
+        if any(n < first for n, _ in [*want, *([spliced] if spliced else [])]):
+            raise ValueError(f"a hook before block {first}, where this pass starts")
+        cis = self._rotations(T, x.device)
         out: dict[str, torch.Tensor] = {}
 
-        def emit(n: int, site: str, value: torch.Tensor, final: bool) -> None:
+        def visit(n: int, site: str, value: torch.Tensor, final: bool) -> torch.Tensor:
+            """Keep the activation at (n, site) if wanted, and splice it if it is the spliced."""
             names = want.get((n, site))
             if names:
                 kept = value if final else value.clone()  # x is updated in place later
                 for name in names:
                     out[name] = kept.view(B, T, d)
+            if (n, site) == spliced:  # a copy: it is updated in place later
+                value = fn(value.view(B, T, d)).reshape(B * T, d).clone()
+            return value
 
-        for n in range(n_blocks + 1):
-            emit(n, "hook_resid_pre", x, final=n == n_blocks)
-            if n == n_blocks:
+        for n in range(first, stop + 1):
+            x = visit(n, "hook_resid_pre", x, final=n == stop)
+            if n == stop:
                 break
             layer = self._layer(n)
             kv = layer.n_kv
@@ -222,23 +311,19 @@ class LlamaHarvestForward:
             v = heads[:, :, h_q + kv :].transpose(1, 2)
             z = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=kv != h_q)
             z = z.transpose(1, 2).reshape(B * T, h_q * dh)
-            if (n, "hook_attn_out") in want:
-                attn_out = z @ layer.w_o.T
-                emit(n, "hook_attn_out", attn_out, final=True)
-                x = x + attn_out
+            if (n, "hook_attn_out") in want or (n, "hook_attn_out") == spliced:
+                x = x + visit(n, "hook_attn_out", z @ layer.w_o.T, final=True)
             else:
                 x = x.addmm_(z, layer.w_o.T)  # x is this call's own tensor: add in place
-            emit(n, "hook_resid_mid", x, final=False)
+            x = visit(n, "hook_resid_mid", x, final=False)
             gate_up = F.linear(self._rms(x), layer.w_gate_up)  # [B*T, 2 d_mlp]
             d_mlp = gate_up.shape[1] // 2
             act = F.silu(gate_up[:, :d_mlp]).mul_(gate_up[:, d_mlp:])
-            if (n, "hook_mlp_out") in want:
-                mlp_out = act @ layer.w_down.T
-                emit(n, "hook_mlp_out", mlp_out, final=True)
-                x = x + mlp_out
+            if (n, "hook_mlp_out") in want or (n, "hook_mlp_out") == spliced:
+                x = x + visit(n, "hook_mlp_out", act @ layer.w_down.T, final=True)
             else:
                 x = x.addmm_(act, layer.w_down.T)
-        return out
+        return x, out
 
 
 def fast_forward_for(model) -> LlamaHarvestForward:

@@ -20,7 +20,7 @@ explained, L0, dead latents on a matrix of activations): training's held-out che
 
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple
+from typing import Literal, Mapping, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import InvalidArgumentError
+from .fast_forward import SUPPORTED_HOOK, fast_forward_for, fast_forward_supported
 from .hooks import check_widths, resid_pre_layer
 
 DENSE_THRESHOLD = 0.1
@@ -214,9 +215,23 @@ def _kl(clean_logprobs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return (clean_logprobs.exp() * (clean_logprobs - logprobs)).sum(-1).reshape(-1).double()
 
 
+def _restart(hook: str) -> tuple[int, str]:
+    """(N, hook whose activation is the stream at blocks.N.hook_resid_pre) for a pass that
+    changes ``hook`` (a hook of the lean forward): nothing before block N changes."""
+    match = SUPPORTED_HOOK.match(hook)
+    n, site = int(match.group(1)), match.group(2)
+    return (n + 1, hook) if site == "hook_resid_post" else (n, f"blocks.{n}.hook_resid_pre")
+
+
 @torch.inference_mode()
 def evaluate(
-    model, saes, tokens: torch.Tensor, *, batch_size: int = 8, progress: bool = True
+    model,
+    saes,
+    tokens: torch.Tensor,
+    *,
+    batch_size: int = 8,
+    progress: bool = True,
+    engine: Literal["auto", "transformer_lens"] = "auto",
 ) -> SAEMetrics | dict[str, SAEMetrics]:
     """L0, FVE, MSE, CE-loss recovered, loss increase, KL, dead/dense fractions on ``tokens`` [n,
     ctx].
@@ -225,7 +240,12 @@ def evaluate(
     (returns {name: SAEMetrics}); SAEs may read different hooks. Per batch the clean pass runs once
     (caching every hook), the zero-ablated pass once per hook and one spliced pass per SAE; for
     ``blocks.N.hook_resid_pre`` the ablated and spliced passes restart at layer N.
+    ``engine="auto"`` runs the lean Llama forward (:mod:`interp_lib.fast_forward`, same results
+    within fp32 rounding) where it applies, and its ablated and spliced passes restart at the
+    hook's block for every hook; ``"transformer_lens"`` always runs TransformerLens.
     """
+    if engine not in ("auto", "transformer_lens"):
+        raise InvalidArgumentError(f"engine must be 'auto' or 'transformer_lens', got {engine!r}")
     single = not isinstance(saes, Mapping)
     named = {"sae": saes} if single else dict(saes)
     if not named:
@@ -261,9 +281,8 @@ def evaluate(
         with model.hooks(fwd_hooks=[(hook, splice)]):
             return model(batch, return_type="both", loss_per_token=True)
 
-    bar = tqdm(total=tokens.shape[0], unit="ctx", desc="metrics", disable=not progress, leave=False)
-    for i in range(0, tokens.shape[0], batch_size):
-        batch = tokens[i : i + batch_size].to(model.cfg.device)
+    def transformer_lens_batch(batch: torch.Tensor) -> None:
+        """All passes over one batch [b, ctx] through TransformerLens."""
         (logits, clean), cache = model.run_with_cache(
             batch, names_filter=distinct, return_type="both", loss_per_token=True
         )
@@ -286,6 +305,58 @@ def evaluate(
             spliced_logits, spliced = run_with(hooks[name], batch, full, reconstruct)
             sae_losses[name].append(spliced[:, 1:].reshape(-1).double())
             kls[name].append(_kl(clean_logprobs, spliced_logits))
+
+    forward, restart = None, {}
+    if engine == "auto" and fast_forward_supported(model, distinct, to_logits=True):
+        forward = fast_forward_for(model)
+        restart = {hook: _restart(hook) for hook in distinct}
+    cached = list(dict.fromkeys([*distinct, *(resid for _, resid in restart.values())]))
+
+    def lean_batch(batch: torch.Tensor) -> None:
+        """The same passes through the lean forward, each from the clean stream at its block."""
+        clean = forward.run(batch, cached)
+        cache = clean.cache
+        clean_losses.append(clean.loss[:, 1:].reshape(-1).double())
+        clean_logprobs = clean.log_probs[:, 1:]
+        clean_probs = clean_logprobs.exp()  # once per batch, not once per SAE
+        del clean
+
+        def run_with(hook, fn):
+            """(log-probs, loss per token) at positions >= 1 with ``fn`` applied to positions
+            >= 1 of the activation at hook."""
+
+            def splice(act):
+                act = act.clone()
+                act[:, 1:] = fn(act[:, 1:])
+                return act
+
+            layer, resid = restart[hook]
+            out = forward.run(
+                batch, start_at_layer=layer, resid=cache[resid], splice=(hook, splice)
+            )
+            return out.log_probs[:, 1:], out.loss[:, 1:]
+
+        for hook in distinct:
+            full = cache[hook]
+            xs[hook].append(full[:, 1:].reshape(-1, full.shape[-1]).float().cpu())
+            zero_losses[hook].append(run_with(hook, torch.zeros_like)[1].reshape(-1).double())
+        for name, sae in named.items():
+            full = cache[hooks[name]]
+            x = full[:, 1:].reshape(-1, full.shape[-1]).float()
+            feats, x_hat = _encode_decode(sae, x)  # the spliced pass reuses the reconstruction
+            acc[name].add(x, feats, x_hat)
+            logprobs, spliced = run_with(
+                hooks[name], lambda act, x_hat=x_hat: x_hat.view(act.shape)
+            )
+            sae_losses[name].append(spliced.reshape(-1).double())
+            # _kl's sum, negated exactly, in place: no [b, ctx, vocab] temporaries
+            kl = -logprobs.sub_(clean_logprobs).mul_(clean_probs).sum(-1)
+            kls[name].append(kl.reshape(-1).double())
+
+    bar = tqdm(total=tokens.shape[0], unit="ctx", desc="metrics", disable=not progress, leave=False)
+    for i in range(0, tokens.shape[0], batch_size):
+        batch = tokens[i : i + batch_size].to(model.cfg.device)
+        (lean_batch if forward is not None else transformer_lens_batch)(batch)
         bar.update(batch.shape[0])
     bar.close()
     ce_clean = torch.cat(clean_losses).mean().item()

@@ -108,6 +108,8 @@ def test_unsupported_hooks_and_models_fall_back(smollm, tiny_gpt2, monkeypatch):
         try:
             assert not FF.fast_forward_supported(smollm, ["blocks.2.hook_resid_pre"])
             assert FF.fast_forward_supported(smollm, ["blocks.0.hook_mlp_out"])  # block 1 unused
+            # but a pass to the logits runs every block
+            assert not FF.fast_forward_supported(smollm, ["blocks.0.hook_mlp_out"], to_logits=True)
         finally:
             bias.zero_()
 
@@ -140,3 +142,113 @@ def test_plain_transformers_baseline_reads_the_same_stream(smollm):
     want = A.harvest(smollm, ["blocks.4.hook_resid_pre"], tokens, drop_bos=False,
                      dtype=torch.float32, progress=False)["blocks.4.hook_resid_pre"]
     assert _row_error(got.reshape(want.shape), want).max() < 1e-3
+
+
+def _tl_pass(model, tokens, hook=None, fn=None):
+    """TransformerLens's (log_softmax(logits), loss_per_token), with ``fn`` spliced at ``hook``."""
+    hooks = [] if hook is None else [(hook, lambda act, hook: fn(act))]
+    with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
+        logits, loss = model(tokens, return_type="both", loss_per_token=True)
+    return logits.log_softmax(-1), loss
+
+
+def _assert_same_pass(lean, want, what):
+    """Log-probs within 5e-4 nats, losses within 2e-4 (fp32 rounding gives ~5e-5 and ~2e-5)."""
+    log_probs, loss = want
+    assert lean.log_probs.shape == log_probs.shape and lean.loss.shape == loss.shape, what
+    assert (lean.log_probs - log_probs).abs().max() < 5e-4, what
+    assert (lean.loss - loss).abs().max() < 2e-4, what
+
+
+def test_lean_log_probs_and_loss_equal_transformer_lens(smollm):
+    """A clean pass, one from block 20's stream (start_at_layer) and spliced passes give
+    TransformerLens's next-token log-probabilities and per-token loss; a splice one position off
+    (the BOS row too) is caught."""
+    from interp_lib import zoo
+
+    tokens = _real_tokens(smollm)
+    assert FF.fast_forward_supported(smollm, ["blocks.15.hook_mlp_out"], to_logits=True)
+    forward = FF.LlamaHarvestForward(smollm)
+    hooks = ["blocks.20.hook_resid_pre", "blocks.15.hook_mlp_out"]
+    clean = forward.run(tokens, hooks)
+    _assert_same_pass(clean, _tl_pass(smollm, tokens), "clean")
+    with torch.inference_mode():
+        _, cache = smollm.run_with_cache(tokens, names_filter=hooks)
+    for h in hooks:
+        assert _row_error(clean.cache[h], cache[h]).max() < 1e-4, h
+    resid = cache["blocks.20.hook_resid_pre"].clone()
+    resid[:, 1:] *= 0.5
+    with torch.inference_mode():
+        logits, loss = smollm(resid, start_at_layer=20, tokens=tokens, return_type="both",
+                              loss_per_token=True)
+    _assert_same_pass(forward.run(tokens, start_at_layer=20, resid=resid),
+                      (logits.log_softmax(-1), loss), "start_at_layer")
+
+    sae = zoo.load_sae("smollm2-135m-mlp", "blocks.15.hook_mlp_out")
+
+    def reconstruct(act):  # positions >= 1 only, as metrics.evaluate splices
+        act = act.clone()
+        act[:, 1:] = sae.decode(sae.encode(act[:, 1:]))
+        return act
+
+    want = _tl_pass(smollm, tokens, "blocks.15.hook_mlp_out", reconstruct)
+    _assert_same_pass(forward.run(tokens, splice=("blocks.15.hook_mlp_out", reconstruct)), want,
+                      "spliced")
+    for hook, fn in [("blocks.3.hook_attn_out", lambda a: a * 0.5),
+                     ("blocks.7.hook_resid_mid", lambda a: a * 0.9),
+                     ("blocks.9.hook_resid_post", lambda a: a.flip(-1)),
+                     ("blocks.29.hook_resid_post", lambda a: a * 2.0)]:
+        _assert_same_pass(forward.run(tokens, splice=(hook, fn)),
+                          _tl_pass(smollm, tokens, hook, fn), hook)
+    off = forward.run(tokens, splice=("blocks.15.hook_mlp_out",
+                                      lambda act: sae.decode(sae.encode(act))))
+    with pytest.raises(AssertionError):
+        _assert_same_pass(off, want, "the BOS row spliced too")
+    with pytest.raises(ValueError, match="before block"):
+        forward.run(tokens, ["blocks.2.hook_mlp_out"], start_at_layer=20, resid=resid)
+
+
+def _same_metrics(got, want, rel=1e-4):
+    """Every SAEMetrics field: counts exactly, the rest within ``rel`` (1e-6 is typical)."""
+    for field in ("l0", "dead_fraction", "dense_fraction", "n_tokens"):
+        assert getattr(got, field) == getattr(want, field), field
+    assert (got.density == want.density).all()
+    # ce_recovered divides by ce_zero - ce_clean: where zeroing barely changes the loss (a random
+    # SAE at block 3's attention) it keeps only the precision of that small difference
+    conditioning = max(1.0, abs(want.ce_zero) / abs(want.ce_zero - want.ce_clean))
+    for field, value in want.summary().items():
+        tol = rel * conditioning if field == "ce_recovered" else rel
+        assert getattr(got, field) == pytest.approx(value, rel=tol, abs=1e-6), field
+
+
+def test_evaluate_lean_equals_transformer_lens(smollm, monkeypatch):
+    """metrics.evaluate through the lean forward (shipped SAEs at a resid_pre and an mlp_out hook,
+    random ones at resid_post and attn_out) gives what it gives through TransformerLens."""
+    from interp_lib import metrics as M
+    from interp_lib import zoo
+
+    from .conftest import make_sae
+
+    saes = {
+        "res": zoo.load_sae("smollm2-135m-res", "blocks.5.hook_resid_pre"),
+        "mlp": zoo.load_sae("smollm2-135m-mlp", "blocks.15.hook_mlp_out"),
+        "post": make_sae(576, 1152, "blocks.9.hook_resid_post", k=16),
+        "attn": make_sae(576, 1152, "blocks.3.hook_attn_out", k=16, seed=1),
+    }
+    tokens = _real_tokens(smollm)
+    used = []
+    monkeypatch.setattr(M, "fast_forward_for", lambda m: used.append(m) or FF.fast_forward_for(m))
+    want = M.evaluate(smollm, saes, tokens, engine="transformer_lens", progress=False)
+    assert not used
+    got = M.evaluate(smollm, saes, tokens, progress=False)
+    assert used, "evaluate took the lean path"
+    for name in saes:
+        _same_metrics(got[name], want[name])
+    assert got["res"].ce_sae > want["res"].ce_clean + 0.05  # a real splice, not a no-op
+    # the comparison can fail: block 5 restarted from block 4's stream (a block lost)
+    monkeypatch.setattr(M, "_restart", lambda hook: (5, "blocks.4.hook_resid_pre"))
+    off = M.evaluate(smollm, {"res": saes["res"]}, tokens, progress=False)
+    with pytest.raises(AssertionError):
+        _same_metrics(off["res"], want["res"])
+    with pytest.raises(ValueError, match="'auto' or 'transformer_lens'"):
+        M.evaluate(smollm, saes, tokens, engine="lean", progress=False)

@@ -58,7 +58,7 @@ test: env
 	$(MAKE) --no-print-directory browser-check
 
 unit: env
-	$(BIN)/python -m pytest -q tests -m "not book_html"
+	$(BIN)/python -m pytest -q --durations=15 tests -m "not book_html"
 
 chapters: env
 	$(BOOK) notebooks

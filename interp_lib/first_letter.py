@@ -85,6 +85,8 @@ from .errors import InvalidArgumentError
 __all__ = [
     "LETTERS",
     "TEMPLATE",
+    "MIN_PROBE_F1",
+    "MIN_LETTERS",
     "alpha_words",
     "LetterProbe",
     "FirstLetterData",
@@ -99,6 +101,11 @@ __all__ = [
 LETTERS = string.ascii_lowercase
 TEMPLATE = "{word} has the first letter:"
 """SAEBench's ``prompt_template``; the answer is ``" " + first letter, upper case``."""
+MIN_PROBE_F1 = 0.6
+"""SAEBench's ``min_GT_probe_f1``: a letter is scored only where the model's probe reads it
+with an F1 above this."""
+MIN_LETTERS = 20
+"""SAEBench's ``min_feats_for_eval``: fewer letters above :data:`MIN_PROBE_F1`, no score."""
 _ALPHA = frozenset(string.ascii_letters)
 
 
@@ -178,6 +185,11 @@ class FirstLetterData:
     def probe(self) -> LetterProbe:
         """The model's letter probe, trained on first use and kept (:func:`train_letter_probe`)."""
         return train_letter_probe(self)
+
+    def readable_letters(self, min_probe_f1: float = MIN_PROBE_F1) -> int:
+        """How many letters the model's probe reads with F1 above ``min_probe_f1`` (the letters
+        absorption is scored on; :func:`first_letter_absorption` wants ``min_letters``)."""
+        return int((self.probe.f1 > min_probe_f1).sum())
 
 
 def _prefix_cache(model, prefix: Tensor, batch: int, stop: int):
@@ -497,8 +509,8 @@ def first_letter_absorption(
     *,
     max_k: int = 10,
     f1_jump_threshold: float = 0.03,
-    min_probe_f1: float = 0.6,
-    min_letters: int = 20,
+    min_probe_f1: float = MIN_PROBE_F1,
+    min_letters: int = MIN_LETTERS,
 ) -> FirstLetterAbsorption:
     """SAEBench's first-letter absorption of ``sae`` (an SAE reading ``data.hook``) from the
     harvested ``data``: k-sparse probes, main latents, absorption per letter (module doc)."""
@@ -569,7 +581,7 @@ def first_letter_absorption(
         raise InvalidArgumentError(
             f"the model's probe reads only {len(results)} letters with F1 > {min_probe_f1} at "
             f"{data.hook}, fewer than min_letters={min_letters}: harvest more words (n_words) or "
-            "lower min_letters"
+            "lower min_letters; check first with data.readable_letters()"
         )
     scores = absorption_scores(results)
     return FirstLetterAbsorption(

@@ -159,6 +159,25 @@ def test_letter_probe_reads_planted_letters():
     assert probe.weight.shape == (26, 36) and probe.test_scores.shape == (26 * 4, 26)
 
 
+def test_readable_letters_counts_what_the_probe_reads():
+    """Planted letters: all 26 read; activations that carry no letter (a model that does not
+    know its words' spelling, as the rehearsal's random GPT-2): too few, and the absorption
+    refuses with a pointer to the count rather than scoring noise."""
+    data = _planted_data()
+    assert data.readable_letters() == 26 and data.readable_letters(min_probe_f1=1.0) == 0
+    g = torch.Generator().manual_seed(1)
+    noise = fl.FirstLetterData(
+        data.hook,
+        data.train_words,
+        torch.randn(data.train_acts.shape, generator=g),
+        data.test_words,
+        *[torch.randn(data.test_acts.shape, generator=g)] * 2,
+    )
+    assert noise.readable_letters() < fl.MIN_LETTERS
+    with pytest.raises(InvalidArgumentError, match="readable_letters"):
+        fl.first_letter_absorption(noise, _PlantedSAE(36))
+
+
 def test_planted_absorption_of_starts_with_s():
     """Two of the four test S-words are absorbed (their token latent fires instead of the S
     latent): letter s scores 2/4 for both measures, every other letter 0."""

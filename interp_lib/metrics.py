@@ -209,12 +209,6 @@ def reconstruction_metrics(
 # The evaluator
 
 
-def _kl(clean_logprobs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """Per position KL(p_clean || p) in nats, positions >= 1, flattened (float64)."""
-    logprobs = logits[:, 1:].float().log_softmax(-1)
-    return (clean_logprobs.exp() * (clean_logprobs - logprobs)).sum(-1).reshape(-1).double()
-
-
 def _restart(hook: str) -> tuple[int, str]:
     """(N, hook whose activation is the stream at blocks.N.hook_resid_pre) for a pass that
     changes ``hook`` (a hook of the lean forward): nothing before block N changes."""
@@ -262,49 +256,39 @@ def evaluate(
     xs = {hook: [] for hook in distinct}  # activations per hook, for both FVEs
     clean_losses, zero_losses = [], {hook: [] for hook in distinct}
 
-    def run_with(hook, batch, full, fn):
-        """(logits, loss per token) with ``fn`` applied to positions >= 1 of the activation at
-        hook."""
-        start = resid_pre_layer(hook)
-        if start is not None:
-            resid = full.clone()
-            resid[:, 1:] = fn(resid[:, 1:])
-            return model(
-                resid, start_at_layer=start, tokens=batch, return_type="both", loss_per_token=True
-            )
+    def splicing(fn):
+        """A hook function applying ``fn`` to positions >= 1 of an activation [b, ctx, d]."""
 
-        def splice(act, hook):
+        def splice(act, hook=None):
             act = act.clone()
             act[:, 1:] = fn(act[:, 1:])
             return act
 
-        with model.hooks(fwd_hooks=[(hook, splice)]):
-            return model(batch, return_type="both", loss_per_token=True)
+        return splice
 
-    def transformer_lens_batch(batch: torch.Tensor) -> None:
-        """All passes over one batch [b, ctx] through TransformerLens."""
+    def transformer_lens_passes(batch: torch.Tensor):
+        """The clean pass over ``batch`` [b, ctx] through TransformerLens, and its runner of the
+        ablated and spliced passes; for resid_pre hooks they restart at the hook's layer."""
         (logits, clean), cache = model.run_with_cache(
             batch, names_filter=distinct, return_type="both", loss_per_token=True
         )
-        clean_logprobs = logits[:, 1:].float().log_softmax(-1)
-        del logits
-        clean_losses.append(clean[:, 1:].reshape(-1).double())
-        for hook in distinct:
-            full = cache[hook]
-            xs[hook].append(full[:, 1:].reshape(-1, full.shape[-1]).float().cpu())
-            _, zeroed = run_with(hook, batch, full, torch.zeros_like)
-            zero_losses[hook].append(zeroed[:, 1:].reshape(-1).double())
-        for name, sae in named.items():
-            full = cache[hooks[name]]
-            x = full[:, 1:].reshape(-1, full.shape[-1]).float()
-            acc[name].add(x, *_encode_decode(sae, x))
 
-            def reconstruct(act, sae=sae):
-                return sae.decode(sae.encode(act.to(_sae_dtype(sae)))).to(act.dtype)
+        def run_with(hook, fn):
+            start = resid_pre_layer(hook)
+            if start is not None:
+                logits, loss = model(
+                    splicing(fn)(cache[hook]),
+                    start_at_layer=start,
+                    tokens=batch,
+                    return_type="both",
+                    loss_per_token=True,
+                )
+            else:
+                with model.hooks(fwd_hooks=[(hook, splicing(fn))]):
+                    logits, loss = model(batch, return_type="both", loss_per_token=True)
+            return logits[:, 1:].float().log_softmax(-1), loss[:, 1:]
 
-            spliced_logits, spliced = run_with(hooks[name], batch, full, reconstruct)
-            sae_losses[name].append(spliced[:, 1:].reshape(-1).double())
-            kls[name].append(_kl(clean_logprobs, spliced_logits))
+        return logits[:, 1:].float().log_softmax(-1), clean[:, 1:], cache, run_with
 
     forward, restart = None, {}
     if engine == "auto" and fast_forward_supported(model, distinct, to_logits=True):
@@ -312,30 +296,27 @@ def evaluate(
         restart = {hook: _restart(hook) for hook in distinct}
     cached = list(dict.fromkeys([*distinct, *(resid for _, resid in restart.values())]))
 
-    def lean_batch(batch: torch.Tensor) -> None:
-        """The same passes through the lean forward, each from the clean stream at its block."""
+    def lean_passes(batch: torch.Tensor):
+        """The same through the lean forward; every pass restarts from the clean stream at the
+        changed hook's block."""
         clean = forward.run(batch, cached)
-        cache = clean.cache
-        clean_losses.append(clean.loss[:, 1:].reshape(-1).double())
-        clean_logprobs = clean.log_probs[:, 1:]
-        clean_probs = clean_logprobs.exp()  # once per batch, not once per SAE
-        del clean
 
         def run_with(hook, fn):
-            """(log-probs, loss per token) at positions >= 1 with ``fn`` applied to positions
-            >= 1 of the activation at hook."""
-
-            def splice(act):
-                act = act.clone()
-                act[:, 1:] = fn(act[:, 1:])
-                return act
-
             layer, resid = restart[hook]
             out = forward.run(
-                batch, start_at_layer=layer, resid=cache[resid], splice=(hook, splice)
+                batch, start_at_layer=layer, resid=clean.cache[resid], splice=(hook, splicing(fn))
             )
             return out.log_probs[:, 1:], out.loss[:, 1:]
 
+        return clean.log_probs[:, 1:], clean.loss[:, 1:], clean.cache, run_with
+
+    def add_batch(batch: torch.Tensor) -> None:
+        """Every pass over one batch [b, ctx]: clean once, ablated once per hook, spliced once
+        per SAE (with the reconstruction the metrics use)."""
+        passes = lean_passes if forward is not None else transformer_lens_passes
+        clean_logprobs, clean, cache, run_with = passes(batch)
+        clean_probs = clean_logprobs.exp()  # once per batch, not once per SAE
+        clean_losses.append(clean.reshape(-1).double())
         for hook in distinct:
             full = cache[hook]
             xs[hook].append(full[:, 1:].reshape(-1, full.shape[-1]).float().cpu())
@@ -343,20 +324,20 @@ def evaluate(
         for name, sae in named.items():
             full = cache[hooks[name]]
             x = full[:, 1:].reshape(-1, full.shape[-1]).float()
-            feats, x_hat = _encode_decode(sae, x)  # the spliced pass reuses the reconstruction
+            feats, x_hat = _encode_decode(sae, x)
             acc[name].add(x, feats, x_hat)
             logprobs, spliced = run_with(
-                hooks[name], lambda act, x_hat=x_hat: x_hat.view(act.shape)
+                hooks[name], lambda act, x_hat=x_hat: x_hat.view(act.shape).to(act.dtype)
             )
             sae_losses[name].append(spliced.reshape(-1).double())
-            # _kl's sum, negated exactly, in place: no [b, ctx, vocab] temporaries
+            # KL(p_clean || p) per position, in place: no [b, ctx, vocab] temporaries
             kl = -logprobs.sub_(clean_logprobs).mul_(clean_probs).sum(-1)
             kls[name].append(kl.reshape(-1).double())
 
     bar = tqdm(total=tokens.shape[0], unit="ctx", desc="metrics", disable=not progress, leave=False)
     for i in range(0, tokens.shape[0], batch_size):
         batch = tokens[i : i + batch_size].to(model.cfg.device)
-        (lean_batch if forward is not None else transformer_lens_batch)(batch)
+        add_batch(batch)
         bar.update(batch.shape[0])
     bar.close()
     ce_clean = torch.cat(clean_losses).mean().item()

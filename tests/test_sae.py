@@ -41,15 +41,16 @@ def _dense_topk_reference(sae, x, dead=None, k_aux=None):
     return x_hat, mse, loss
 
 
-@pytest.mark.parametrize("with_dead", [False, True])
-def test_topk_sparse_gradients_match_dense_autograd(with_dead):
+@pytest.mark.parametrize("every", [None, 3, 20])  # no AuxK; 22 dead > k_aux; 4 dead < k_aux
+def test_topk_sparse_gradients_match_dense_autograd(every):
     torch.manual_seed(0)
     sae = _perturb(TopKSAE(16, 64, k=4, k_aux=8, auxk_coeff=0.5))
     x = 3 * torch.randn(32, 16)
     dead = None
+    with_dead = every is not None
     if with_dead:
         dead = torch.zeros(64, dtype=torch.bool)
-        dead[::3] = True
+        dead[::every] = True
     out = sae(x, dead_mask=dead)
     out.loss.backward()
     sparse_grads = {n: p.grad.clone() for n, p in sae.named_parameters()}
@@ -89,6 +90,23 @@ def test_topk_dense_reference_equals_fast_path(with_dead):
     assert (dense.auxk > 0) == with_dead
     for name, p in sae.named_parameters():
         torch.testing.assert_close(fast_grads[name], p.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_topk_training_steps_reuse_their_workspace_safely():
+    """The reused pre-activation buffer: a second step on other data gives what a fresh SAE
+    gives, eval() frees it, and outside training nothing is kept."""
+    torch.manual_seed(5)
+    sae = _perturb(TopKSAE(16, 64, k=4))
+    twin = _perturb(TopKSAE(16, 64, k=4))
+    twin.load_state_dict(sae.state_dict())
+    x1, x2 = torch.randn(32, 16), torch.randn(32, 16)
+    sae(x1)
+    assert sae._pre_buffer is not None
+    torch.testing.assert_close(sae(x2).x_hat, twin.forward_dense(x2).x_hat)
+    sae.eval()
+    assert sae._pre_buffer is None
+    sae(x1)
+    assert sae._pre_buffer is None
 
 
 def test_sparse_decode_matches_dense_product():

@@ -98,11 +98,13 @@ class MatryoshkaSAE(BatchTopKSAE):
         """``[batch, d_sae]`` latents -> one ``[batch, d_in]`` reconstruction per prefix width,
         each built on the previous one
         (``x_hat_(j) = x_hat_(j-1) + f_[m_{j-1}:m_j] W_dec[...]``)."""
-        out, x_hat, start = [], self.b_dec.expand(latents.shape[0], -1), 0
-        for stop in self.widths:
-            x_hat = x_hat + latents[:, start:stop] @ self.W_dec[start:stop]
+        sizes = [b - a for a, b in zip((0, *self.widths[:-1]), self.widths)]
+        # split, not slicing: its backward joins the pieces' gradients in one copy
+        blocks = zip(latents.split(sizes, dim=1), self.W_dec.split(sizes, dim=0))
+        out, x_hat = [], self.b_dec.expand(latents.shape[0], -1)
+        for f, w in blocks:
+            x_hat = x_hat + f @ w
             out.append(x_hat)
-            start = stop
         return out
 
     def forward(self, x: Tensor, dead_mask: Tensor | None = None) -> MatryoshkaOutput:

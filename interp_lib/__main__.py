@@ -27,7 +27,7 @@ from .files import write_text_atomic
 from .models import load_model
 from .train import check_device_argument, main_train
 from .train_zoo import heldout_record, reevaluate_zoo, train_zoo
-from .zoo import RELEASES, ZOO_RECIPE, load_sae, zoo_table
+from .zoo import RELEASES, ZOO_RECIPE, load_sae, zoo_kinds_table, zoo_table
 
 EVAL_CTX = 128
 """Context length of the held-out text ``eval`` scores (as :func:`heldout_record`)."""
@@ -164,6 +164,10 @@ def main_zoo(argv: list[str] | None = None) -> int:
         if args.reevaluate:
             reevaluate_zoo()
         print(zoo_table())
+        kinds = zoo_kinds_table()
+        if kinds:
+            print("\nCE-loss recovered on the evaluation set's seven kinds of text:")
+            print(kinds)
     return 0
 
 

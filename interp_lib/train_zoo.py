@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from .activations import cached_activations
+from .data import EVAL_KINDS
 from .errors import InvalidArgumentError
 from .files import atomic_dir, write_text_atomic
 from .metrics import evaluate, log_density_histogram
@@ -25,6 +26,7 @@ from .zoo import (
     SAE_ROOT,
     ZOO_RECIPE,
     check_release,
+    evalset_tokens,
     heldout_tokens,
     list_saes,
     load_sae,
@@ -51,7 +53,23 @@ def heldout_record(
         **result.summary(),
         "log10_density_hist": {"counts": counts.tolist(), "edges": edges.tolist()},
         "eval": f"held-out split of the offline corpus, {result.n_tokens} tokens (BOS excluded)",
+        "by_kind": kinds_record(sae, model, ctx_len=ctx_len),
+        "eval_by_kind": "interp_lib.data.evalset: texts of seven kinds written for evaluation",
     }
+
+
+KIND_FIELDS = ("l0", "fve", "fve_typical", "ce_recovered", "ce_increase", "kl_div", "n_tokens")
+"""What :func:`kinds_record` keeps of each kind's :class:`~interp_lib.metrics.SAEMetrics`."""
+
+
+def kinds_record(sae, model, *, ctx_len: int = 128) -> dict[str, dict]:
+    """:func:`interp_lib.metrics.evaluate` on each kind of the evaluation set
+    (:mod:`interp_lib.data.evalset`): {kind: {field: value}} for :data:`KIND_FIELDS`."""
+    out = {}
+    for kind in EVAL_KINDS:
+        summary = evaluate(model, sae, evalset_tokens(model, kind, ctx_len), progress=False)
+        out[kind] = {k: summary._asdict()[k] for k in KIND_FIELDS}
+    return out
 
 
 def train_zoo(

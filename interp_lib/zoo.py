@@ -19,6 +19,7 @@ from typing import Iterator, NamedTuple
 
 import torch
 
+from . import data
 from .activations import corpus_tokens
 from .errors import DamagedFileError, InvalidArgumentError, MissingFileError
 from .files import read_json
@@ -349,6 +350,42 @@ def heldout_tokens(model, n_tokens: int, ctx_len: int = 128) -> torch.Tensor:
     return corpus_tokens(model, "heldout", n_tokens, ctx_len)
 
 
+def evalset_tokens(model, kind: str, ctx_len: int = 128) -> torch.Tensor:
+    """One kind's evaluation texts (:mod:`interp_lib.data.evalset`) as token ids
+    [n, ctx_len], BOS first, EOS between texts (the ragged end left out)."""
+    return data.tokenize_corpus(model, data.eval_documents(kind), ctx_len=ctx_len)
+
+
+def _markdown(head: list[str], rows: list[list[str]], markdown: bool) -> str:
+    """A Markdown table (or tab-separated lines) of ``head`` and ``rows``."""
+    if not markdown:
+        return "\n".join("\t".join(row) for row in [head, *rows])
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(out + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def zoo_kinds_table(metric: str = "ce_recovered", markdown: bool = True) -> str:
+    """One held-out ``metric`` of every shipped SAE on each kind of the evaluation set (from the
+    ``by_kind`` field of each metrics.json); empty if no record has it."""
+    rows = []
+    for release, sae_id in list_saes(pretrained=False):
+        by_kind = recorded_metrics(release, sae_id).get("by_kind")
+        if not by_kind:
+            continue
+        try:
+            rows.append([release, sae_id] + [f"{by_kind[k][metric]:.3f}" for k in data.EVAL_KINDS])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DamagedFileError(
+                sae_path(release, sae_id) / "metrics.json",
+                f"has a by_kind field without {metric!r} for every kind ({exc!r})",
+                METRICS_REMEDY,
+            ) from None
+    if not rows:
+        return ""
+    kinds = [data.KIND_NAMES[k] for k in data.EVAL_KINDS]
+    return _markdown(["release", "sae_id", *kinds], rows, markdown)
+
+
 def zoo_table(markdown: bool = True) -> str:
     """The zoo's held-out quality table (from each SAE's metrics.json)."""
     head = [
@@ -359,6 +396,7 @@ def zoo_table(markdown: bool = True) -> str:
         "FVE typical",
         "CE recovered",
         "loss increase (nats)",
+        "KL (nats)",
         "dead",
         "dense",
     ]
@@ -376,6 +414,7 @@ def zoo_table(markdown: bool = True) -> str:
                 f"{m['fve_typical']:.3f}" if "fve_typical" in m else "-",
                 f"{m['ce_recovered']:.3f}",
                 f"{m['ce_increase']:.3f}",
+                f"{m['kl_div']:.3f}" if "kl_div" in m else "-",
                 f"{m['dead_fraction']:.1%}",
                 f"{m['dense_fraction']:.1%}",
             ]
@@ -392,8 +431,4 @@ def zoo_table(markdown: bool = True) -> str:
                 METRICS_REMEDY,
             ) from None
         lines.append(row)
-    if not markdown:
-        return "\n".join("\t".join(row) for row in [head, *lines])
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    out += ["| " + " | ".join(row) + " |" for row in lines]
-    return "\n".join(out)
+    return _markdown(head, lines, markdown)

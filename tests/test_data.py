@@ -83,6 +83,28 @@ def test_probe_file_is_utf8_jsonl():
         assert set(obj) == {"text", "category"}
 
 
+def test_eval_texts_cover_every_kind_and_share_nothing_with_the_probes():
+    """The evaluation set: every kind, several texts each, none repeating a probe text (no run
+    of 8 words in common), and a wrong kind named with the valid ones."""
+    from interp_lib.data import EVAL_KINDS, KIND_NAMES, eval_documents, eval_texts
+
+    assert EVAL_KINDS == CATEGORIES and set(KIND_NAMES) == set(EVAL_KINDS)
+    counts = Counter(t.kind for t in eval_texts())
+    assert set(counts) == set(EVAL_KINDS) and min(counts.values()) >= 6
+
+    def runs(text: str) -> set[tuple[str, ...]]:
+        words = text.lower().split()
+        return {tuple(words[i : i + 8]) for i in range(len(words) - 7)}
+
+    probe_runs = set().union(*(runs(p.text) for p in probe_texts()))
+    for t in eval_texts():
+        assert not runs(t.text) & probe_runs, t.text[:60]
+    docs = eval_documents("math")
+    assert len(docs) == counts["math"] and {d.source for d in docs} == {"evalset"}
+    with pytest.raises(ValueError, match="valid kinds"):
+        eval_texts("poetry")
+
+
 def test_probe_texts_returns_a_fresh_list():
     rows = probe_texts()
     rows.clear()

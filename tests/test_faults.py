@@ -286,6 +286,13 @@ def test_metrics_json_damage_names_the_file(shipped_copy, capsys):
         path.write_text(json.dumps(metrics))
         err = expect_error(DamagedFileError, zoo.zoo_table, path)
         assert field in str(err) or "not a number" in str(err)
+    # the evaluation set's table: every kind read, a kind missing named as damage
+    assert "| smollm2-135m-res | blocks.15.hook_resid_pre |" in zoo.zoo_kinds_table()
+    metrics = json.loads(raw)
+    metrics["by_kind"].pop("math")
+    path.write_text(json.dumps(metrics))
+    err = expect_error(DamagedFileError, zoo.zoo_kinds_table, path)
+    assert "ce_recovered" in str(err)
     # the command line: one line, status 2
     path.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(SystemExit) as exit_:

@@ -125,7 +125,10 @@ def test_train_zoo_end_to_end_on_a_tiny_recipe(tmp_path, monkeypatch, smollm):
     import interp_lib.activations as activations
     from interp_lib.train_zoo import train_zoo
 
+    import interp_lib.train_zoo as train_zoo_module
+
     monkeypatch.setattr(activations, "cache_dir", lambda: tmp_path / "cache")
+    monkeypatch.setattr(train_zoo_module, "EVAL_KINDS", ("math", "social"))  # two of seven: time
     recipe = {"d_sae": 64, "k": 4, "train_tokens": 1024, "epochs": 1.0, "batch_size": 256, "eval_tokens": 512,
               "by_sae": {"blocks.15.hook_mlp_out": {"train_tokens": 2048, "lr": 1e-3}}}
     rows = train_zoo(["smollm2-135m-mlp"], recipe=recipe, out_root=tmp_path / "saes", progress=False)
@@ -136,5 +139,7 @@ def test_train_zoo_end_to_end_on_a_tiny_recipe(tmp_path, monkeypatch, smollm):
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["n_tokens"] == 4 * 127 and metrics["l0"] <= 4  # eval_tokens honoured, BOS left out
     assert metrics["recipe"]["by_sae"] == {"blocks.15.hook_mlp_out": {"train_tokens": 2048, "lr": 1e-3}}
+    assert list(metrics["by_kind"]) == ["math", "social"]  # the evaluation set, kind by kind
+    assert all(0 < m["n_tokens"] and m["l0"] <= 4 for m in metrics["by_kind"].values())
     cfg = json.loads((folder / "cfg.json").read_text())
     assert cfg["metadata"]["dataset_path"].endswith(f"{16 * 127} tokens (BOS excluded)")  # its own 2048-token budget

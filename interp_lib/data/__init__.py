@@ -6,13 +6,17 @@
 - :mod:`interp_lib.data.corpus`: the offline training corpus built from installed text
   (:func:`build_corpus`), its train / held-out split (:func:`split_corpus`), cache key
   (:func:`corpus_key`), composition table (:func:`corpus_report`) and tokenisation
-  (:func:`tokenize_corpus`).
+  (:func:`tokenize_corpus`);
+- :mod:`interp_lib.data.evalset`: a held-out evaluation set of the same seven kinds of text,
+  written for evaluation (:func:`eval_texts`, :func:`eval_documents`), shipped as
+  ``eval_texts.jsonl``.
 
 The names below are the package's API: ``from interp_lib import data; data.build_corpus()``.
 """
 
-from . import corpus, probes
-from .corpus import *  # noqa: F403 - the package API is the two modules' __all__
+from . import corpus, evalset, probes
+from .corpus import *  # noqa: F403 - the package API is the modules' __all__
+from .evalset import *  # noqa: F403
 from .probes import *  # noqa: F403
 
-__all__ = probes.__all__ + corpus.__all__
+__all__ = probes.__all__ + corpus.__all__ + evalset.__all__

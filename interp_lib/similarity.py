@@ -123,19 +123,27 @@ def activation_matches(
 
     za, ok_a = standardise(a)
     zb, ok_b = standardise(b)
+    # only features that can be matched (rows) or chosen (columns) enter the product: features
+    # too rare in the sample drop out, and the product shrinks with both
+    rows, cols = ok_a.nonzero()[:, 0], ok_b.nonzero()[:, 0]
+    za, zb = za[:, rows], zb[:, cols]
 
     def correlations(i: int, j: int) -> torch.Tensor:
-        sims = za[:, i:j].T @ zb  # [j - i, d_b]
-        sims[:, ~ok_b] = -torch.inf
+        sims = za[:, i:j].T @ zb  # [j - i, n_cols]
+        if exclude_same:  # never feature r of A with feature r of B
+            sims[rows[i:j, None] == cols[None, :]] = -torch.inf
         return sims
 
-    index, corr = _best_columns(
-        correlations, a.shape[1], b.shape[1], chunk=chunk, exclude_same=exclude_same
-    )
-    bad = ~ok_a | torch.isinf(corr)
-    return Matches(
-        torch.where(bad, torch.full_like(index, -1), index), torch.where(bad, torch.nan, corr)
-    )
+    index = torch.full((a.shape[1],), -1, dtype=torch.long)
+    corr = torch.full((a.shape[1],), torch.nan)
+    if len(rows) and len(cols):
+        best, value = _best_columns(
+            correlations, len(rows), len(cols), chunk=chunk, exclude_same=False
+        )
+        found = ~torch.isinf(value)  # inf: every column was excluded
+        index[rows[found]] = cols[best[found]]
+        corr[rows[found]] = value[found]
+    return Matches(index, corr)
 
 
 def same_number_share(matches: Matches) -> float:

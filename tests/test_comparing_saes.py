@@ -132,6 +132,32 @@ def test_activation_matches():
     assert similarity.activation_matches(c, d, min_active=1).index[0].item() == 0
 
 
+@pytest.mark.parametrize("exclude_same", [False, True])
+def test_activation_matches_equal_a_dense_reference(exclude_same):
+    """Sparse activations with rare and silent features on both sides: the same best partner
+    and correlation as the full correlation matrix, masked by hand."""
+    g = torch.Generator().manual_seed(3)
+    a = torch.rand(80, 30, generator=g) * (torch.rand(80, 30, generator=g) < 0.3)
+    b = torch.rand(80, 25, generator=g) * (torch.rand(80, 25, generator=g) < 0.3)
+    a[:, ::4] *= torch.rand(80, 1, generator=g) < 0.05  # rare features of A
+    b[:, 1::5] = 0.0  # silent features of B
+    b[:, 3] = a[:, 3] * 2  # feature 3 of A has its twin at number 3 of B
+    m = similarity.activation_matches(a, b, exclude_same=exclude_same, min_active=5, chunk=7)
+    za, zb = a - a.mean(0), b - b.mean(0)
+    corr = (za / za.norm(dim=0)).T @ (zb / zb.norm(dim=0).clamp_min(1e-12))
+    corr[:, (b != 0).sum(0) < 5] = -torch.inf
+    if exclude_same:
+        corr[torch.arange(25), torch.arange(25)] = -torch.inf
+    ok = (a != 0).sum(0) >= 5
+    for i in range(30):
+        if not ok[i]:
+            assert m.index[i] == -1 and math.isnan(m.similarity[i])
+        else:
+            assert m.index[i] == int(corr[i].argmax()), i
+            assert abs(float(m.similarity[i]) - float(corr[i].max())) < 1e-5
+    assert (m.index[3] == 3) != exclude_same
+
+
 def test_match_shares_and_random_baseline():
     shares = similarity.match_shares(torch.tensor([0.95, 0.75, 0.6, 0.1]), thresholds=(0.5, 0.7, 0.9))
     assert shares == {0.5: 0.75, 0.7: 0.5, 0.9: 0.25}

@@ -17,12 +17,10 @@ corpus :class:`~interp_lib.data.corpus.Document` rows, ready for
 from __future__ import annotations
 
 import functools
-import importlib.resources
-import json
 from typing import NamedTuple
 
 from .corpus import Document
-from .probes import CATEGORIES
+from .probes import CATEGORIES, labelled_lines
 
 __all__ = ["EVAL_KINDS", "KIND_NAMES", "EvalText", "eval_texts", "eval_documents"]
 
@@ -53,20 +51,7 @@ class EvalText(NamedTuple):
 @functools.lru_cache(maxsize=1)
 def _load() -> tuple[EvalText, ...]:
     """Read and validate the shipped file once."""
-    resource = importlib.resources.files(__package__).joinpath(_EVAL_FILE)
-    rows: list[EvalText] = []
-    with resource.open("r", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            obj = json.loads(line)
-            text, kind = obj.get("text"), obj.get("kind")
-            if kind not in EVAL_KINDS or not isinstance(text, str) or not text.strip():
-                raise ValueError(
-                    f"{_EVAL_FILE} line {lineno}: bad row {obj!r} (kinds: {list(EVAL_KINDS)})"
-                )
-            rows.append(EvalText(text, kind))
-    return tuple(rows)
+    return tuple(EvalText(*row) for row in labelled_lines(_EVAL_FILE, "kind", EVAL_KINDS))
 
 
 def eval_texts(kind: str | None = None) -> list[EvalText]:

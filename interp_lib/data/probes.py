@@ -48,21 +48,30 @@ class ProbeText(NamedTuple):
     category: str
 
 
-@functools.lru_cache(maxsize=1)
-def _load_probe_texts() -> tuple[ProbeText, ...]:
-    """Read and validate the shipped probe file once."""
-    resource = importlib.resources.files(__package__).joinpath(_PROBE_FILE)
-    rows: list[ProbeText] = []
+def labelled_lines(filename: str, label: str, valid: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(text, label) rows of a JSON-lines file shipped in this package, ``{"text": ...,
+    label: ...}`` per line; a row without text or with a label outside ``valid`` raises
+    ValueError naming the file, the line and the valid labels."""
+    resource = importlib.resources.files(__package__).joinpath(filename)
+    rows: list[tuple[str, str]] = []
     with resource.open("r", encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             obj = json.loads(line)
-            text, category = obj["text"], obj["category"]
-            if category not in CATEGORIES or not isinstance(text, str) or not text.strip():
-                raise ValueError(f"{_PROBE_FILE} line {lineno}: bad row {obj!r}")
-            rows.append(ProbeText(text, category))
-    return tuple(rows)
+            text, tag = obj.get("text"), obj.get(label)
+            if tag not in valid or not isinstance(text, str) or not text.strip():
+                raise ValueError(
+                    f"{filename} line {lineno}: bad row {obj!r} (valid {label}s: {list(valid)})"
+                )
+            rows.append((text, tag))
+    return rows
+
+
+@functools.lru_cache(maxsize=1)
+def _load_probe_texts() -> tuple[ProbeText, ...]:
+    """Read and validate the shipped probe file once."""
+    return tuple(ProbeText(*row) for row in labelled_lines(_PROBE_FILE, "category", CATEGORIES))
 
 
 def probe_texts(category: str | None = None) -> list[ProbeText]:

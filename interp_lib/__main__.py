@@ -1,4 +1,4 @@
-"""Command line: ``python -m interp_lib {train,eval,bench,train-zoo,zoo}``.
+"""Command line: ``python -m interp_lib {train,eval,bench,train-zoo,zoo,corpus}``.
 
 * ``train``: train an SAE on cached activations and save it in SAELens format (see ``train
   --help``).
@@ -7,6 +7,8 @@
 * ``train-zoo``: retrain the project's shipped SAEs from their recipe (same seed, same corpus).
 * ``zoo [--reevaluate]``: list the shipped SAEs with their held-out quality (recomputed with
   --reevaluate).
+* ``corpus [--sources default|all|NAME,...]``: the offline corpus's composition by source, kind
+  and text kind.
 
 A reader's mistake (an argument out of range, an unknown name, a missing or damaged file) exits
 with status 2 and one line naming it, as argparse does; Ctrl-C and SIGTERM stop a command without
@@ -21,6 +23,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from . import data
 from .bench import main as main_bench
 from .errors import cli_errors
 from .files import write_text_atomic
@@ -171,12 +174,40 @@ def main_zoo(argv: list[str] | None = None) -> int:
     return 0
 
 
+def main_corpus(argv: list[str] | None = None) -> int:
+    """``python -m interp_lib corpus [--sources ...]``: the offline corpus's composition."""
+    parser = argparse.ArgumentParser(
+        prog="python -m interp_lib corpus", description=main_corpus.__doc__
+    )
+    parser.add_argument(
+        "--sources",
+        default="default",
+        help="'default' (the shipped SAEs' corpus), 'all', or comma-separated names from "
+        + ", ".join(data.ALL_SOURCES),
+    )
+    args = parser.parse_args(argv)
+    named = {"default": data.SOURCES, "all": data.ALL_SOURCES}
+    sources = named.get(args.sources) or tuple(args.sources.split(","))
+    bad = [s for s in sources if s not in data.ALL_SOURCES]
+    if bad:
+        parser.error(
+            f"argument --sources: invalid choice(s) {bad} (choose 'default', 'all' or from "
+            f"{', '.join(data.ALL_SOURCES)})"
+        )
+    docs = data.build_corpus(sources=sources)
+    report = data.corpus_report(docs)
+    report["share"] = report["share"].map("{:.1%}".format)
+    print(report.to_string(index=False))
+    return 0
+
+
 COMMANDS = {
     "train": main_train,
     "eval": main_eval,
     "bench": main_bench,
     "train-zoo": main_train_zoo,
     "zoo": main_zoo,
+    "corpus": main_corpus,
 }
 
 

@@ -9,14 +9,17 @@
   (:func:`tokenize_corpus`);
 - :mod:`interp_lib.data.evalset`: a held-out evaluation set of the same seven kinds of text,
   written for evaluation (:func:`eval_texts`, :func:`eval_documents`), shipped as
-  ``eval_texts.jsonl``.
+  ``eval_texts.jsonl``;
+- :mod:`interp_lib.data.textkinds`: which of those seven kinds a text is (:func:`text_kind`),
+  for the corpus report's "text kind" rows.
 
 The names below are the package's API: ``from interp_lib import data; data.build_corpus()``.
 """
 
-from . import corpus, evalset, probes
+from . import corpus, evalset, probes, textkinds
 from .corpus import *  # noqa: F403 - the package API is the modules' __all__
 from .evalset import *  # noqa: F403
 from .probes import *  # noqa: F403
+from .textkinds import *  # noqa: F403
 
-__all__ = probes.__all__ + corpus.__all__ + evalset.__all__
+__all__ = probes.__all__ + corpus.__all__ + evalset.__all__ + textkinds.__all__

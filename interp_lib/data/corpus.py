@@ -14,6 +14,19 @@ so that the book runs with no network at all:
   catalogues (``.po``, e.g. Sphinx's), their translated strings: the only non-English text
   one can count on finding offline, and only when such a package is installed.
 
+Three more sources are opt-in (:data:`EXTRA_SOURCES`; ``build_corpus(sources=ALL_SOURCES)``),
+for SAEs that should see more than English software text; they read the same listed packages:
+
+- ``licences``: their licence, copyright and notice files: legal English (formal text);
+- ``code-files``: their code in languages other than Python (C and C++ headers and sources,
+  JavaScript and TypeScript, shell, YAML, TOML, HTML templates, CSS, SQL), minified files left out;
+- ``maths``: docstrings of their Python modules that are dense in mathematical notation
+  (LaTeX, ``.. math::``, Unicode symbols; SymPy, PyTorch and NetworkX give most of it).
+
+:data:`SOURCE_CAPS` bounds the big ones. Social-media and conversational text has no offline
+source in installed packages; :func:`corpus_report` shows each kind's share
+(:func:`interp_lib.data.textkinds.text_kind`), so what a corpus lacks is measured, not guessed.
+
 Documents are cut into chunks of at most ``chunk_chars`` characters at line boundaries, tiny
 ones are skipped, exact duplicates are dropped (by content hash), undecodable or binary files
 are skipped. Each :class:`Document` carries its ``source``, a rough content ``kind``
@@ -57,7 +70,9 @@ import hashlib
 import importlib.metadata
 import os
 import re
+import sys
 import sysconfig
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
@@ -67,6 +82,9 @@ if TYPE_CHECKING:  # heavy imports stay lazy: importing interp_lib.data must not
 
 __all__ = [
     "SOURCES",
+    "EXTRA_SOURCES",
+    "ALL_SOURCES",
+    "SOURCE_CAPS",
     "KINDS",
     "DEFAULT_CHUNK_CHARS",
     "MIN_DOC_CHARS",
@@ -80,9 +98,15 @@ __all__ = [
 ]
 
 SOURCES: tuple[str, ...] = ("stdlib", "pydoc", "metadata", "package-docs")
+"""The default sources: the corpus the shipped SAEs were trained on."""
+EXTRA_SOURCES: tuple[str, ...] = ("licences", "code-files", "maths")
+"""Opt-in sources that widen the corpus beyond English software text (module doc)."""
+ALL_SOURCES: tuple[str, ...] = SOURCES + EXTRA_SOURCES
 KINDS: tuple[str, ...] = ("code", "prose", "other")
 
-_CODE_SOURCES = frozenset({"stdlib"})  # sources that are mostly code (used to interleave)
+_CODE_SOURCES = frozenset({"stdlib", "code-files"})  # mostly code (used to interleave)
+SOURCE_CAPS: dict[str, int] = {"code-files": 1_500_000, "maths": 1_500_000}
+"""Most characters taken from a source (the rest of it is left out; the order is fixed)."""
 DEFAULT_CHUNK_CHARS = 4000  # longest document after splitting (about 1,000-1,500 tokens)
 MIN_DOC_CHARS = 200  # shorter documents (and trailing chunks) are skipped
 _MAX_FILE_BYTES = 4_000_000  # bigger files are data, not text worth reading
@@ -92,7 +116,7 @@ class Document(NamedTuple):
     """One corpus document (a file, a topic, a long description, or a chunk of one)."""
 
     text: str
-    source: str  # 'stdlib' | 'pydoc' | 'metadata' | 'package-docs'
+    source: str  # one of ALL_SOURCES (or 'evalset' for the evaluation texts)
     kind: str  # 'code' | 'prose' | 'other'
     name: str  # where it came from, e.g. 'stdlib:json/decoder.py#1'
 
@@ -422,11 +446,120 @@ def _raw_package_docs() -> Iterator[_Raw]:
         yield f"package-docs:{rel}", _package_doc_loader(path)
 
 
+def _listed_files(accept: Callable[[str], bool], dist_info: bool = False) -> list[tuple[str, Path]]:
+    """(relative name, path) of the files ``accept(file name)`` takes inside the listed packages'
+    folders in site-packages (and, with ``dist_info``, their ``.dist-info`` folders), test and
+    data folders left out."""
+    found: list[tuple[str, Path]] = []
+    allowed = _corpus_top_levels()
+    for root in _site_dirs():
+        for dirpath, dirnames, filenames in os.walk(root):
+            if Path(dirpath) == root:
+                dirnames[:] = [
+                    d
+                    for d in dirnames
+                    if d in allowed
+                    or (
+                        dist_info
+                        and d.endswith(".dist-info")
+                        and _dist_key(d[: -len(".dist-info")].rsplit("-", 1)[0]) in CORPUS_PACKAGES
+                    )
+                ]
+                continue
+            dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DOC_DIRS)
+            for fn in sorted(filenames):
+                if accept(fn):
+                    path = Path(dirpath, fn)
+                    found.append((path.relative_to(root).as_posix(), path))
+    return found
+
+
+_LICENCE = re.compile(r"^(licen[cs]e|copying|copyright|notice)", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=1)
+def _licence_files() -> tuple[tuple[str, Path], ...]:
+    """Licence, copyright and notice files of the listed packages, hash-ordered."""
+    return _round_robin(_listed_files(lambda fn: bool(_LICENCE.match(fn)), dist_info=True))
+
+
+def _raw_licences() -> Iterator[_Raw]:
+    for rel, path in _licence_files():
+        yield f"licences:{rel}", _package_doc_loader(path)
+
+
+_CODE_SUFFIXES = frozenset(
+    ".c .h .cc .cpp .hpp .cu .cuh .js .mjs .ts .sh .bash .yaml .yml .toml .html .css .sql .rs .go "
+    ".java".split()
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _code_files() -> tuple[tuple[str, Path], ...]:
+    """Non-Python code files of the listed packages, hash-ordered."""
+    return _round_robin(_listed_files(lambda fn: os.path.splitext(fn)[1] in _CODE_SUFFIXES))
+
+
+def _code_loader(path: Path) -> Callable[[], str | None]:
+    def load() -> str | None:
+        text = _package_doc_loader(path)()
+        if text is None:
+            return None
+        lengths = [len(line) for line in text.split("\n")]
+        if max(lengths) > 1000 or sum(lengths) / len(lengths) > 100:  # minified or generated
+            return None
+        return text
+
+    return load
+
+
+def _raw_code_files() -> Iterator[_Raw]:
+    for rel, path in _code_files():
+        yield f"code-files:{rel}", _code_loader(path)
+
+
+_DOCSTRING = re.compile(r'^[ \t]*[rRuU]?("""|\'\'\')(.*?)\1', re.DOTALL | re.MULTILINE)
+_MATH_MARK = re.compile(
+    r"\\(?:frac|sum|int|sqrt|mathbb|mathcal|left|right|partial|alpha|beta|lambda|sigma|theta|"
+    r"cdot|leq|geq|infty)(?![A-Za-z])|\.\. math::|:math:`|[∫∑∏√∞≈≡≠≤≥∈∂∇±·²]"
+)
+_MIN_MATH_MARKS = 10  # a docstring with fewer marks is not mathematical text
+
+
+@functools.lru_cache(maxsize=1)
+def _python_files() -> tuple[tuple[str, Path], ...]:
+    """Python modules of the listed packages, hash-ordered."""
+    return _round_robin(_listed_files(lambda fn: fn.endswith(".py")))
+
+
+def _maths_loader(path: Path) -> Callable[[], str | None]:
+    def load() -> str | None:
+        text = _package_doc_loader(path)()
+        if text is None or len(_MATH_MARK.findall(text)) < _MIN_MATH_MARKS:
+            return None
+        docs = []
+        for match in _DOCSTRING.finditer(text):
+            body = textwrap.dedent(match.group(2)).strip("\n")
+            if len(_MATH_MARK.findall(body)) >= _MIN_MATH_MARKS:
+                docs.append(body)
+        return _clean("\n\n".join(docs)) if docs else None
+
+    return load
+
+
+def _raw_maths() -> Iterator[_Raw]:
+    for rel, path in _python_files():
+        yield f"maths:{rel}", _maths_loader(path)
+
+
 _RAW_SOURCES: dict[str, Callable[[], Iterator[_Raw]]] = {
     "stdlib": _raw_stdlib,
     "pydoc": _raw_pydoc,
     "metadata": _raw_metadata,
     "package-docs": _raw_package_docs,
+    "licences": _raw_licences,
+    "code-files": _raw_code_files,
+    "maths": _raw_maths,
 }
 
 
@@ -525,9 +658,9 @@ def build_corpus(
     if isinstance(sources, str):
         raise TypeError(f"sources must be a sequence of source names, e.g. {SOURCES!r}, not a str")
     sources = tuple(sources)
-    bad = [s for s in sources if s not in SOURCES]
+    bad = [s for s in sources if s not in ALL_SOURCES]
     if bad or not sources:
-        raise ValueError(f"unknown or no sources {bad!r}; valid sources: {', '.join(SOURCES)}")
+        raise ValueError(f"unknown or no sources {bad!r}; valid sources: {', '.join(ALL_SOURCES)}")
     if not isinstance(chunk_chars, int) or chunk_chars < MIN_DOC_CHARS:
         raise ValueError(f"chunk_chars must be an int >= {MIN_DOC_CHARS}, got {chunk_chars!r}")
     sources = tuple(dict.fromkeys(sources))
@@ -549,6 +682,9 @@ def build_corpus(
         doc = next(streams[source], None)
         if doc is None:
             live.remove(source)
+            continue
+        if emitted[source] + len(doc.text) > SOURCE_CAPS.get(source, sys.maxsize):
+            live.remove(source)  # this source has given its share
             continue
         digest = _text_hash(doc.text)
         if digest in seen:
@@ -599,16 +735,25 @@ def split_corpus(
 
 
 def corpus_report(docs: Iterable[Document]) -> "pandas.DataFrame":
-    """Composition table: rows per source and per kind with documents, characters, share."""
+    """Composition table: rows per source, per kind and per text kind (the seven kinds of the
+    evaluation set and ``prose``, by :func:`~interp_lib.data.textkinds.text_kind`), with
+    documents, characters and share."""
     import pandas as pd  # heavy optional dependency: only the report needs it
+
+    from .textkinds import TEXT_KINDS, text_kind
 
     docs = _check_docs(docs)
     total = sum(len(d.text) for d in docs)
+    text_kinds = [text_kind(d.text) for d in docs]
     rows = []
-    for by, values in (("source", SOURCES), ("kind", KINDS)):
-        present = list(values) + sorted({getattr(d, by) for d in docs} - set(values))
+    for by, values, of in (
+        ("source", ALL_SOURCES, [d.source for d in docs]),
+        ("kind", KINDS, [d.kind for d in docs]),
+        ("text kind", TEXT_KINDS, text_kinds),
+    ):
+        present = list(values) + sorted(set(of) - set(values))
         for value in present:
-            group = [d for d in docs if getattr(d, by) == value]
+            group = [d for d, v in zip(docs, of) if v == value]
             if not group:
                 continue
             chars = sum(len(d.text) for d in group)

@@ -11,7 +11,10 @@ fewer, larger operations: one matmul for Q, K and V, one for gate and up, PyTorc
 attention with grouped K/V heads, RoPE as one complex multiplication, residual additions fused
 into the output matmuls. A harvest stops after the deepest requested hook; a full pass can start
 from a given residual stream at any block (TransformerLens's ``start_at_layer``) and replace the
-activation at one hook by a function of it (a splice).
+activation at one hook by a function of it (a splice). :meth:`LlamaHarvestForward.after_prefix`
+reads many single tokens, each after the same prefix (first-letter absorption's ICL prompts): the
+prefix's keys and values are computed once and shared by one product, where a key-value cache
+would be copied for every row.
 
 It is used only where it provably computes what TransformerLens computes
 (:func:`fast_forward_supported`: a Llama-architecture model in fp32 with TransformerLens's
@@ -262,6 +265,85 @@ class LlamaHarvestForward:
         del logits
         loss = -log_probs[:, :-1].gather(-1, tokens[:, 1:, None].to(x.device))[..., 0]
         return LeanOutput(log_probs, loss, cache)
+
+    @torch.inference_mode()
+    def after_prefix(
+        self, prefix: torch.Tensor, tokens: torch.Tensor, hooks: Sequence[str]
+    ) -> dict[str, torch.Tensor]:
+        """Activations at ``hooks`` of each token of ``tokens`` [B] placed right after
+        ``prefix`` [P], every row on its own -> {hook: fp32 [B, d]}: row b is
+        ``self(cat(prefix, tokens[b])[None], hooks)[hook][0, -1]``, with the prefix run once.
+
+        Each token's query attends to the prefix's keys (one product shared by all rows) and to
+        its own key, nothing else: no key/value cache is copied per row."""
+        if not hooks:
+            raise ValueError("need at least one hook")
+        if prefix.ndim != 1 or tokens.ndim != 1 or not len(prefix):
+            raise ValueError(
+                f"prefix must be [P] (P >= 1) and tokens [B], got {tuple(prefix.shape)} and "
+                f"{tuple(tokens.shape)}"
+            )
+        stop = max(n + (s != "hook_resid_pre") for n, s in map(self._site, hooks))
+        want: dict[tuple[int, str], list[str]] = {}
+        for h in hooks:
+            want.setdefault(self._site(h), []).append(h)
+        P, B = len(prefix), len(tokens)
+        h_q, dh = self.n_heads, self.d_head
+        W_E = self.model.W_E.detach()
+        xp, xw = W_E[prefix].clone(), W_E[tokens].clone()  # [P, d], [B, d]
+        cis = self._rotations(P + 1, xw.device)  # [P + 1, 1, dh / 2]
+        out: dict[str, torch.Tensor] = {}
+
+        def keep(n: int, site: str, value: torch.Tensor) -> None:
+            for name in want.get((n, site), []):
+                out[name] = value.clone()
+
+        for n in range(stop + 1):
+            keep(n, "hook_resid_pre", xw)
+            if n == stop:
+                break
+            layer = self._layer(n)
+            kv = layer.n_kv
+            # the prefix, as an ordinary causal sequence: its keys and values for the words
+            qkv = F.linear(self._rms(xp), layer.w_qkv).view(1, P, h_q + 2 * kv, dh)
+            torch.view_as_complex(qkv[:, :, : h_q + kv].unflatten(-1, (dh // 2, 2))).mul_(cis[:P])
+            q, k, v = qkv.split([h_q, kv, kv], dim=2)
+            k_p, v_p = k[0].transpose(0, 1), v[0].transpose(0, 1)  # [kv, P, dh]
+            z = F.scaled_dot_product_attention(
+                q.transpose(1, 2),
+                k.transpose(1, 2),
+                v.transpose(1, 2),
+                is_causal=True,
+                enable_gqa=kv != h_q,
+            )
+            xp = xp.addmm_(z.transpose(1, 2).reshape(P, h_q * dh), layer.w_o.T)
+            # the words, each at position P, attending to the prefix and to itself
+            qkv = F.linear(self._rms(xw), layer.w_qkv).view(B, h_q + 2 * kv, dh)
+            torch.view_as_complex(qkv[:, : h_q + kv].unflatten(-1, (dh // 2, 2))).mul_(cis[P])
+            q, k, v = qkv.split([h_q, kv, kv], dim=1)
+            q = q.reshape(B, kv, h_q // kv, dh)  # query head i reads key/value head i // rep
+            scores = torch.cat(
+                [
+                    torch.einsum("bgrd,gpd->bgrp", q, k_p),
+                    torch.einsum("bgrd,bgd->bgr", q, k)[..., None],
+                ],
+                dim=-1,
+            )
+            probs = torch.softmax(scores * dh**-0.5, dim=-1)
+            z = torch.einsum("bgrp,gpd->bgrd", probs[..., :P], v_p)
+            z = z + probs[..., P:] * v[:, :, None, :]
+            attn_out = z.reshape(B, h_q * dh) @ layer.w_o.T
+            keep(n, "hook_attn_out", attn_out)
+            xw = xw + attn_out
+            keep(n, "hook_resid_mid", xw)
+            for x, is_words in ((xp, False), (xw, True)):
+                gate_up = F.linear(self._rms(x), layer.w_gate_up)
+                d_mlp = gate_up.shape[1] // 2
+                mlp_out = F.silu(gate_up[:, :d_mlp]).mul_(gate_up[:, d_mlp:]) @ layer.w_down.T
+                if is_words:
+                    keep(n, "hook_mlp_out", mlp_out)
+                x.add_(mlp_out)
+        return out
 
     def _blocks(
         self,

@@ -220,10 +220,14 @@ def _word_acts(
     (``words``: ``(token id, text)``; ICL examples drawn from ``pool``, never a batch's word).
 
     Attention is causal, so the template's tokens after the word (`` has the first letter:``)
-    cannot change the activation at the word: only the word's own token is run."""
+    cannot change the activation at the word: only the word's own token is run (by the lean
+    Llama forward where it applies, :meth:`~interp_lib.fast_forward.LlamaHarvestForward.
+    after_prefix`, else through TransformerLens's key-value cache)."""
+    from .fast_forward import fast_forward_for, fast_forward_supported
     from .hooks import stop_layer
 
     stop = stop_layer([hook])
+    lean = fast_forward_for(model) if fast_forward_supported(model, [hook]) else None
     batch_size = max(1, min(batch_size, len(pool) - n_icl))  # leave n_icl examples to draw
     out = []
     for start in range(0, len(words), batch_size):
@@ -232,12 +236,15 @@ def _word_acts(
         drawn = rng.sample(pool, min(len(pool), n_icl + len(chunk)))
         examples = [ex for ex in drawn if ex not in banned][:n_icl]
         prefix = model.to_tokens(_icl_prefix(examples))[0]
-        cache = _prefix_cache(model, prefix, len(chunk), stop)
-        tokens = torch.tensor([[tid] for tid, _ in chunk], device=model.cfg.device)
-        _, acts = model.run_with_cache(
-            tokens, names_filter=hook, stop_at_layer=stop, past_kv_cache=cache
-        )
-        out.append(acts[hook][:, 0].float().cpu())
+        tokens = torch.tensor([tid for tid, _ in chunk], device=model.cfg.device)
+        if lean is not None:  # the lean Llama forward: the prefix's keys shared, not copied
+            out.append(lean.after_prefix(prefix, tokens, [hook])[hook].cpu())
+        else:
+            cache = _prefix_cache(model, prefix, len(chunk), stop)
+            _, acts = model.run_with_cache(
+                tokens[:, None], names_filter=hook, stop_at_layer=stop, past_kv_cache=cache
+            )
+            out.append(acts[hook][:, 0].float().cpu())
         bar.update(len(chunk))
     return torch.cat(out)
 

@@ -252,3 +252,45 @@ def test_evaluate_lean_equals_transformer_lens(smollm, monkeypatch):
         _same_metrics(off["res"], want["res"])
     with pytest.raises(ValueError, match="'auto' or 'transformer_lens'"):
         M.evaluate(smollm, saes, tokens, engine="lean", progress=False)
+
+
+def test_after_prefix_equals_transformer_lens_on_whole_sequences(smollm):
+    """Each token after a shared prefix, on its own: the activations TransformerLens gives at the
+    last position of prefix + token, at every kind of hook; a token never sees another row."""
+    prefix = smollm.to_tokens("A list of words: apple, Banana, cherry, dog and")[0]
+    tokens = torch.tensor([1000, 2000, 3000, 4567, 12345])
+    got = FF.fast_forward_for(smollm).after_prefix(prefix, tokens, HOOKS[:6])
+    seqs = torch.cat([prefix.expand(len(tokens), -1), tokens[:, None]], dim=1)
+    with torch.no_grad():
+        _, cache = smollm.run_with_cache(seqs, names_filter=HOOKS[:6])
+    for hook in HOOKS[:6]:
+        assert got[hook].shape == (len(tokens), smollm.cfg.d_model)
+        assert _row_error(got[hook], cache[hook][:, -1]).max() < 1e-5, hook
+    alone = FF.fast_forward_for(smollm).after_prefix(prefix, tokens[2:3], HOOKS[5:6])
+    torch.testing.assert_close(alone[HOOKS[5]][0], got[HOOKS[5]][2], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="prefix must be"):
+        FF.fast_forward_for(smollm).after_prefix(prefix[None], tokens, HOOKS[:1])
+
+
+def test_first_letter_words_read_the_same_through_both_engines(smollm, monkeypatch):
+    """first_letter's word activations: the lean shared-prefix path equals TransformerLens's
+    key-value-cache path (same words, same ICL draws)."""
+    import random
+
+    from tqdm.auto import tqdm
+
+    from interp_lib import first_letter as fl
+
+    vocab = fl.alpha_words(smollm.tokenizer)
+    words, pool = vocab[:40], [t for _, t in vocab[40:400]]
+    hook = "blocks.12.hook_resid_pre"
+
+    def run():
+        with tqdm(disable=True) as bar:
+            return fl._word_acts(smollm, hook, words, pool, 10, 16, random.Random(3), bar)
+
+    lean = run()
+    monkeypatch.setattr(FF, "fast_forward_supported", lambda *a, **k: False)
+    slow = run()
+    assert lean.shape == slow.shape == (40, smollm.cfg.d_model)
+    assert _row_error(lean, slow).max() < 1e-5

@@ -122,7 +122,9 @@ def main_train_zoo(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", default=None, help="write into this folder instead of interp_lib/saes"
     )
+    _add_sources_argument(parser, "the corpus to train on")
     args = parser.parse_args(argv)
+    sources = _sources(parser, args.sources)
     valid = [s for r in (args.release or RELEASES) for s in RELEASES[r].sae_ids]
     for sae_id in args.sae_id or []:
         if sae_id not in valid:
@@ -137,9 +139,10 @@ def main_train_zoo(argv: list[str] | None = None) -> int:
     check_device_argument(parser, args.device)
     if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
         parser.error(f"argument --out: invalid value {args.out!r} (a folder, not a file)")
-    recipe = None
+    recipe = None if sources == data.SOURCES else {"sources": list(sources)}
     if args.tokens:  # one budget for every SAE: drop the per-SAE token budgets
         recipe = {
+            **(recipe or {}),
             "train_tokens": args.tokens,
             "by_sae": {
                 sae_id: {k: v for k, v in over.items() if k != "train_tokens"}
@@ -174,27 +177,36 @@ def main_zoo(argv: list[str] | None = None) -> int:
     return 0
 
 
-def main_corpus(argv: list[str] | None = None) -> int:
-    """``python -m interp_lib corpus [--sources ...]``: the offline corpus's composition."""
-    parser = argparse.ArgumentParser(
-        prog="python -m interp_lib corpus", description=main_corpus.__doc__
-    )
+def _add_sources_argument(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--sources",
         default="default",
-        help="'default' (the shipped SAEs' corpus), 'all', or comma-separated names from "
-        + ", ".join(data.ALL_SOURCES),
+        help=f"{what}: 'default' (the shipped SAEs' corpus), 'all', or comma-separated names "
+        "from " + ", ".join(data.ALL_SOURCES),
     )
-    args = parser.parse_args(argv)
+
+
+def _sources(parser: argparse.ArgumentParser, value: str) -> tuple[str, ...]:
+    """The corpus sources a ``--sources`` value names (argparse's error for unknown ones)."""
     named = {"default": data.SOURCES, "all": data.ALL_SOURCES}
-    sources = named.get(args.sources) or tuple(args.sources.split(","))
+    sources = named.get(value) or tuple(value.split(","))
     bad = [s for s in sources if s not in data.ALL_SOURCES]
     if bad:
         parser.error(
             f"argument --sources: invalid choice(s) {bad} (choose 'default', 'all' or from "
             f"{', '.join(data.ALL_SOURCES)})"
         )
-    docs = data.build_corpus(sources=sources)
+    return sources
+
+
+def main_corpus(argv: list[str] | None = None) -> int:
+    """``python -m interp_lib corpus [--sources ...]``: the offline corpus's composition."""
+    parser = argparse.ArgumentParser(
+        prog="python -m interp_lib corpus", description=main_corpus.__doc__
+    )
+    _add_sources_argument(parser, "the corpus to describe")
+    args = parser.parse_args(argv)
+    docs = data.build_corpus(sources=_sources(parser, args.sources))
     report = data.corpus_report(docs)
     report["share"] = report["share"].map("{:.1%}".format)
     print(report.to_string(index=False))

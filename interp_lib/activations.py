@@ -172,9 +172,10 @@ def cached_activations(
     model=None,
     batch_size: int = 16,
     progress: bool = True,
+    sources: Sequence[str] = data.SOURCES,
 ) -> dict[str, torch.Tensor]:
-    """Activations of the offline corpus (``split`` 'train' or 'heldout') at ``hooks``, from cache
-    or harvested.
+    """Activations of the offline corpus (``split`` 'train' or 'heldout', built from ``sources``)
+    at ``hooks``, from cache or harvested.
 
     Returns {hook: fp16 [rows, d]} with rows = n_contexts * (ctx_len - 1) (position 0 dropped),
     n_contexts = n_tokens // ctx_len. Hooks missing from the cache are harvested together in one
@@ -185,7 +186,7 @@ def cached_activations(
         raise InvalidArgumentError(f"split must be 'train' or 'heldout', got {split!r}")
     if n_tokens < ctx_len:
         raise InvalidArgumentError(f"n_tokens ({n_tokens}) must be at least ctx_len ({ctx_len})")
-    docs = corpus_split(split)
+    docs = corpus_split(split, sources)
     ckey = data.corpus_key(docs)
     root = cache_dir() / "activations"
     paths = {
@@ -214,7 +215,7 @@ def cached_activations(
     if missing:
         if model is None:
             model = load_model(model_name)
-        tokens = corpus_tokens(model, split, n_tokens, ctx_len)
+        tokens = corpus_tokens(model, split, n_tokens, ctx_len, sources=sources)
         fresh = harvest(model, missing, tokens, batch_size=batch_size, progress=progress)
         for h in missing:
             save_activations(paths[h], fresh[h], metas[h])
@@ -223,24 +224,36 @@ def cached_activations(
 
 
 def corpus_tokens(
-    model_or_tokenizer, split: str, n_tokens: int, ctx_len: int = 128
+    model_or_tokenizer,
+    split: str,
+    n_tokens: int,
+    ctx_len: int = 128,
+    *,
+    sources: Sequence[str] = data.SOURCES,
 ) -> torch.Tensor:
     """Token ids [n_tokens // ctx_len, ctx_len] of the offline corpus's ``split`` ('train' or
-    'heldout'),
-    BOS first: the text behind :func:`cached_activations` with the same arguments."""
+    'heldout'), BOS first: the text behind :func:`cached_activations` with the same arguments."""
     if split not in ("train", "heldout"):
         raise InvalidArgumentError(f"split must be 'train' or 'heldout', got {split!r}")
     return data.tokenize_corpus(
-        model_or_tokenizer, corpus_split(split), ctx_len=ctx_len, max_tokens=n_tokens
+        model_or_tokenizer, corpus_split(split, sources), ctx_len=ctx_len, max_tokens=n_tokens
     )
 
 
-_SPLITS: dict[str, list] = {}
+_SPLITS: dict[tuple[str, ...], dict[str, list]] = {}
 
 
-def corpus_split(split: str) -> list:
-    """The offline corpus's 'train' or 'heldout' documents (built once per process)."""
-    if not _SPLITS:
-        train, heldout = data.split_corpus(data.build_corpus())
-        _SPLITS.update(train=train, heldout=heldout)
-    return _SPLITS[split]
+def corpus_split(split: str, sources: Sequence[str] = data.SOURCES) -> list:
+    """The offline corpus's 'train' or 'heldout' documents, built from ``sources`` (default: the
+    corpus the shipped SAEs were trained on; :data:`interp_lib.data.ALL_SOURCES` for the wider
+    one), once per process."""
+    if isinstance(sources, str):
+        raise InvalidArgumentError(f"sources must be a sequence of source names, got {sources!r}")
+    key = tuple(sources)
+    if key not in _SPLITS:
+        try:
+            train, heldout = data.split_corpus(data.build_corpus(sources=key))
+        except ValueError as e:  # an unknown source name
+            raise InvalidArgumentError(str(e)) from None
+        _SPLITS[key] = {"train": train, "heldout": heldout}
+    return _SPLITS[key][split]

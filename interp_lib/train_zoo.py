@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from .activations import cached_activations
-from .data import EVAL_KINDS
+from .data import EVAL_KINDS, SOURCES
 from .errors import InvalidArgumentError
 from .files import atomic_dir, write_text_atomic
 from .metrics import evaluate, log_density_histogram
@@ -43,16 +43,19 @@ def heldout_record(
     n_tokens: int = ZOO_RECIPE["eval_tokens"],
     ctx_len: int = 128,
     progress: bool = True,
+    sources: tuple[str, ...] | list[str] = SOURCES,
 ) -> dict:
-    """:func:`interp_lib.metrics.evaluate` on held-out text, as the flat dict a ``metrics.json``
-    stores."""
-    tokens = heldout_tokens(model, n_tokens, ctx_len)
+    """:func:`interp_lib.metrics.evaluate` on held-out text (of the corpus built from
+    ``sources``) and on the evaluation set, as the flat dict a ``metrics.json`` stores."""
+    tokens = heldout_tokens(model, n_tokens, ctx_len, sources=sources)
     result = evaluate(model, sae, tokens, progress=progress)
     counts, edges = log_density_histogram(result.density)
+    corpus = "" if tuple(sources) == SOURCES else f" (sources: {', '.join(sources)})"
     return {
         **result.summary(),
         "log10_density_hist": {"counts": counts.tolist(), "edges": edges.tolist()},
-        "eval": f"held-out split of the offline corpus, {result.n_tokens} tokens (BOS excluded)",
+        "eval": f"held-out split of the offline corpus{corpus}, {result.n_tokens} tokens "
+        "(BOS excluded)",
         "by_kind": kinds_record(sae, model, ctx_len=ctx_len),
         "eval_by_kind": "interp_lib.data.evalset: texts of seven kinds written for evaluation",
     }
@@ -104,10 +107,13 @@ def train_zoo(
         if not pairs:
             continue
         model = load_model(model_name)
-        by_tokens: dict[int, list[tuple[str, str]]] = {}  # one harvest per token budget
+        # one harvest per token budget and corpus
+        by_tokens: dict[tuple[int, tuple[str, ...]], list[tuple[str, str]]] = {}
         for pair in pairs:
-            by_tokens.setdefault(sae_recipe(pair[1], recipe)["train_tokens"], []).append(pair)
-        for n_tokens, group in by_tokens.items():
+            own = sae_recipe(pair[1], recipe)
+            key = (own["train_tokens"], tuple(own.get("sources", SOURCES)))
+            by_tokens.setdefault(key, []).append(pair)
+        for (n_tokens, sources), group in by_tokens.items():
             acts = cached_activations(
                 model_name,
                 [s for _, s in group],
@@ -115,6 +121,7 @@ def train_zoo(
                 ctx_len=recipe["ctx_len"],
                 model=model,
                 progress=progress,
+                sources=sources,
             )
             for release, sae_id in group:
                 rows.append(
@@ -157,6 +164,8 @@ def _train_one(
         device=device,
     )
     result = train_sae(acts.float(), cfg, progress=progress)
+    sources = tuple(own.get("sources", SOURCES))
+    corpus = "" if sources == SOURCES else f" (sources: {', '.join(sources)})"
     with atomic_dir(out_root / release / sae_id) as path:  # weights and record, or neither
         save_saelens(
             result.sae,
@@ -165,7 +174,8 @@ def _train_one(
             model_name=model_name,
             scale=result.scale,
             dataset=(
-                f"interp_lib offline corpus, train split, {acts.shape[0]} tokens (BOS excluded)"
+                f"interp_lib offline corpus{corpus}, train split, {acts.shape[0]} tokens "
+                "(BOS excluded)"
             ),
             dtype="float16",
             context_size=own["ctx_len"],
@@ -178,7 +188,12 @@ def _train_one(
             "release": release,
             "sae_id": sae_id,
             **heldout_record(
-                sae, model, n_tokens=own["eval_tokens"], ctx_len=own["ctx_len"], progress=progress
+                sae,
+                model,
+                n_tokens=own["eval_tokens"],
+                ctx_len=own["ctx_len"],
+                progress=progress,
+                sources=sources,
             ),
             "train_tokens_per_s": result.metrics.get("tokens_per_s"),
             "recipe": recipe,
@@ -197,8 +212,14 @@ def reevaluate_zoo(*, progress: bool = True) -> list[dict]:
         if model_name not in models:
             models[model_name] = load_model(model_name)
         model = models[model_name]
-        ctx_len = meta.get("recipe", ZOO_RECIPE)["ctx_len"]
-        fresh = heldout_record(load_sae(release, sae_id), model, ctx_len=ctx_len, progress=progress)
+        own = sae_recipe(sae_id, meta.get("recipe", ZOO_RECIPE))
+        fresh = heldout_record(
+            load_sae(release, sae_id),
+            model,
+            ctx_len=own["ctx_len"],
+            progress=progress,
+            sources=tuple(own.get("sources", SOURCES)),
+        )
         meta = {
             "release": release,
             "sae_id": sae_id,

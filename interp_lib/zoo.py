@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Iterator, NamedTuple, Sequence
 
 import torch
 
@@ -298,6 +298,8 @@ ZOO_RECIPE: dict = {
     "seed": 0,
     "eval_tokens": 16_384,
     "lr": None,  # None: the trainer's default for the architecture (2e-3 for TopK)
+    # "sources": the corpus's sources (interp_lib.data); absent: data.SOURCES, as for every
+    # shipped SAE so far
     # Deeper layers and the MLP output are harder to reconstruct: they get more passes, and the two
     # hardest more text and smaller batches (with 384k tokens x 6 passes in batches of 4096 they
     # reached held-out FVE 0.853 and 0.775; interp_lib/saes/README.md has the measurements).
@@ -345,9 +347,12 @@ def sae_recipe(sae_id: str, recipe: dict | None = None) -> dict:
     }
 
 
-def heldout_tokens(model, n_tokens: int, ctx_len: int = 128) -> torch.Tensor:
-    """Held-out corpus tokens [n_tokens // ctx_len, ctx_len] (files never used in training)."""
-    return corpus_tokens(model, "heldout", n_tokens, ctx_len)
+def heldout_tokens(
+    model, n_tokens: int, ctx_len: int = 128, *, sources: Sequence[str] = data.SOURCES
+) -> torch.Tensor:
+    """Held-out corpus tokens [n_tokens // ctx_len, ctx_len] (files never used in training) of
+    the corpus built from ``sources``."""
+    return corpus_tokens(model, "heldout", n_tokens, ctx_len, sources=sources)
 
 
 def evalset_tokens(model, kind: str, ctx_len: int = 128) -> torch.Tensor:

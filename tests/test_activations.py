@@ -61,7 +61,7 @@ def test_cached_activations_harvests_once_then_reuses(tiny_gpt2, monkeypatch, tm
 
     monkeypatch.setenv("INTERP_LIB_CACHE", str(tmp_path))
     docs = [data.Document("the cat sat on the mat . " * 40, "test", "prose", f"d{i}") for i in range(6)]
-    monkeypatch.setattr(A, "corpus_split", lambda split: docs)
+    monkeypatch.setattr(A, "corpus_split", lambda split, sources=None: docs)
     calls = []
     real = A.harvest
     monkeypatch.setattr(A, "harvest", lambda *a, **k: calls.append(1) or real(*a, **k))

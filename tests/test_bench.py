@@ -118,7 +118,7 @@ def test_run_bench_writes_the_required_keys(monkeypatch, tmp_path):
     model = SimpleNamespace(cfg=smollm2_like(), tokenizer=None)
     monkeypatch.setattr(models, "load_model", lambda name: model)
     monkeypatch.setattr(data, "tokenize_corpus", lambda tok, docs, ctx_len, max_tokens: torch.zeros(2, ctx_len, dtype=torch.long))
-    monkeypatch.setattr(activations, "corpus_split", lambda split: [])
+    monkeypatch.setattr(activations, "corpus_split", lambda split, sources=None: [])
     monkeypatch.setattr(activations, "cached_activations",
                         lambda *a, n_tokens, **k: {bench.HOOK: torch.randn(512, 8)})
     monkeypatch.setattr(bench, "bench_harvest", lambda model, tokens, **k: {

@@ -404,7 +404,7 @@ def _docs():
 
 def test_activation_cache_is_rebuilt_after_any_damage(tiny_gpt2, monkeypatch, tmp_path):
     monkeypatch.setenv("INTERP_LIB_CACHE", str(tmp_path))
-    monkeypatch.setattr(A, "corpus_split", lambda split: _docs())
+    monkeypatch.setattr(A, "corpus_split", lambda split, sources=None: _docs())
     calls = []
     real = A.harvest
     monkeypatch.setattr(A, "harvest", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -564,7 +564,7 @@ def test_train_refuses_an_output_that_is_not_an_sae_folder(tmp_path, capsys):
 
 def test_train_unknown_hook_or_model_is_one_line(tmp_path, monkeypatch, capsys, tiny_gpt2_dir):
     monkeypatch.setenv("INTERP_LIB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(A, "corpus_split", lambda split: _docs())
+    monkeypatch.setattr(A, "corpus_split", lambda split, sources=None: _docs())
     for extra, words in (
         (["--hook", "blocks.9.hook_resid_pre", "--model", str(tiny_gpt2_dir)], ["blocks.9"]),
         (["--model", "no-such-model"], ["no-such-model", "smollm2-135m"]),
@@ -610,7 +610,7 @@ def test_eval_zoo_bench_and_train_zoo_reject_mistakes_in_one_line(sae_dir, tmp_p
 def test_eval_with_an_sae_of_the_wrong_width_is_one_line(
     tiny_gpt2_dir, tmp_path, monkeypatch, capsys
 ):
-    monkeypatch.setattr(A, "corpus_split", lambda split: _docs())
+    monkeypatch.setattr(A, "corpus_split", lambda split, sources=None: _docs())
     folder = save_saelens(
         ReluSAE(48, 64), tmp_path / "wide", hook_name=HOOK, model_name="x", scale=1.0
     )
@@ -793,8 +793,8 @@ class FakeModel:  # stands in for a HookedTransformer: the cache and harvest cod
         return emb, {h: emb * (i + 1) for i, h in enumerate(names_filter)}
 
 DOCS = [data.Document("x " * 50, "test", "prose", "d0")]
-A.corpus_split = lambda split: DOCS
-A.corpus_tokens = lambda model, split, n_tokens, ctx_len=128: (
+A.corpus_split = lambda split, sources=None: DOCS
+A.corpus_tokens = lambda model, split, n_tokens, ctx_len=128, sources=None: (
     torch.arange(n_tokens).remainder(50).view(-1, ctx_len))
 HOOKS = ["blocks.0.hook_resid_pre", "blocks.2.hook_resid_pre"]
 

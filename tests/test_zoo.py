@@ -108,6 +108,48 @@ def test_train_zoo_cli_tokens_override_every_budget(monkeypatch):
         assert zoo_module.sae_recipe(sae_id, {**zoo_module.ZOO_RECIPE, **seen["recipe"]})["train_tokens"] == 5000
 
 
+def test_train_zoo_cli_sources_reach_the_recipe(monkeypatch, capsys):
+    import interp_lib.__main__ as cli
+    from interp_lib import data
+
+    seen = {}
+    monkeypatch.setattr(cli, "train_zoo", lambda *a, recipe=None, **k: seen.update(recipe=recipe) or [])
+    cli.main_train_zoo(["--out", "/nonexistent"])
+    assert seen["recipe"] is None  # the default corpus: the recipe as it is
+    cli.main_train_zoo(["--sources", "all", "--tokens", "5000", "--out", "/nonexistent"])
+    assert seen["recipe"]["sources"] == list(data.ALL_SOURCES) and seen["recipe"]["train_tokens"] == 5000
+    with pytest.raises(SystemExit) as e:
+        cli.main_train_zoo(["--sources", "stdlib,poems", "--out", "/nonexistent"])
+    assert e.value.code == 2 and "poems" in capsys.readouterr().err
+
+
+def test_corpus_split_is_built_per_set_of_sources(monkeypatch):
+    import interp_lib.activations as activations
+    from interp_lib import data
+
+    built = []
+
+    def fake_build(*, sources):
+        built.append(sources)
+        return [data.Document(f"{s} text number {i} " * 20, s, "prose", f"{s}:{i}")
+                for s in sources for i in range(40)]
+
+    monkeypatch.setattr(activations, "_SPLITS", {})
+    monkeypatch.setattr(activations.data, "build_corpus", fake_build)
+    default = activations.corpus_split("train")
+    wide = activations.corpus_split("train", data.ALL_SOURCES)
+    assert activations.corpus_split("heldout", data.ALL_SOURCES)
+    assert built == [data.SOURCES, data.ALL_SOURCES]  # once per set of sources
+    assert {d.source for d in default} == set(data.SOURCES)
+    assert {d.source for d in wide} == set(data.ALL_SOURCES)
+    monkeypatch.setattr(activations, "_SPLITS", {})
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="valid sources"):
+        activations.corpus_split("train", ["stdlib", "poems"])
+    with pytest.raises(ValueError, match="sequence of source names"):
+        activations.corpus_split("train", "stdlib")
+
+
 def test_train_zoo_rejects_unknown_sae_id(tmp_path):
     from interp_lib.train_zoo import train_zoo
 
@@ -130,7 +172,8 @@ def test_train_zoo_end_to_end_on_a_tiny_recipe(tmp_path, monkeypatch, smollm):
     monkeypatch.setattr(activations, "cache_dir", lambda: tmp_path / "cache")
     monkeypatch.setattr(train_zoo_module, "EVAL_KINDS", ("math", "social"))  # two of seven: time
     recipe = {"d_sae": 64, "k": 4, "train_tokens": 1024, "epochs": 1.0, "batch_size": 256, "eval_tokens": 512,
-              "by_sae": {"blocks.15.hook_mlp_out": {"train_tokens": 2048, "lr": 1e-3}}}
+              "by_sae": {"blocks.15.hook_mlp_out": {"train_tokens": 2048, "lr": 1e-3}},
+              "sources": ["licences", "maths"]}  # a corpus of the opt-in sources
     rows = train_zoo(["smollm2-135m-mlp"], recipe=recipe, out_root=tmp_path / "saes", progress=False)
     assert [r["sae_id"] for r in rows] == ["blocks.15.hook_mlp_out"]
     folder = tmp_path / "saes" / "smollm2-135m-mlp" / "blocks.15.hook_mlp_out"
@@ -143,3 +186,5 @@ def test_train_zoo_end_to_end_on_a_tiny_recipe(tmp_path, monkeypatch, smollm):
     assert all(0 < m["n_tokens"] and m["l0"] <= 4 for m in metrics["by_kind"].values())
     cfg = json.loads((folder / "cfg.json").read_text())
     assert cfg["metadata"]["dataset_path"].endswith(f"{16 * 127} tokens (BOS excluded)")  # its own 2048-token budget
+    assert "(sources: licences, maths)" in cfg["metadata"]["dataset_path"]
+    assert "(sources: licences, maths)" in metrics["eval"]  # held out from the same corpus

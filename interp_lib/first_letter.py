@@ -41,8 +41,8 @@ Two steps, so that many SAEs on one hook share one model pass:
 **Where it deviates, and why:**
 
 * *Fewer words.* SAEBench prompts every alphabetic token (tens of thousands, a GPU job);
-  ``n_words`` (default 3000) are drawn at random from them, which keeps a CPU harvest to a minute
-  or two. Rare letters (q, x, y, z) then have few test words; the F1 > 0.6 filter applies as in
+  ``n_words`` (default 3000) are drawn at random from them, which keeps a CPU harvest to seconds
+  (a minute or two through TransformerLens). Rare letters (q, x, y, z) then have few test words; the F1 > 0.6 filter applies as in
   SAEBench, and usually leaves out those letters.
 * *The SAE's own hook.* SAEBench reads ``blocks.{sae.cfg.hook_layer}.hook_resid_post`` whatever
   the SAE reads (``main.py``, ``common.py``, ``feature_absorption_calculator.py``); here the
@@ -50,9 +50,12 @@ Two steps, so that many SAEs on one hook share one model pass:
   ``hook_resid_pre`` SAE, SAEBench's probe would sit one block later than the SAE).
 * *One ICL draw per batch.* SAEBench draws the 10 ICL examples afresh for every word. Here the
   words of a batch share one draw (a fresh draw per batch, none of the batch's words in it), so
-  the shared prefix runs through the model once (TransformerLens's key-value cache) and each
-  word adds one token: its own (attention is causal, so the template's tokens after the word
-  cannot change the activation read at the word). A word costs about a sixtieth of a prompt.
+  the shared prefix runs through the model once and each word adds one token: its own
+  (attention is causal, so the template's tokens after the word cannot change the activation
+  read at the word). On a Llama model the lean forward reads the words
+  (:meth:`~interp_lib.fast_forward.LlamaHarvestForward.after_prefix`: the prefix's keys shared by
+  one product; 600 words in about a second on two cores), elsewhere TransformerLens's key-value
+  cache (its rows copied per word, about 14 times slower).
 * *Ten steps per epoch for the L1 probe.* With all its words in one batch of 4096, SAEBench's 50
   epochs would be 50 Adam steps, too few to move the weights past their random start (the top-k
   latents would be chosen by the initialisation); each epoch takes the ten full-batch steps

@@ -42,8 +42,8 @@ Two steps, so that many SAEs on one hook share one model pass:
 
 * *Fewer words.* SAEBench prompts every alphabetic token (tens of thousands, a GPU job);
   ``n_words`` (default 3000) are drawn at random from them, which keeps a CPU harvest to seconds
-  (a minute or two through TransformerLens). Rare letters (q, x, y, z) then have few test words; the F1 > 0.6 filter applies as in
-  SAEBench, and usually leaves out those letters.
+  (a minute or two through TransformerLens). Rare letters (q, x, y, z) then have few test
+  words; the F1 > 0.6 filter applies as in SAEBench, and usually leaves out those letters.
 * *The SAE's own hook.* SAEBench reads ``blocks.{sae.cfg.hook_layer}.hook_resid_post`` whatever
   the SAE reads (``main.py``, ``common.py``, ``feature_absorption_calculator.py``); here the
   model's probe and the SAE both read the hook the activations were harvested at (for a

@@ -45,7 +45,8 @@ _ENGLISH = frozenset(
 _FOREIGN = (
     frozenset(  # common short words of French, German, Spanish, Italian, Portuguese, Dutch
         "le la les des du une et est pour dans qui que sur pas par au aux avec ce cette sont nous "
-        "vous der die das und ist nicht ein eine zu den mit von sich auf dem des wir sie ich es auch "
+        "vous der die das und ist nicht ein eine zu den mit von sich auf dem des wir sie ich es "
+        "auch "
         "el los las del y en por con para una es que se lo al como pero muy más "
         "il di che è per non sono della gli un nel alla questo "
         "o os da do em um uma não para com são mas "

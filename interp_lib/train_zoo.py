@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Mapping
 
 from .activations import cached_activations
 from .data import EVAL_KINDS, SOURCES
@@ -47,18 +48,44 @@ def heldout_record(
 ) -> dict:
     """:func:`interp_lib.metrics.evaluate` on held-out text (of the corpus built from
     ``sources``) and on the evaluation set, as the flat dict a ``metrics.json`` stores."""
+    return heldout_records(
+        {"sae": sae},
+        model,
+        n_tokens=n_tokens,
+        ctx_len=ctx_len,
+        progress=progress,
+        sources=sources,
+    )["sae"]
+
+
+def heldout_records(
+    saes: Mapping[str, Any],
+    model,
+    *,
+    n_tokens: int = ZOO_RECIPE["eval_tokens"],
+    ctx_len: int = 128,
+    progress: bool = True,
+    sources: tuple[str, ...] | list[str] = SOURCES,
+) -> dict[str, dict]:
+    """:func:`heldout_record` of each of ``saes`` ({name: SAE} of one model), with each clean
+    pass (held-out text, each kind) run once for all of them: the same records to within fp32
+    rounding (about 1e-7; a clean pass that caches several hooks adds in another order)."""
     tokens = heldout_tokens(model, n_tokens, ctx_len, sources=sources)
-    result = evaluate(model, sae, tokens, progress=progress)
-    counts, edges = log_density_histogram(result.density)
+    results = evaluate(model, dict(saes), tokens, progress=progress)
+    by_kind = kinds_records(saes, model, ctx_len=ctx_len)
     corpus = "" if tuple(sources) == SOURCES else f" (sources: {', '.join(sources)})"
-    return {
-        **result.summary(),
-        "log10_density_hist": {"counts": counts.tolist(), "edges": edges.tolist()},
-        "eval": f"held-out split of the offline corpus{corpus}, {result.n_tokens} tokens "
-        "(BOS excluded)",
-        "by_kind": kinds_record(sae, model, ctx_len=ctx_len),
-        "eval_by_kind": "interp_lib.data.evalset: texts of seven kinds written for evaluation",
-    }
+    out = {}
+    for name, result in results.items():
+        counts, edges = log_density_histogram(result.density)
+        out[name] = {
+            **result.summary(),
+            "log10_density_hist": {"counts": counts.tolist(), "edges": edges.tolist()},
+            "eval": f"held-out split of the offline corpus{corpus}, {result.n_tokens} tokens "
+            "(BOS excluded)",
+            "by_kind": by_kind[name],
+            "eval_by_kind": "interp_lib.data.evalset: texts of seven kinds written for evaluation",
+        }
+    return out
 
 
 KIND_FIELDS = ("l0", "fve", "fve_typical", "ce_recovered", "ce_increase", "kl_div", "n_tokens")
@@ -68,10 +95,17 @@ KIND_FIELDS = ("l0", "fve", "fve_typical", "ce_recovered", "ce_increase", "kl_di
 def kinds_record(sae, model, *, ctx_len: int = 128) -> dict[str, dict]:
     """:func:`interp_lib.metrics.evaluate` on each kind of the evaluation set
     (:mod:`interp_lib.data.evalset`): {kind: {field: value}} for :data:`KIND_FIELDS`."""
-    out = {}
+    return kinds_records({"sae": sae}, model, ctx_len=ctx_len)["sae"]
+
+
+def kinds_records(saes: Mapping[str, Any], model, *, ctx_len: int = 128) -> dict[str, dict]:
+    """:func:`kinds_record` of each of ``saes`` ({name: SAE}), each kind's clean pass shared."""
+    out: dict[str, dict] = {name: {} for name in saes}
     for kind in EVAL_KINDS:
-        summary = evaluate(model, sae, evalset_tokens(model, kind, ctx_len), progress=False)
-        out[kind] = {k: summary._asdict()[k] for k in KIND_FIELDS}
+        tokens = evalset_tokens(model, kind, ctx_len)
+        results = evaluate(model, dict(saes), tokens, progress=False)
+        for name, summary in results.items():
+            out[name][kind] = {k: summary._asdict()[k] for k in KIND_FIELDS}
     return out
 
 
@@ -204,30 +238,32 @@ def _train_one(
 
 def reevaluate_zoo(*, progress: bool = True) -> list[dict]:
     """Recompute the held-out metrics of every shipped SAE and rewrite their ``metrics.json``
-    (training fields kept): for when the metrics gain a field, without retraining."""
-    rows, models = [], {}
+    (training fields kept): for when the metrics gain a field, without retraining. SAEs of one
+    model, context length and corpus are evaluated together (:func:`heldout_records`)."""
+    groups: dict[tuple, list[tuple[str, str]]] = {}
     for release, sae_id in list_saes(pretrained=False):
-        meta = recorded_metrics(release, sae_id)
-        model_name = RELEASES[release].model
+        own = sae_recipe(sae_id, recorded_metrics(release, sae_id).get("recipe", ZOO_RECIPE))
+        key = (RELEASES[release].model, own["ctx_len"], tuple(own.get("sources", SOURCES)))
+        groups.setdefault(key, []).append((release, sae_id))
+    rows, models = [], {}
+    for (model_name, ctx_len, sources), pairs in groups.items():
         if model_name not in models:
             models[model_name] = load_model(model_name)
-        model = models[model_name]
-        own = sae_recipe(sae_id, meta.get("recipe", ZOO_RECIPE))
-        fresh = heldout_record(
-            load_sae(release, sae_id),
-            model,
-            ctx_len=own["ctx_len"],
-            progress=progress,
-            sources=tuple(own.get("sources", SOURCES)),
+        saes = {f"{release}/{sae_id}": load_sae(release, sae_id) for release, sae_id in pairs}
+        records = heldout_records(
+            saes, models[model_name], ctx_len=ctx_len, progress=progress, sources=sources
         )
-        meta = {
-            "release": release,
-            "sae_id": sae_id,
-            **{k: v for k, v in meta.items() if k not in fresh},
-            **fresh,
-        }
-        write_text_atomic(
-            sae_path(release, sae_id) / "metrics.json", json.dumps(meta, indent=1) + "\n"
-        )
-        rows.append(meta)
+        for release, sae_id in pairs:
+            fresh = records[f"{release}/{sae_id}"]
+            meta = recorded_metrics(release, sae_id)
+            meta = {
+                "release": release,
+                "sae_id": sae_id,
+                **{k: v for k, v in meta.items() if k not in fresh},
+                **fresh,
+            }
+            write_text_atomic(
+                sae_path(release, sae_id) / "metrics.json", json.dumps(meta, indent=1) + "\n"
+            )
+            rows.append(meta)
     return rows

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -188,3 +190,41 @@ def test_train_zoo_end_to_end_on_a_tiny_recipe(tmp_path, monkeypatch, smollm):
     assert cfg["metadata"]["dataset_path"].endswith(f"{16 * 127} tokens (BOS excluded)")  # its own 2048-token budget
     assert "(sources: licences, maths)" in cfg["metadata"]["dataset_path"]
     assert "(sources: licences, maths)" in metrics["eval"]  # held out from the same corpus
+
+
+def test_heldout_records_together_equal_one_at_a_time(smollm, monkeypatch):
+    """The zoo's records of several SAEs with shared clean passes are each SAE's own record."""
+    import interp_lib.train_zoo as train_zoo_module
+
+    monkeypatch.setattr(train_zoo_module, "EVAL_KINDS", ("math",))  # one of seven: time
+    saes = {sae_id: load_sae(release, sae_id) for release, sae_id in list_saes(pretrained=False)
+            if sae_id in ("blocks.5.hook_resid_pre", "blocks.15.hook_mlp_out")}
+    together = train_zoo_module.heldout_records(saes, smollm, n_tokens=512, progress=False)
+    for name, sae in saes.items():
+        alone = train_zoo_module.heldout_record(sae, smollm, n_tokens=512, progress=False)
+        assert together[name].keys() == alone.keys()
+        for key in ("l0", "fve", "ce_recovered", "kl_div", "n_tokens", "dead_fraction"):
+            assert together[name][key] == pytest.approx(alone[key], rel=1e-5), key
+        assert together[name]["by_kind"]["math"]["ce_recovered"] == pytest.approx(
+            alone["by_kind"]["math"]["ce_recovered"], rel=1e-5)
+
+
+def test_reevaluate_zoo_evaluates_each_group_once_and_rewrites_every_record(monkeypatch):
+    import interp_lib.train_zoo as train_zoo_module
+
+    calls, written = [], {}
+    monkeypatch.setattr(train_zoo_module, "load_model", lambda name: name)
+    monkeypatch.setattr(train_zoo_module, "load_sae", lambda release, sae_id: sae_id)
+    monkeypatch.setattr(
+        train_zoo_module, "heldout_records",
+        lambda saes, model, **kw: calls.append((model, sorted(saes), kw["sources"]))
+        or {name: {"fve": 0.5, "by_kind": {}} for name in saes})
+    monkeypatch.setattr(train_zoo_module, "write_text_atomic",
+                        lambda path, text: written.update({path: json.loads(text)}))
+    rows = train_zoo_module.reevaluate_zoo(progress=False)
+    pairs = list(list_saes(pretrained=False))
+    assert len(calls) == 1 and len(calls[0][1]) == len(pairs)  # one model, one corpus: one group
+    assert len(rows) == len(written) == len(pairs)
+    for (release, sae_id), meta in zip(pairs, rows):
+        assert (meta["release"], meta["sae_id"], meta["fve"]) == (release, sae_id, 0.5)
+        assert "recipe" in meta  # the training fields are kept

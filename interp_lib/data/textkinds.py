@@ -8,17 +8,20 @@ each kind. :func:`text_kind` puts a document in one of those kinds, or ``"prose"
 prose, the corpus's documentation and docstrings) when none fits, from character and word
 statistics:
 
-- **non-English**: a quarter or more of the letters are non-ASCII, or there are enough words
-  and almost none is a common English word;
-- **code**: lines that look like statements of Python, C-family, shell, SQL or YAML;
+- **non-English**: a quarter or more of the letters are non-ASCII, or (20 words or more) common
+  short words of French, German, Spanish, Italian, Portuguese or Dutch outnumber English ones
+  two to one;
+- **code**: four lines in ten or more look like statements of Python, C-family languages,
+  shell, SQL or YAML;
 - **social**: emoji (pictographs, dingbats, skin tones, ZWJ sequences) or ``@handles`` and
   ``#hashtags``, densely;
 - **URLs**: a fifth or more of the characters belong to web addresses, paths in ``href`` /
   ``src`` attributes or e-mail addresses;
-- **maths**: LaTeX commands, ``$...$``, ``.. math::`` and lines of equations;
+- **maths**: LaTeX commands, ``$...$``, ``.. math::``, Unicode maths symbols and lines of
+  equations;
 - **conversational**: first and second person, questions, contractions and quoted turns;
 - **formal**: legal or academic vocabulary (``shall``, ``hereby``, ``pursuant``, ``we
-  propose``, ...), numbered clauses.
+  propose``, ``participants``, ...).
 
 The rules are tried in that order; the first that fires wins. They are coarse by design (a
 report, not a benchmark): :func:`kind_accuracy` measures them on the shipped labelled texts

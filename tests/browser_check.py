@@ -21,7 +21,9 @@ of --dashboards features (default 50, spread over all SAEs) is opened at its sta
 the search page in every mode (number, token, similarity). Each must be drawn (the viewer's
 #dash gets data-state="ready"), show what its data file holds, and be drawn within --dashboard-ms
 of the page starting to load (real time: these runs have no virtual time budget); a search must
-answer within --search-ms (a token search over all SAEs loads every SAE's token index).
+answer within --search-ms (a token search over all SAEs loads every SAE's token index). A page
+over its time budget, with nothing else wrong, is opened once more and judged on that second
+draw: on a shared 2-core machine one draw can catch a moment's load, a slow page is slow twice.
 """
 
 from __future__ import annotations
@@ -269,14 +271,21 @@ def main(argv=None) -> int:
         times = []
         for label, url, want in dashboard_cases(html, args.dashboards, args.seed):
             t0 = time.time()
-            try:
-                res = run_chromium(prefix, chromium, url, ["--enable-logging=stderr", "--v=0", "--dump-dom"],
-                                   args.timeout)
-                budget = args.dashboard_ms if "feature" in want else args.search_ms
-                problems, ms = check_dashboard(res.stdout, want, budget)
-                problems += console_errors(res.stderr)
-            except subprocess.TimeoutExpired:
-                problems, ms = [f"chromium did not finish in {args.timeout} s"], -1
+            budget = args.dashboard_ms if "feature" in want else args.search_ms
+            for attempt in (1, 2):
+                try:
+                    res = run_chromium(prefix, chromium, url,
+                                       ["--enable-logging=stderr", "--v=0", "--dump-dom"], args.timeout)
+                    problems, ms = check_dashboard(res.stdout, want, budget)
+                    problems += console_errors(res.stderr)
+                except subprocess.TimeoutExpired:
+                    problems, ms = [f"chromium did not finish in {args.timeout} s"], -1
+                # over the budget and nothing else wrong: one more try, so that a moment's load on
+                # a shared CPU is not read as a slow dashboard (a slow one is slow twice)
+                if not (ms > budget and problems == [f"drawn after {ms} ms (budget {budget} ms)"]):
+                    break
+                if attempt == 1:
+                    print(f"       (drawn after {ms} ms, over the {budget} ms budget: once more)")
             if "feature" in want:
                 times.append(ms)
             print(f"  {'FAIL' if problems else 'ok':4} {label}  drawn in {ms} ms  ({time.time() - t0:.1f} s)")

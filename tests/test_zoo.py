@@ -197,11 +197,13 @@ def test_heldout_records_together_equal_one_at_a_time(smollm, monkeypatch):
     import interp_lib.train_zoo as train_zoo_module
 
     monkeypatch.setattr(train_zoo_module, "EVAL_KINDS", ("math",))  # one of seven: time
+    math = train_zoo_module.evalset_tokens(smollm, "math", 128)[:2]  # two contexts: time
+    monkeypatch.setattr(train_zoo_module, "evalset_tokens", lambda model, kind, ctx_len: math)
     saes = {sae_id: load_sae(release, sae_id) for release, sae_id in list_saes(pretrained=False)
             if sae_id in ("blocks.5.hook_resid_pre", "blocks.15.hook_mlp_out")}
-    together = train_zoo_module.heldout_records(saes, smollm, n_tokens=512, progress=False)
+    together = train_zoo_module.heldout_records(saes, smollm, n_tokens=256, progress=False)
     for name, sae in saes.items():
-        alone = train_zoo_module.heldout_record(sae, smollm, n_tokens=512, progress=False)
+        alone = train_zoo_module.heldout_record(sae, smollm, n_tokens=256, progress=False)
         assert together[name].keys() == alone.keys()
         for key in ("l0", "fve", "ce_recovered", "kl_div", "n_tokens", "dead_fraction"):
             assert together[name][key] == pytest.approx(alone[key], rel=1e-5), key

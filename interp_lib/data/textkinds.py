@@ -61,7 +61,10 @@ _FOREIGN = (
 _EMOJI = re.compile(
     "[\U0001f300-\U0001faff\u2600-\u27bf\U0001f1e6-\U0001f1ff\u200d\ufe0f\U0001f3fb-\U0001f3ff]"
 )
-_HANDLE = re.compile(r"(?:^|\s)[@#][A-Za-z_]\w{1,30}")
+_HANDLE = re.compile(  # @name, #tag; not a colour (#87AF00) nor a C directive (#define)
+    r"(?:^|\s)(?!#[0-9A-Fa-f]{3,8}\b|#(?:define|include|if|ifdef|ifndef|endif|else|elif|pragma|"
+    r"error|undef|line)\b)[@#][A-Za-z_]\w{1,30}"
+)
 _URL = re.compile(
     r"(?:https?|ftp)://\S+|www\.\S+|[\w.+-]+@[\w-]+\.[\w.-]+|"
     r"(?:href|src|action)=[\"'][^\"']*[\"']|\b[\w-]+(?:\.[\w-]+)+/[\w./?=&%#~+-]*"

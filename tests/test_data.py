@@ -437,6 +437,11 @@ def test_text_kind_labels_the_shipped_labelled_texts():
         assert sum(acc.values()) / len(acc) >= 0.88, acc
     plain = "The cat sat on the mat and looked at the door for a while."
     assert textkinds.text_kind(plain) == "prose"
+    # colours and C directives are not hashtags (the wider corpus's CSS and headers)
+    css = "div.a {\n  color: #87AF00\n}\n\ndiv.b {\n  background-color: #AF875F\n}\n" * 5
+    header = "#pragma once\n#include <a.h>\n#ifdef X\n#define Y 1\n#endif\n" * 5
+    assert textkinds.text_kind(css) != "social" and textkinds.text_kind(header) != "social"
+    assert textkinds.text_kind("so proud of @maria_k today #proud #family") == "social"
 
 
 @pytest.mark.parametrize("source", corpus_builder.EXTRA_SOURCES)

@@ -224,8 +224,8 @@ def _word_acts(
 
     Attention is causal, so the template's tokens after the word (`` has the first letter:``)
     cannot change the activation at the word: only the word's own token is run (by the lean
-    Llama forward where it applies, :meth:`~interp_lib.fast_forward.LlamaHarvestForward.
-    after_prefix`, else through TransformerLens's key-value cache)."""
+    Llama forward's ``after_prefix`` where it applies, else through TransformerLens's key-value
+    cache)."""
     from .fast_forward import fast_forward_for, fast_forward_supported
     from .hooks import stop_layer
 

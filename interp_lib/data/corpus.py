@@ -356,15 +356,25 @@ def _site_dirs() -> list[Path]:
     return roots
 
 
-@functools.lru_cache(maxsize=1)
-def _package_doc_files() -> tuple[tuple[str, Path], ...]:
-    """README-like files and gettext catalogues inside site-packages, hash-ordered."""
+def _listed_files(accept: Callable[[str], bool], dist_info: bool = False) -> list[tuple[str, Path]]:
+    """(relative name, path) of the files ``accept(file name)`` takes inside the listed packages'
+    folders in site-packages (and, with ``dist_info``, their ``.dist-info`` folders), test and
+    data folders left out."""
     found: list[tuple[str, Path]] = []
     allowed = _corpus_top_levels()
     for root in _site_dirs():
         for dirpath, dirnames, filenames in os.walk(root):
             if Path(dirpath) == root:
-                dirnames[:] = [d for d in dirnames if d in allowed]
+                dirnames[:] = [
+                    d
+                    for d in dirnames
+                    if d in allowed
+                    or (
+                        dist_info
+                        and d.endswith(".dist-info")
+                        and _dist_key(d[: -len(".dist-info")].rsplit("-", 1)[0]) in CORPUS_PACKAGES
+                    )
+                ]
                 continue  # loose files at the top of site-packages belong to no listed package
             dirnames[:] = sorted(
                 d
@@ -372,11 +382,21 @@ def _package_doc_files() -> tuple[tuple[str, Path], ...]:
                 if d not in _SKIP_DOC_DIRS and not d.endswith((".dist-info", ".egg-info"))
             )
             for fn in sorted(filenames):
-                stem, suffix = os.path.splitext(fn)
-                if suffix.lower() in _DOC_SUFFIXES and not _SKIP_DOC_STEMS.match(stem):
+                if accept(fn):
                     path = Path(dirpath, fn)
                     found.append((path.relative_to(root).as_posix(), path))
-    return _round_robin(found)
+    return found
+
+
+@functools.lru_cache(maxsize=1)
+def _package_doc_files() -> tuple[tuple[str, Path], ...]:
+    """README-like files and gettext catalogues inside site-packages, hash-ordered."""
+
+    def is_doc(fn: str) -> bool:
+        stem, suffix = os.path.splitext(fn)
+        return suffix.lower() in _DOC_SUFFIXES and not _SKIP_DOC_STEMS.match(stem)
+
+    return _round_robin(_listed_files(is_doc))
 
 
 _PO_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
@@ -444,34 +464,6 @@ def _package_doc_loader(path: Path) -> Callable[[], str | None]:
 def _raw_package_docs() -> Iterator[_Raw]:
     for rel, path in _package_doc_files():
         yield f"package-docs:{rel}", _package_doc_loader(path)
-
-
-def _listed_files(accept: Callable[[str], bool], dist_info: bool = False) -> list[tuple[str, Path]]:
-    """(relative name, path) of the files ``accept(file name)`` takes inside the listed packages'
-    folders in site-packages (and, with ``dist_info``, their ``.dist-info`` folders), test and
-    data folders left out."""
-    found: list[tuple[str, Path]] = []
-    allowed = _corpus_top_levels()
-    for root in _site_dirs():
-        for dirpath, dirnames, filenames in os.walk(root):
-            if Path(dirpath) == root:
-                dirnames[:] = [
-                    d
-                    for d in dirnames
-                    if d in allowed
-                    or (
-                        dist_info
-                        and d.endswith(".dist-info")
-                        and _dist_key(d[: -len(".dist-info")].rsplit("-", 1)[0]) in CORPUS_PACKAGES
-                    )
-                ]
-                continue
-            dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DOC_DIRS)
-            for fn in sorted(filenames):
-                if accept(fn):
-                    path = Path(dirpath, fn)
-                    found.append((path.relative_to(root).as_posix(), path))
-    return found
 
 
 _LICENCE = re.compile(r"^(licen[cs]e|copying|copyright|notice)", re.IGNORECASE)

@@ -73,7 +73,7 @@ def heldout_records(
     tokens = heldout_tokens(model, n_tokens, ctx_len, sources=sources)
     results = evaluate(model, dict(saes), tokens, progress=progress)
     by_kind = kinds_records(saes, model, ctx_len=ctx_len)
-    corpus = "" if tuple(sources) == SOURCES else f" (sources: {', '.join(sources)})"
+    corpus = _corpus_note(sources)
     out = {}
     for name, result in results.items():
         counts, edges = log_density_histogram(result.density)
@@ -86,6 +86,11 @@ def heldout_records(
             "eval_by_kind": "interp_lib.data.evalset: texts of seven kinds written for evaluation",
         }
     return out
+
+
+def _corpus_note(sources) -> str:
+    """What a record adds after "offline corpus": nothing for the default sources."""
+    return "" if tuple(sources) == SOURCES else f" (sources: {', '.join(sources)})"
 
 
 KIND_FIELDS = ("l0", "fve", "fve_typical", "ce_recovered", "ce_increase", "kl_div", "n_tokens")
@@ -199,7 +204,7 @@ def _train_one(
     )
     result = train_sae(acts.float(), cfg, progress=progress)
     sources = tuple(own.get("sources", SOURCES))
-    corpus = "" if sources == SOURCES else f" (sources: {', '.join(sources)})"
+    corpus = _corpus_note(sources)
     with atomic_dir(out_root / release / sae_id) as path:  # weights and record, or neither
         save_saelens(
             result.sae,
@@ -240,22 +245,22 @@ def reevaluate_zoo(*, progress: bool = True) -> list[dict]:
     """Recompute the held-out metrics of every shipped SAE and rewrite their ``metrics.json``
     (training fields kept): for when the metrics gain a field, without retraining. SAEs of one
     model, context length and corpus are evaluated together (:func:`heldout_records`)."""
-    groups: dict[tuple, list[tuple[str, str]]] = {}
+    groups: dict[tuple, list[tuple[str, str, dict]]] = {}
     for release, sae_id in list_saes(pretrained=False):
-        own = sae_recipe(sae_id, recorded_metrics(release, sae_id).get("recipe", ZOO_RECIPE))
+        meta = recorded_metrics(release, sae_id)
+        own = sae_recipe(sae_id, meta.get("recipe", ZOO_RECIPE))
         key = (RELEASES[release].model, own["ctx_len"], tuple(own.get("sources", SOURCES)))
-        groups.setdefault(key, []).append((release, sae_id))
+        groups.setdefault(key, []).append((release, sae_id, meta))
     rows, models = [], {}
     for (model_name, ctx_len, sources), pairs in groups.items():
         if model_name not in models:
             models[model_name] = load_model(model_name)
-        saes = {f"{release}/{sae_id}": load_sae(release, sae_id) for release, sae_id in pairs}
+        saes = {f"{release}/{sae_id}": load_sae(release, sae_id) for release, sae_id, _ in pairs}
         records = heldout_records(
             saes, models[model_name], ctx_len=ctx_len, progress=progress, sources=sources
         )
-        for release, sae_id in pairs:
+        for release, sae_id, meta in pairs:
             fresh = records[f"{release}/{sae_id}"]
-            meta = recorded_metrics(release, sae_id)
             meta = {
                 "release": release,
                 "sae_id": sae_id,

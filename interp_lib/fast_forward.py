@@ -214,6 +214,12 @@ class LlamaHarvestForward:
         norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
         return x * torch.rsqrt(norm.square_().mul_(1.0 / self.d_model).add_(self.eps))
 
+    def _mlp_hidden(self, x: torch.Tensor, layer: _Layer) -> torch.Tensor:
+        """``silu(rms(x) W_gate) * rms(x) W_in`` [rows, d_mlp] for the stream ``x`` [rows, d]."""
+        gate_up = F.linear(self._rms(x), layer.w_gate_up)  # [rows, 2 d_mlp]
+        d_mlp = gate_up.shape[1] // 2
+        return F.silu(gate_up[:, :d_mlp]).mul_(gate_up[:, d_mlp:])
+
     @staticmethod
     def _site(hook: str) -> tuple[int, str]:
         """(block, site) of a supported hook; ``blocks.N.hook_resid_post`` is (N + 1, resid_pre)."""
@@ -290,7 +296,7 @@ class LlamaHarvestForward:
         P, B = len(prefix), len(tokens)
         h_q, dh = self.n_heads, self.d_head
         W_E = self.model.W_E.detach()
-        xp, xw = W_E[prefix].clone(), W_E[tokens].clone()  # [P, d], [B, d]
+        xp, xw = W_E[prefix], W_E[tokens]  # [P, d], [B, d]: indexing copies, ours to update
         cis = self._rotations(P + 1, xw.device)  # [P + 1, 1, dh / 2]
         out: dict[str, torch.Tensor] = {}
 
@@ -337,9 +343,7 @@ class LlamaHarvestForward:
             xw = xw + attn_out
             keep(n, "hook_resid_mid", xw)
             for x, is_words in ((xp, False), (xw, True)):
-                gate_up = F.linear(self._rms(x), layer.w_gate_up)
-                d_mlp = gate_up.shape[1] // 2
-                mlp_out = F.silu(gate_up[:, :d_mlp]).mul_(gate_up[:, d_mlp:]) @ layer.w_down.T
+                mlp_out = self._mlp_hidden(x, layer) @ layer.w_down.T
                 if is_words:
                     keep(n, "hook_mlp_out", mlp_out)
                 x.add_(mlp_out)
@@ -398,9 +402,7 @@ class LlamaHarvestForward:
             else:
                 x = x.addmm_(z, layer.w_o.T)  # x is this call's own tensor: add in place
             x = visit(n, "hook_resid_mid", x, final=False)
-            gate_up = F.linear(self._rms(x), layer.w_gate_up)  # [B*T, 2 d_mlp]
-            d_mlp = gate_up.shape[1] // 2
-            act = F.silu(gate_up[:, :d_mlp]).mul_(gate_up[:, d_mlp:])
+            act = self._mlp_hidden(x, layer)
             if (n, "hook_mlp_out") in want or (n, "hook_mlp_out") == spliced:
                 x = x + visit(n, "hook_mlp_out", act @ layer.w_down.T, final=True)
             else:

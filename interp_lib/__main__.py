@@ -4,7 +4,7 @@
   --help``).
 * ``eval DIR``: the foundation metrics of the SAE in DIR on held-out text.
 * ``bench [--quick] [--json PATH]``: training and harvesting speed, measured in one run.
-* ``train-zoo``: retrain the project's shipped SAEs from their recipe (same seed, same corpus).
+* ``train-zoo``: retrain the project's shipped SAEs from their recipe (same seeds, same corpus).
 * ``zoo [--reevaluate]``: list the shipped SAEs with their held-out quality (recomputed with
   --reevaluate).
 * ``corpus [--sources default|all|NAME,...]``: the offline corpus's composition by source, kind
@@ -30,7 +30,7 @@ from .files import write_text_atomic
 from .models import load_model
 from .train import check_device_argument, main_train
 from .train_zoo import heldout_record, reevaluate_zoo, train_zoo
-from .zoo import RELEASES, ZOO_RECIPE, load_sae, zoo_kinds_table, zoo_table
+from .zoo import RELEASES, ZOO_RECIPE, load_sae, zoo_bar_table, zoo_kinds_table, zoo_table
 
 EVAL_CTX = 128
 """Context length of the held-out text ``eval`` scores (as :func:`heldout_record`)."""
@@ -122,9 +122,9 @@ def main_train_zoo(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", default=None, help="write into this folder instead of interp_lib/saes"
     )
-    _add_sources_argument(parser, "the corpus to train on")
+    _add_sources_argument(parser, "the corpus to train on", default=None)
     args = parser.parse_args(argv)
-    sources = _sources(parser, args.sources)
+    sources = None if args.sources is None else _sources(parser, args.sources)
     valid = [s for r in (args.release or RELEASES) for s in RELEASES[r].sae_ids]
     for sae_id in args.sae_id or []:
         if sae_id not in valid:
@@ -139,7 +139,7 @@ def main_train_zoo(argv: list[str] | None = None) -> int:
     check_device_argument(parser, args.device)
     if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
         parser.error(f"argument --out: invalid value {args.out!r} (a folder, not a file)")
-    recipe = None if sources == data.SOURCES else {"sources": list(sources)}
+    recipe = None if sources is None else {"sources": list(sources)}
     if args.tokens:  # one budget for every SAE: drop the per-SAE token budgets
         recipe = {
             **(recipe or {}),
@@ -174,15 +174,21 @@ def main_zoo(argv: list[str] | None = None) -> int:
         if kinds:
             print("\nCE-loss recovered on the evaluation set's seven kinds of text:")
             print(kinds)
+            print("\nAgainst the bar, the worst of the held-out split and the seven kinds:")
+            print(zoo_bar_table())
     return 0
 
 
-def _add_sources_argument(parser: argparse.ArgumentParser, what: str) -> None:
+def _add_sources_argument(
+    parser: argparse.ArgumentParser, what: str, default: str | None = "default"
+) -> None:
     parser.add_argument(
         "--sources",
-        default="default",
-        help=f"{what}: 'default' (the shipped SAEs' corpus), 'all', or comma-separated names "
-        "from " + ", ".join(data.ALL_SOURCES),
+        default=default,
+        help=f"{what}: 'default' (the corpus the chapters read), 'all', or comma-separated names "
+        "from "
+        + ", ".join(data.ALL_SOURCES)
+        + ("" if default else " (default: the recipe's, every source)"),
     )
 
 

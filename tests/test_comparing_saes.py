@@ -48,7 +48,8 @@ def test_training_recipe_of_shipped_and_unshipped_saes():
     for sae_id in ("blocks.5.hook_resid_pre", "blocks.25.hook_resid_pre"):
         recorded = sae_recipe(sae_id, recorded_metrics("smollm2-135m-res", sae_id)["recipe"])
         assert zoo.training_recipe("smollm2-135m-res", sae_id) == {
-            "training tokens": recorded["train_tokens"], "passes": recorded["epochs"], "batch size": recorded["batch_size"]}
+            "training tokens": recorded["train_tokens"], "passes": recorded["epochs"], "batch size": recorded["batch_size"],
+            "seed": recorded["seed"]}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -293,6 +293,12 @@ def test_metrics_json_damage_names_the_file(shipped_copy, capsys):
     path.write_text(json.dumps(metrics))
     err = expect_error(DamagedFileError, zoo.zoo_kinds_table, path)
     assert "ce_recovered" in str(err)
+    # the bar's table: a kind whose KL is not a number is damage, named
+    assert "| blocks.15.hook_resid_pre |" in zoo.zoo_bar_table()
+    metrics = json.loads(raw)
+    metrics["by_kind"]["math"]["kl_div"] = "low"
+    path.write_text(json.dumps(metrics))
+    expect_error(DamagedFileError, zoo.zoo_bar_table, path)
     # the command line: one line, status 2
     path.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(SystemExit) as exit_:

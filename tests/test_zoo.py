@@ -99,6 +99,24 @@ def test_sae_recipe_resolves_per_sae_overrides():
     assert sae_recipe("blocks.5.hook_resid_pre", old)["epochs"] == 3.0
 
 
+def test_bar_shortfalls_takes_the_worst_of_heldout_and_kinds():
+    from interp_lib.zoo import bar_shortfalls
+
+    kinds = {"math": {"fve_typical": 0.8, "fve": 0.96, "ce_recovered": 0.98, "kl_div": 0.2, "l0": 64.0},
+             "urls": {"fve_typical": 0.86, "fve": 0.97, "ce_recovered": 0.96, "kl_div": 0.01, "l0": 70.0}}
+    m = {"fve_typical": 0.9, "fve": 0.95, "ce_recovered": 0.99, "kl_div": 0.05, "l0": 64.0,
+         "dead_fraction": 0.06, "by_kind": kinds}
+    r = bar_shortfalls(m)
+    assert r["fve_typical"] == (0.8, "math", False)
+    assert r["fve"] == (0.95, "held-out", True)
+    assert r["ce_recovered"] == (0.96, "urls", False)
+    assert r["kl_div"] == (0.2, "math", False)
+    assert r["l0"] == (70.0, "urls", False)
+    assert r["dead_fraction"] == (0.06, "held-out", False)  # the kinds carry no dead fraction
+    at_bar = bar_shortfalls({**m, "by_kind": {}, "fve_typical": 0.85, "kl_div": 0.1, "dead_fraction": 0.05})
+    assert all(meets for _, _, meets in at_bar.values())  # exactly at the bar meets it
+
+
 def test_train_zoo_cli_tokens_override_every_budget(monkeypatch):
     import interp_lib.__main__ as cli
     import interp_lib.zoo as zoo_module

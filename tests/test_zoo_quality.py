@@ -1,5 +1,6 @@
 """The shipped SAE zoo: every SAE loads through SAELens, its recorded held-out quality meets the
-project's bar, and a quick re-measurement on fresh held-out tokens agrees."""
+project's bar (or a recorded shortfall), and a quick re-measurement on fresh held-out tokens
+agrees."""
 
 from __future__ import annotations
 
@@ -8,16 +9,20 @@ import json
 import pytest
 
 from interp_lib import list_saes, load_sae, sae_path
-from interp_lib.zoo import RELEASES, ZOO_RECIPE, heldout_tokens
+from interp_lib.data import EVAL_KINDS
+from interp_lib.zoo import RELEASES, ZOO_BAR, ZOO_RECIPE, bar_shortfalls, heldout_tokens
 
 SHIPPED = [(r, s) for r, s in list_saes(pretrained=False)]
-BAR = {"fve": 0.90, "ce_recovered_floor": 0.90, "ce_recovered_target": 0.95, "l0": 64, "dead_fraction": 0.10}
-# Where the shipped SAE misses the project's bar, the measured shortfall is recorded here (and in
-# interp_lib/saes/README.md, with what was tried), so the test still fails if quality slips further:
-# layer 25 and the MLP output do not reach FVE 0.90 at this width and L0 with 1.98M training tokens.
+# Where a shipped SAE misses issue 16's bar (zoo.ZOO_BAR: on the held-out split and on every kind of
+# the evaluation set), the measured worst value is recorded here, with a little slack, and in the
+# READMEs' bar table (`python -m interp_lib zoo`), so the test still fails if quality slips further
+# or a new shortfall appears: {(release, sae_id): {field: the worst value allowed}}.
 KNOWN_SHORTFALLS = {
-    ("smollm2-135m-res", "blocks.25.hook_resid_pre"): {"fve": 0.875},
-    ("smollm2-135m-mlp", "blocks.15.hook_mlp_out"): {"fve": 0.81, "ce_recovered_target": 0.94},
+    ("smollm2-135m-res", "blocks.5.hook_resid_pre"): {"fve_typical": 0.74, "fve": 0.74, "ce_recovered": 0.89, "kl_div": 1.61},
+    ("smollm2-135m-res", "blocks.15.hook_resid_pre"): {"fve_typical": 0.67, "fve": 0.68, "ce_recovered": 0.93, "kl_div": 0.89},
+    ("smollm2-135m-res", "blocks.20.hook_resid_pre"): {"fve_typical": 0.65, "fve": 0.65, "ce_recovered": 0.93, "kl_div": 0.99, "dead_fraction": 0.078},
+    ("smollm2-135m-res", "blocks.25.hook_resid_pre"): {"fve_typical": 0.63, "fve": 0.63, "ce_recovered": 0.89, "kl_div": 1.25},
+    ("smollm2-135m-mlp", "blocks.15.hook_mlp_out"): {"fve_typical": 0.55, "fve": 0.55, "ce_recovered": 0.69},
 }
 
 
@@ -33,14 +38,27 @@ def test_zoo_is_complete_and_small():
 @pytest.mark.parametrize("release,sae_id", SHIPPED)
 def test_recorded_quality_meets_the_bar(release, sae_id):
     m = json.loads((sae_path(release, sae_id) / "metrics.json").read_text())
-    bar = {**BAR, **KNOWN_SHORTFALLS.get((release, sae_id), {})}
-    assert m["fve"] >= bar["fve"]
-    assert m["ce_recovered"] >= bar["ce_recovered_target"] >= BAR["ce_recovered_floor"]
-    assert m["l0"] <= BAR["l0"]
-    assert m["dead_fraction"] <= BAR["dead_fraction"]
+    known = KNOWN_SHORTFALLS.get((release, sae_id), {})
+    for field, (worst, where, meets) in bar_shortfalls(m).items():
+        if meets:
+            continue
+        assert field in known, f"{field} {worst:.3f} ({where}) misses the bar: not a known shortfall"
+        op = ZOO_BAR[field][0]
+        assert worst >= known[field] if op == ">=" else worst <= known[field], (field, worst, where)
     assert m["n_tokens"] >= 16_000, "quality must be measured on a real held-out sample"
+    assert set(m["by_kind"]) == set(EVAL_KINDS), "measured on every kind of the evaluation set"
     # reported beside FVE (README): the FVE without the rare massive-norm tokens, which flatter it
     assert 0 < m["fve_typical"] <= m["fve"] + 0.05 and 0 <= m["massive_fraction"] < 0.01
+
+
+def test_the_zoo_was_trained_with_one_budget_and_own_seeds():
+    """Comparisons across the zoo (chapter 3) rest on equal optimiser steps and distinct seeds."""
+    from interp_lib.zoo import recorded_metrics, sae_recipe
+
+    own = [sae_recipe(s, recorded_metrics(r, s)["recipe"]) for r, s in SHIPPED]
+    steps = {int(o["train_tokens"] * o["epochs"]) // o["batch_size"] for o in own}
+    assert len(steps) == 1
+    assert len({o["seed"] for o in own}) == len(own)
 
 
 @pytest.mark.parametrize("release,sae_id", SHIPPED)
@@ -64,8 +82,7 @@ def test_quick_requality_on_fresh_tokens(smollm):
     # 8 contexts spread over the first 16 held-out ones: a handful of contexts from one file has too
     # little variance of its own for FVE to mean much.
     m = evaluate(smollm, sae, heldout_tokens(smollm, 16 * 128)[::2], progress=False)
-    assert m.l0 <= BAR["l0"] and m.fve >= BAR["fve"] - 0.03
-    assert m.ce_recovered >= BAR["ce_recovered_floor"] - 0.03
+    assert m.l0 <= ZOO_BAR["l0"][1] and m.ce_recovered >= 0.9
     assert abs(m.fve - recorded["fve"]) < 0.05
 
 
@@ -74,7 +91,8 @@ def test_readme_quality_tables_match_metrics_json(readme):
     """The quality tables in the READMEs are `python -m interp_lib zoo`'s output, never typed by hand."""
     from pathlib import Path
 
-    from interp_lib.zoo import zoo_table
+    from interp_lib.zoo import zoo_bar_table, zoo_kinds_table, zoo_table
 
     text = (Path(__file__).parents[1] / readme).read_text()
-    assert zoo_table() in text, f"{readme}: paste the output of `python -m interp_lib zoo` as its quality table"
+    for table in (zoo_table(), zoo_kinds_table(), zoo_bar_table()):
+        assert table in text, f"{readme}: paste the tables `python -m interp_lib zoo` prints"

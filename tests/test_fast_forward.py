@@ -244,7 +244,7 @@ def test_evaluate_lean_equals_transformer_lens(smollm, monkeypatch):
     assert used, "evaluate took the lean path"
     for name in saes:
         _same_metrics(got[name], want[name])
-    assert got["res"].ce_sae > want["res"].ce_clean + 0.05  # a real splice, not a no-op
+    assert got["res"].kl_div > 1e-3 and got["res"].fve < 0.999  # a real splice, not a no-op
     # the comparison can fail: block 5 restarted from block 4's stream (a block lost)
     monkeypatch.setattr(M, "_restart", lambda hook: (5, "blocks.4.hook_resid_pre"))
     off = M.evaluate(smollm, {"res": saes["res"]}, tokens, progress=False)

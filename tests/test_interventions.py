@@ -250,10 +250,11 @@ def test_steering_the_real_model_raises_the_concept(smollm):
         pytest.skip("the zoo SAE smollm2-135m-res/blocks.15.hook_resid_pre is not trained into this checkout yet")
     concept = [" problem", " problems", " Problem"]
     shortlist = logit_lens.features_for_tokens(smollm, sae, concept, top=3)
-    feature = int(shortlist.loc[0, "feature"])  # 2940 in the zoo SAE measured for the book
+    feature = int(shortlist.loc[0, "feature"])  # 4074 in the zoo SAE retrained 2026-12-03
     promoted, _ = logit_lens.feature_logit_lens(smollm, sae, feature, k=10)
     assert any(t.strip().lower() == "problem" for t, _ in promoted)
-    df = steering.steer_sweep(smollm, sae, feature, [0.0, 0.5], ["Yesterday we talked about", "I went to the"],
+    # strength 1 (one typical activation norm): 0.5 raised it 2.2x with this SAE, 1.0 about 240x
+    df = steering.steer_sweep(smollm, sae, feature, [0.0, 1.0], ["Yesterday we talked about", "I went to the"],
                         concept_tokens=concept, neutral_texts=steering.NEUTRAL_TEXTS[:2], max_new_tokens=10)
     assert df.loc[1, "concept_prob"] > 10 * df.loc[0, "concept_prob"]
     assert df.loc[1, "generations"] != df.loc[0, "generations"]

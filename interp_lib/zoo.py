@@ -232,16 +232,23 @@ METRICS_REMEDY = "Restore it from git, or recompute it: python -m interp_lib zoo
 
 def training_recipe(release: str, sae_id: str) -> dict:
     """How a shipped SAE was trained (``{"training tokens": N, "passes": E, "batch size": B,
-    "seed": S}``, from its recorded recipe); ``{}`` for an SAE without one."""
+    "seed": S, "optimiser steps": T}``, from its recorded recipe and training log); ``{}`` for an
+    SAE without one."""
     recipe = recorded_metrics(release, sae_id).get("recipe")
     if not recipe:
         return {}
     own = sae_recipe(sae_id, recipe)
+    steps = int(own["train_tokens"] * own["epochs"]) // int(own["batch_size"])
+    log = sae_path(release, sae_id) / "training_log.json"
+    if log.exists():  # the steps taken: the recipe's tokens include the BOS positions left out
+        history = read_json(log, METRICS_REMEDY).get("history") or [{}]
+        steps = int(history[-1].get("step", steps))
     return {
         "training tokens": int(own["train_tokens"]),
         "passes": float(own["epochs"]),
         "batch size": int(own["batch_size"]),
         "seed": int(own["seed"]),
+        "optimiser steps": steps,
     }
 
 

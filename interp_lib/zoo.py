@@ -300,7 +300,8 @@ ZOO_RECIPE: dict = {
     "d_sae": 4608,
     "k": 64,
     # one budget for every SAE: the same tokens, passes and batch, so the same number of optimiser
-    # steps (1.25M x 6 / 1024, about 7,300); each SAE its own seed (by_sae)
+    # steps (7,266: 1.24M tokens once the BOS positions are left out, x 6 // 1024); each SAE its
+    # own seed (by_sae)
     "train_tokens": 1_250_000,
     "epochs": 6.0,
     "batch_size": 1024,

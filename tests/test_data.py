@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from interp_lib import data
-from interp_lib.data import corpus as corpus_builder  # its private helpers, tested below
 from interp_lib.data import (
     CATEGORIES,
     CATEGORY_LABELS,
@@ -29,6 +28,8 @@ from interp_lib.data import (
     split_corpus,
     tokenize_corpus,
 )
+from interp_lib.data import corpus as corpus_builder  # its private helpers, tested below
+from interp_lib.errors import DamagedFileError
 
 CAP = 300_000  # characters: big enough to hold every source, small enough to build in < 1 s
 
@@ -452,7 +453,9 @@ def test_extra_sources_are_opt_in_capped_and_of_their_kind(source, monkeypatch):
     docs = build_corpus(max_chars=400_000, sources=[source])
     assert docs and all(d.source == source and d.name.startswith(source + ":") for d in docs)
     kinds = Counter(text_kind(d.text) for d in docs)
-    expected = {"licences": "formal", "code-files": "python", "maths": "math"}[source]
+    expected = {
+        "licences": "formal", "code-files": "python", "maths": "math", "written": "non_english"
+    }[source]
     assert kinds[expected] >= 0.4 * len(docs), kinds
     if source == "code-files":  # minified files are left out
         assert all(max(len(ln) for ln in d.text.split("\n")) <= 1000 for d in docs)
@@ -460,6 +463,41 @@ def test_extra_sources_are_opt_in_capped_and_of_their_kind(source, monkeypatch):
     capped = build_corpus(sources=[source])
     assert 0 < sum(len(d.text) for d in capped) <= 20_000
     assert capped == docs[: len(capped)]  # the cap keeps a prefix of the same order
+
+
+def _shingles(text: str, n: int = 30) -> set[str]:
+    """Every run of ``n`` characters of ``text`` with its whitespace collapsed."""
+    flat = " ".join(text.lower().split())
+    return {flat[i : i + n] for i in range(len(flat) - n + 1)}
+
+
+def test_written_source_fills_the_missing_kinds_and_shares_nothing_with_eval_or_probes():
+    """The written source: every file gives documents long enough to keep, the kinds the other
+    sources lack are there, and no run of 30 characters repeats an evaluation or probe text."""
+    from interp_lib.data import eval_texts
+    from interp_lib.data.textkinds import text_kind
+
+    docs = build_corpus(sources=["written"])
+    files = {p.name for p in corpus_builder.WRITTEN_DIR.glob("*.txt")}
+    assert {d.name.split(":")[1] for d in docs} == files
+    assert all(d.source == "written" and len(d.text) >= data.MIN_DOC_CHARS for d in docs)
+    kinds = Counter(text_kind(d.text) for d in docs)
+    assert kinds["conversational"] >= 15 and kinds["social"] >= 15, kinds
+    assert kinds["non_english"] >= 0.4 * len(docs), kinds
+    assert len({name.split(".")[1] for name in files} - {"en"}) >= 15  # languages besides English
+    held_out = set().union(*(_shingles(t.text) for t in [*eval_texts(), *probe_texts()]))
+    for d in docs:
+        assert not _shingles(d.text) & held_out, d.name
+
+
+def test_written_documents_join_short_ones_and_name_a_damaged_file(tmp_path):
+    long = "x" * data.MIN_DOC_CHARS
+    path = tmp_path / "chat.en.txt"
+    path.write_text(f"hi\n====\n{long}\n====\n{long}\n====\nbye\n", encoding="utf-8")
+    assert corpus_builder.written_documents(path) == [f"hi\n\n{long}", f"{long}\n\nbye"]
+    path.write_bytes(b"\xff\xfe not utf-8 \x00")
+    with pytest.raises(DamagedFileError, match="chat.en.txt"):
+        corpus_builder.written_documents(path)
 
 
 def test_default_corpus_has_no_extra_source(corpus):

@@ -14,17 +14,24 @@ so that the book runs with no network at all:
   catalogues (``.po``, e.g. Sphinx's), their translated strings: the only non-English text
   one can count on finding offline, and only when such a package is installed.
 
-Three more sources are opt-in (:data:`EXTRA_SOURCES`; ``build_corpus(sources=ALL_SOURCES)``),
-for SAEs that should see more than English software text; they read the same listed packages:
+Four more sources are opt-in (:data:`EXTRA_SOURCES`; ``build_corpus(sources=ALL_SOURCES)``),
+for SAEs that should see more than English software text; the first three read the same listed
+packages:
 
 - ``licences``: their licence, copyright and notice files: legal English (formal text);
 - ``code-files``: their code in languages other than Python (C and C++ headers and sources,
   JavaScript and TypeScript, shell, YAML, TOML, HTML templates, CSS, SQL), minified files left out;
 - ``maths``: docstrings of their Python modules that are dense in mathematical notation
-  (LaTeX, ``.. math::``, Unicode symbols; SymPy, PyTorch and NetworkX give most of it).
+  (LaTeX, ``.. math::``, Unicode symbols; SymPy, PyTorch and NetworkX give most of it);
+- ``written``: text written for the project, because social-media and conversational text has no
+  offline source in installed packages and other languages next to none: everyday dialogue,
+  chat-assistant exchanges, posts with emoji and hashtags, reviews and forum threads in English,
+  and dialogue, posts, notices, recipes and encyclopedic paragraphs in 17 other languages
+  and spoken monologue (:data:`WRITTEN_DIR`, one file per genre and language; about 75k
+  characters, 34k tokens). None of it is an evaluation or probe text (tested: no run of 30
+  characters in common).
 
-:data:`SOURCE_CAPS` bounds the big ones. Social-media and conversational text has no offline
-source in installed packages; :func:`corpus_report` shows each kind's share
+:data:`SOURCE_CAPS` bounds the big ones. :func:`corpus_report` shows each kind's share
 (:func:`interp_lib.data.textkinds.text_kind`), so what a corpus lacks is measured, not guessed.
 
 Documents are cut into chunks of at most ``chunk_chars`` characters at line boundaries, tiny
@@ -76,6 +83,8 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
+from ..errors import DamagedFileError
+
 if TYPE_CHECKING:  # heavy imports stay lazy: importing interp_lib.data must not pay for them
     import pandas
     import torch
@@ -89,6 +98,8 @@ __all__ = [
     "DEFAULT_CHUNK_CHARS",
     "MIN_DOC_CHARS",
     "CORPUS_PACKAGES",
+    "WRITTEN_DIR",
+    "written_documents",
     "Document",
     "build_corpus",
     "split_corpus",
@@ -98,8 +109,9 @@ __all__ = [
 ]
 
 SOURCES: tuple[str, ...] = ("stdlib", "pydoc", "metadata", "package-docs")
-"""The default sources: the corpus the shipped SAEs were trained on."""
-EXTRA_SOURCES: tuple[str, ...] = ("licences", "code-files", "maths")
+"""The default sources: the corpus the chapters read (the shipped SAEs were trained on these
+and three opt-in ones, ``interp_lib.zoo.ZOO_RECIPE["sources"]``)."""
+EXTRA_SOURCES: tuple[str, ...] = ("licences", "code-files", "maths", "written")
 """Opt-in sources that widen the corpus beyond English software text (module doc)."""
 ALL_SOURCES: tuple[str, ...] = SOURCES + EXTRA_SOURCES
 KINDS: tuple[str, ...] = ("code", "prose", "other")
@@ -544,6 +556,49 @@ def _raw_maths() -> Iterator[_Raw]:
         yield f"maths:{rel}", _maths_loader(path)
 
 
+WRITTEN_DIR = Path(__file__).parent / "written"
+"""Text written for the project (the ``written`` source): one file per genre and language,
+``<genre>.<language>.txt``, documents separated by a line ``====``."""
+_WRITTEN_SEPARATOR = re.compile(r"\n====\n")
+
+
+def written_documents(path: Path) -> list[str]:
+    """The documents of one ``written`` file, a document shorter than :data:`MIN_DOC_CHARS`
+    joined to the next (a short chat in Chinese is one, and the corpus skips short pieces)."""
+    text = _read_text(path)
+    if text is None:
+        raise DamagedFileError(
+            path,
+            "not readable UTF-8 text (a file of the written corpus source)",
+            "Restore it from the project's repository (git checkout -- <path>).",
+        )
+    docs: list[str] = []
+    pending = ""
+    for part in _WRITTEN_SEPARATOR.split(text):
+        part = part.strip()
+        if not part:
+            continue
+        pending = f"{pending}\n\n{part}" if pending else part
+        if len(pending) >= MIN_DOC_CHARS:
+            docs.append(pending)
+            pending = ""
+    if pending:  # a short last document goes with the one before it
+        docs[-1:] = [f"{docs[-1]}\n\n{pending}"] if docs else [pending]
+    return docs
+
+
+def _raw_written() -> Iterator[_Raw]:
+    files = sorted(WRITTEN_DIR.glob("*.txt"), key=lambda p: _order_key(p.name))
+    per_file = [
+        [(f"written:{p.name}:{i}", d) for i, d in enumerate(written_documents(p))] for p in files
+    ]
+    for round_ in range(max((len(docs) for docs in per_file), default=0)):  # files take turns
+        for docs in per_file:
+            if round_ < len(docs):
+                name, text = docs[round_]
+                yield name, functools.partial(str, text)
+
+
 _RAW_SOURCES: dict[str, Callable[[], Iterator[_Raw]]] = {
     "stdlib": _raw_stdlib,
     "pydoc": _raw_pydoc,
@@ -552,6 +607,7 @@ _RAW_SOURCES: dict[str, Callable[[], Iterator[_Raw]]] = {
     "licences": _raw_licences,
     "code-files": _raw_code_files,
     "maths": _raw_maths,
+    "written": _raw_written,
 }
 
 

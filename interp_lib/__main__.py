@@ -188,7 +188,7 @@ def _add_sources_argument(
         help=f"{what}: 'default' (the corpus the chapters read), 'all', or comma-separated names "
         "from "
         + ", ".join(data.ALL_SOURCES)
-        + ("" if default else " (default: the recipe's, every source)"),
+        + ("" if default else f" (default: the recipe's, {','.join(ZOO_RECIPE['sources'])})"),
     )
 
 

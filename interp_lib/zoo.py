@@ -309,10 +309,11 @@ ZOO_RECIPE: dict = {
     "ctx_len": 128,
     "seed": 0,
     "eval_tokens": 16_384,
-    # the corpus with every source (data.ALL_SOURCES): the default one (data.SOURCES, which the
-    # chapters read) plus licences, code files and maths; a recipe without "sources" (SAEs shipped
-    # before 2026-12-03) was trained on data.SOURCES
-    "sources": list(data.ALL_SOURCES),
+    # the default corpus (data.SOURCES, which the chapters read) plus licences, code files and
+    # maths: every source but "written" (conversation, social posts, other languages), which came
+    # after this zoo was trained; a recipe without "sources" (SAEs shipped before 2026-12-03) was
+    # trained on data.SOURCES
+    "sources": [*data.SOURCES, "licences", "code-files", "maths"],
     "by_sae": {
         "blocks.5.hook_resid_pre": {"seed": 1},
         "blocks.15.hook_resid_pre": {"seed": 2},

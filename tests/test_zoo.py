@@ -85,13 +85,17 @@ def test_profiles_name_real_saes(monkeypatch):
 
 
 def test_sae_recipe_resolves_per_sae_overrides():
-    from interp_lib.zoo import ZOO_RECIPE, sae_recipe
+    from interp_lib.zoo import ZOO_RECIPE, recorded_metrics, sae_recipe
 
     for release, sae_id in list_saes(pretrained=False):
         own = sae_recipe(sae_id)
         for key in ("train_tokens", "epochs", "batch_size", "lr", "k", "seed"):
             assert own[key] == ZOO_RECIPE["by_sae"].get(sae_id, {}).get(key, ZOO_RECIPE.get(key)), key
         assert "by_sae" not in own
+        # train-zoo reproduces the shipped SAE: the recipe's corpus is the one it was trained on
+        # (a new corpus source must not slip into the recipe before the zoo is retrained on it)
+        recorded = recorded_metrics(release, sae_id)["recipe"]
+        assert own["sources"] == recorded["sources"] == ZOO_RECIPE["sources"], sae_id
     # recipes recorded before "by_sae" (in metrics.json) carried epochs_by_sae / train_tokens_by_sae
     old = {"train_tokens": 384_000, "epochs": 3.0, "epochs_by_sae": {"blocks.20.hook_resid_pre": 6.0},
            "train_tokens_by_sae": {"blocks.20.hook_resid_pre": 10}}

@@ -49,6 +49,7 @@ from .feature_stats import (
 from .files import atomic_dir
 from .similarity import decoder_directions
 from .tokens import token_strings
+from .zoo import training_recipe
 
 DASHBOARD = "dashboard"
 """The viewer page: ``features/dashboard.html#<slug>/<n>``."""
@@ -83,10 +84,11 @@ def decoder_neighbours(
     """For each SAE: its features' nearest features by decoder cosine, in it and (best match) in
     each other SAE of the same width.
 
-    The shipped SAEs were trained from one seed, so feature ``n`` of two of them starts from the
-    same random direction: as in chapter 3 (:func:`interp_lib.similarity.best_matches` with
-    ``exclude_same``), the best match leaves the same-numbered feature out, and its cosine is given
-    on its own. One product of two SAEs' directions serves both directions of the match.
+    SAEs of the same shape trained from the same seed start with feature ``n`` in the same random
+    direction, so, as in chapter 3 (:func:`interp_lib.similarity.best_matches` with
+    ``exclude_same``), the best match leaves the same-numbered feature out and its cosine is given
+    on its own (:func:`start_note` says which case the shipped SAEs are). One product of two SAEs'
+    directions serves both directions of the match.
     """
     units = {src.slug: decoder_directions(src.sae) for src in sources}
     slugs = list(units)
@@ -113,6 +115,28 @@ def decoder_neighbours(
                 same_n[:n] = own
                 best[x][y] = (m.indices.numpy(), m.values.numpy(), same_n.numpy())
     return {slug: Neighbours(*near[slug], best[slug]) for slug in slugs}
+
+
+def start_note(seeds: Sequence[int | None]) -> str:
+    """What the dashboards say of same-numbered features across SAEs, from the SAEs' training
+    seeds (``None``: not recorded, e.g. a pretrained SAE)."""
+    rule = (
+        "as in chapter 3, the best match leaves the same-numbered feature out, and its cosine is "
+        "given after it"
+    )
+    if any(seed is None for seed in seeds):
+        return (
+            f"Whether these SAEs started from the same random dictionary is not recorded; {rule}."
+        )
+    if len(set(seeds)) == len(seeds):
+        return (
+            "Each of these SAEs was trained from its own seed, so feature numbers mean nothing "
+            f"across them; {rule}, for comparison."
+        )
+    return (
+        "Some of these SAEs were trained from the same seed, so feature n of two of them starts "
+        f"from the same random direction: {rule}."
+    )
 
 
 def _rounded(a: np.ndarray, digits: int = 4) -> list:
@@ -275,6 +299,9 @@ def write_dashboards(
         "width": WIDTH,
         "bins": N_BINS,
         "shard_size": SHARD_SIZE,
+        "start_note": start_note(
+            [training_recipe(src.release, src.sae_id).get("seed") for src in sources]
+        ),
     }
     n_files = n_bytes = 0
     strings_by_tokens: dict[bytes, list[list[str]]] = {}

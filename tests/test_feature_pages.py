@@ -16,6 +16,7 @@ import torch
 from interp_lib import feature_dashboards as fd
 from interp_lib import feature_pages as fp
 from interp_lib import feature_stats as fs
+from interp_lib import zoo
 from interp_lib.errors import InvalidArgumentError
 from interp_lib.tokens import merge_pieces, token_strings
 from interp_lib.zoo import BOOK_URL, feature_slug, feature_url
@@ -414,7 +415,17 @@ def test_every_feature_has_a_stable_address(dashboards, computed):
     site = fd.read_data_file(out / fd.SITE_DATA)[1][0]
     assert [s["slug"] for s in site["saes"]] == [s.slug for s in sources]
     assert site["saes"][0]["full_pages"] == [3] and site["saes"][0]["d_sae"] == computed.d_sae
+    # the shipped SAEs these two are named after were each trained from their own seed
+    seeds = [zoo.training_recipe(src.release, src.sae_id).get("seed") for src in sources]
+    assert None not in seeds and len(set(seeds)) == 2 and "its own seed" in site["start_note"]
     assert (out / fd.SCRIPT).read_text() == (Path(fd.__file__).parent / "data" / fd.SCRIPT).read_text()
+
+
+def test_start_note_follows_the_seeds():
+    """Same-numbered features share a start only where seeds repeat; unknown seeds say so."""
+    assert "its own seed" in fd.start_note([1, 2, 3]) and "same seed" not in fd.start_note([1, 2])
+    assert "same seed" in fd.start_note([0, 0, 1]) and "same random direction" in fd.start_note([0, 0])
+    assert "not recorded" in fd.start_note([1, None])
 
 
 def test_token_index_finds_the_peak_tokens(setup, computed, dashboards):

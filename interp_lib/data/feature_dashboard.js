@@ -167,10 +167,10 @@
     const near = rec.near.map(([g, c]) => `<li>${featureLink(sae, g)} cosine ${fmt(c, 3)}</li>`).join("");
     const best = rec.best.map(([i, g, c, same]) => {
       const o = s.saes[i];
-      const own = same === undefined ? "" : `; ${featureLink(o, n, "feature " + n)} of it (same starting direction) ${fmt(same, 3)}`;
+      const own = same === undefined ? "" : `; ${featureLink(o, n, "feature " + n)} of it (same number) ${fmt(same, 3)}`;
       return `<li>${saeName(o)}: ${featureLink(o, g)} cosine ${fmt(c, 3)}${own}</li>`;
     }).join("");
-    parts.push(`<section id="dash-neighbours"><h2>Nearest features</h2><p>By the cosine of decoder directions, in this SAE:</p><ol class="interp-near">${near}</ol><p>The best match in each other SAE. The shipped SAEs were trained from one seed, so the feature with the same number starts from the same random direction: it is left out of the best match (as in chapter 3) and its cosine given after it.</p><ul class="interp-best">${best || "<li>none</li>"}</ul></section>`);
+    parts.push(`<section id="dash-neighbours"><h2>Nearest features</h2><p>By the cosine of decoder directions, in this SAE:</p><ol class="interp-near">${near}</ol><p>The best match in each other SAE. ${esc(s.start_note || "")}</p><ul class="interp-best">${best || "<li>none</li>"}</ul></section>`);
     const co = rec.cofire.map(([g, j]) => `<li>${featureLink(sae, g)} Jaccard ${fmt(j, 3)}</li>`).join("");
     parts.push(`<section id="dash-cofire"><h2>Fires with</h2><p>The features whose fired tokens overlap its own most (Jaccard index: tokens both fire on / tokens either fires on).</p>${co ? `<ol class="interp-cofire">${co}</ol>` : "<p>None.</p>"}</section>`);
     parts.push(`<p class="interp-feature-source">Computed on the held-out split of the book's offline corpus by <code>interp_lib.feature_stats</code>; stable address <code>features/${esc(sae.slug)}/${n}.html</code>.</p>`);

@@ -309,11 +309,11 @@ ZOO_RECIPE: dict = {
     "ctx_len": 128,
     "seed": 0,
     "eval_tokens": 16_384,
-    # the default corpus (data.SOURCES, which the chapters read) plus licences, code files and
-    # maths: every source but "written" (conversation, social posts, other languages), which came
-    # after this zoo was trained; a recipe without "sources" (SAEs shipped before 2026-12-03) was
-    # trained on data.SOURCES
-    "sources": [*data.SOURCES, "licences", "code-files", "maths"],
+    # every source of the offline corpus (data.ALL_SOURCES): the default corpus (data.SOURCES,
+    # which the chapters read) plus licences, code files, maths and the text written for the
+    # project (conversation, social posts, other languages); a recipe without "sources" (SAEs
+    # shipped before 2026-12-03) was trained on data.SOURCES
+    "sources": list(data.ALL_SOURCES),
     "by_sae": {
         "blocks.5.hook_resid_pre": {"seed": 1},
         "blocks.15.hook_resid_pre": {"seed": 2},

@@ -55,8 +55,8 @@ DASHBOARD = "dashboard"
 """The viewer page: ``features/dashboard.html#<slug>/<n>``."""
 SEARCH = "search"
 """The search page: ``features/search.html#token=<text>`` (or ``number=`` / ``like=<slug>/<n>``)."""
-SHARD_SIZE = 256
-"""Features per data file."""
+SHARD_SIZE = 64
+"""Features per data file (about 0.14 MB each: what a dashboard loads besides the contexts)."""
 N_NEIGHBOURS = 10
 """Nearest features by decoder cosine shown per feature (same SAE)."""
 DATA_DIR = "data"

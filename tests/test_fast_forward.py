@@ -218,7 +218,11 @@ def _same_metrics(got, want, rel=1e-4):
     conditioning = max(1.0, abs(want.ce_zero) / abs(want.ce_zero - want.ce_clean))
     for field, value in want.summary().items():
         tol = rel * conditioning if field == "ce_recovered" else rel
-        assert getattr(got, field) == pytest.approx(value, rel=tol, abs=1e-6), field
+        # ce_increase = ce_sae - ce_clean, two losses of about 3 nats: where the SAE barely changes
+        # the loss (0.0018 nats for the MLP SAE) it keeps only their absolute precision, each loss
+        # within 1e-5 of its own size (seen: 1.4e-6 apart)
+        atol = max(1e-6, 1e-5 * abs(want.ce_clean)) if field == "ce_increase" else 1e-6
+        assert getattr(got, field) == pytest.approx(value, rel=tol, abs=atol), field
 
 
 def test_evaluate_lean_equals_transformer_lens(smollm, monkeypatch):

@@ -253,17 +253,14 @@ def test_steering_the_real_model_raises_the_concept(smollm):
     # zoo retrained 2026-12-03 (eighth session) had one for "problem", the tenth session's for
     # "thing" (chapter 5 picks it by its own rule); the lens reads the direct path only, so the
     # steering below, through every later layer, is a real test of the choice
-    found = None
-    for word in ["problem", "thing", "matter"]:
-        concept = [f" {word}", f" {word}s", f" {word.capitalize()}"]
-        shortlist = logit_lens.features_for_tokens(smollm, sae, concept, top=5)
-        for feature in shortlist["feature"]:
-            promoted, _ = logit_lens.feature_logit_lens(smollm, sae, int(feature), k=10)
-            if any(t.strip().lower() == word for t, _ in promoted):
-                found = concept, int(feature)
-                break
-        if found:
-            break
+    def promotes(feature, word):
+        promoted, _ = logit_lens.feature_logit_lens(smollm, sae, feature, k=10)
+        return any(t.strip().lower() == word for t, _ in promoted)
+
+    spellings = {w: [f" {w}", f" {w}s", f" {w.capitalize()}"] for w in ["problem", "thing", "matter"]}
+    found = next(((spellings[w], int(f)) for w in spellings
+                  for f in logit_lens.features_for_tokens(smollm, sae, spellings[w], top=5)["feature"]
+                  if promotes(int(f), w)), None)
     assert found, "no feature of the shipped layer-15 SAE promotes problem, thing or matter"
     concept, feature = found
     # strength 1 (one typical activation norm): about 240x for "problem" (eighth session's SAE)
@@ -271,9 +268,8 @@ def test_steering_the_real_model_raises_the_concept(smollm):
                         concept_tokens=concept, neutral_texts=steering.NEUTRAL_TEXTS[:2], max_new_tokens=10)
     assert df.loc[1, "concept_prob"] > 10 * df.loc[0, "concept_prob"], (concept, feature)
     assert df.loc[1, "generations"] != df.loc[0, "generations"]
-    # steering costs some fluency, not all of it: 2.8 nats for "thing" at strength 1; a model
-    # reduced to uniform guessing would lose about ln(49152) - 3.5 = 7.3
-    assert 0 < df.loc[1, "loss_increase"] < 5
+    # steering costs some fluency, not all of it (2.85 nats for "thing" at strength 1)
+    assert 0 < df.loc[1, "loss_increase"] < 3
 
 
 def test_add_at_positions_takes_one_vector_per_row(tiny_gpt2, sae):

@@ -90,6 +90,25 @@ def test_a_wrong_rope_or_a_lost_residual_is_caught(smollm):
     assert _row_error((mid + mlp).reshape(want.shape), want).max() < 1e-4
 
 
+def test_scratch_buffers_never_leak_into_results(smollm):
+    """The forward reuses its matmul buffers across blocks and calls: what one call returned is
+    not changed by the next (another batch shape, a full pass with a splice), and each call still
+    equals a forward built fresh for it."""
+    tokens = _real_tokens(smollm)
+    hooks = ["blocks.2.hook_mlp_out", "blocks.3.hook_resid_mid", "blocks.4.hook_resid_pre"]
+    forward = FF.LlamaHarvestForward(smollm)
+    first = forward(tokens, hooks)
+    kept = {h: v.clone() for h, v in first.items()}
+    forward(tokens[:1, :9], hooks)  # another shape: the buffers are rebuilt
+    forward.run(tokens, hooks, splice=("blocks.3.hook_mlp_out", lambda a: a * 3.0))
+    again = forward(tokens, hooks)
+    fresh = FF.LlamaHarvestForward(smollm)(tokens, hooks)
+    for h in hooks:
+        assert torch.equal(first[h], kept[h]), f"{h}: a later call overwrote a returned tensor"
+        assert torch.equal(again[h], fresh[h]), h
+    assert forward._buffers, "the forward keeps its scratch buffers"
+
+
 def test_unsupported_hooks_and_models_fall_back(smollm, tiny_gpt2, monkeypatch):
     assert not FF.fast_forward_supported(smollm, ["blocks.0.mlp.hook_post"])
     assert not FF.fast_forward_supported(smollm, ["blocks.0.hook_resid_pre", "blocks.0.attn.hook_z"])

@@ -15,7 +15,8 @@
   trainer (:func:`interp_lib.train.train_sae`, sparse TopK kernels) against SAELens's own
   ``SAETrainer``, same size (576 -> 4608), same ``k`` (32), batch 4096, fp32, same schedule and
   data order; each then evaluated on held-out activations (FVE, L0, dead latents) so the
-  speed-up is shown at equal quality;
+  speed-up is shown at equal quality; and our trainer's tokens/s as a fraction of its ceiling
+  (the sparse step's FLOPs per token, :func:`topk_train_flops_per_token`, at the matmul rate);
 * peak resident memory of the process (``resource.getrusage``).
 
 ``--quick`` takes a few minutes on a 2-core CPU (less once the activations are cached).
@@ -49,6 +50,7 @@ from .train_saelens import train_saelens
 __all__ = [
     "matmul_gflops",
     "transformer_flops_per_token",
+    "topk_train_flops_per_token",
     "layers_run",
     "peak_rss_mb",
     "plain_transformers_forward",
@@ -95,6 +97,16 @@ def transformer_flops_per_token(cfg: Any, n_layers: int, ctx_len: int) -> float:
     mlp = d * d_mlp * (3 if getattr(cfg, "gated_mlp", False) else 2)
     attn_mix = 2 * h * dh * ctx_len
     return float(n_layers * (2 * (attn_proj + mlp) + 2 * attn_mix))
+
+
+def topk_train_flops_per_token(d_in: int, d_sae: int, k: int) -> float:
+    """FLOPs per token of one sparse TopK training step (:mod:`interp_lib.kernels`), from the
+    shapes: the dense encoder product that chooses the top ``k`` (``2 d_in d_sae``), then four
+    products over the ``k`` chosen latents only (``2 k d_in`` each: the decode, the gradients of
+    the chosen activations, of their decoder rows and of their encoder rows). AuxK over dead
+    latents, the top-k selection, norms and the optimiser are not counted: this is the step's
+    floor, and the machine's matmul rate over it is the trainer's ceiling."""
+    return float(2 * d_in * d_sae + 4 * 2 * k * d_in)
 
 
 def layers_run(hook: str) -> int:
@@ -254,7 +266,8 @@ def run_bench(
     Keys include ``train_tokens_per_s_homebrew``, ``train_tokens_per_s_saelens``, ``speedup``,
     ``val_fve_homebrew``, ``val_fve_saelens``, ``harvest_tokens_per_s`` (and ``_transformer_lens``,
     ``_plain_transformers``), ``harvest_vs_plain_transformers``, ``harvest_vs_transformer_lens``,
-    ``harvest_roofline_fraction``, ``matmul_gflops``, ``peak_rss_mb``.
+    ``harvest_roofline_fraction``, ``train_flops_per_token``, ``train_ceiling_tokens_per_s``,
+    ``train_ceiling_fraction``, ``matmul_gflops``, ``peak_rss_mb``.
     """
 
     t_start = time.perf_counter()
@@ -292,6 +305,12 @@ def run_bench(
     )[HOOK]
     del model
     res.update(bench_training(acts, val, epochs=epochs, progress=progress))
+    tc = res["train_config"]
+    res["train_flops_per_token"] = topk_train_flops_per_token(tc["d_in"], tc["d_sae"], tc["k"])
+    res["train_ceiling_tokens_per_s"] = res["matmul_gflops"] * 1e9 / res["train_flops_per_token"]
+    res["train_ceiling_fraction"] = (
+        res["train_tokens_per_s_homebrew"] / res["train_ceiling_tokens_per_s"]
+    )
     res["peak_rss_mb"] = peak_rss_mb()
     res["total_seconds"] = time.perf_counter() - t_start
 
@@ -348,6 +367,13 @@ def format_table(res: dict) -> str:
         "    (FVE over all held-out tokens; 'typical': without the rare huge-norm tokens, "
         f"{res.get('val_outlier_fraction_homebrew', float('nan')):.2%} of them)"
     )
+    if "train_ceiling_tokens_per_s" in res:
+        ceiling = res["train_ceiling_tokens_per_s"]
+        lines.append(
+            f"    ceiling {ceiling:,.0f} tokens/s ({res['train_flops_per_token'] / 1e6:.2f} "
+            f"MFLOP/token at the matmul rate; {ceiling / res['train_tokens_per_s_saelens']:.1f}x "
+            f"SAELens): homebrew at {res['train_ceiling_fraction']:.0%} of it"
+        )
     lines += [
         f"    speed-up homebrew / SAELens: {res['speedup']:.2f}x",
         f"  peak memory {res['peak_rss_mb']:,.0f} MiB; total {res['total_seconds']:.0f} s",

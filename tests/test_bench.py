@@ -46,6 +46,17 @@ def test_flops_per_token_counts_each_matrix():
     assert bench.transformer_flops_per_token(cfg, 1, 256) - per_layer == 2 * 2 * 9 * 64 * 128
 
 
+def test_topk_train_flops_count_the_dense_encoder_and_four_sparse_products():
+    # the bench's shapes: 576 -> 4608, k 32: 5.31 MFLOP in the encoder, 0.15 in the rest
+    assert bench.topk_train_flops_per_token(576, 4608, 32) == 2 * 576 * 4608 + 8 * 32 * 576
+    assert 5.4e6 < bench.topk_train_flops_per_token(576, 4608, 32) < 5.5e6
+    # the sparse products grow with k, the encoder with the dictionary
+    assert bench.topk_train_flops_per_token(576, 4608, 64) - bench.topk_train_flops_per_token(
+        576, 4608, 32) == 8 * 32 * 576
+    assert bench.topk_train_flops_per_token(576, 9216, 32) - bench.topk_train_flops_per_token(
+        576, 4608, 32) == 2 * 576 * 4608
+
+
 def test_layers_run():
     assert bench.layers_run("blocks.12.hook_resid_pre") == 12
     assert bench.layers_run("blocks.12.hook_mlp_out") == 13
@@ -96,6 +107,12 @@ def test_format_table_and_main(monkeypatch, tmp_path, capsys):
     assert "harvest / plain transformers: 1.25x" in text and "harvest / TransformerLens: 1.60x" in text
     assert "batch 16, best of 3, interleaved" in text and "(lean Llama forward)" in text
     assert "88% of the matmul rate" in text  # kept, as information
+    assert "ceiling" not in text  # an older result without the trainer's ceiling still prints
+    fake.update({"train_flops_per_token": 5.46e6, "train_ceiling_tokens_per_s": 18_000.0,
+                 "train_ceiling_fraction": 0.5})
+    text = bench.format_table(fake)
+    assert "ceiling 18,000 tokens/s (5.46 MFLOP/token" in text
+    assert "6.0x SAELens): homebrew at 50% of it" in text
 
     seen = {}
 
@@ -116,11 +133,14 @@ def test_run_bench_writes_the_required_keys(monkeypatch, tmp_path):
     import interp_lib.models as models
 
     model = SimpleNamespace(cfg=smollm2_like(), tokenizer=None)
-    monkeypatch.setattr(models, "load_model", lambda name: model)
+    for module in (models, bench):
+        monkeypatch.setattr(module, "load_model", lambda name: model)
+    monkeypatch.setattr(bench, "corpus_split", lambda split, sources=None: [])
     monkeypatch.setattr(data, "tokenize_corpus", lambda tok, docs, ctx_len, max_tokens: torch.zeros(2, ctx_len, dtype=torch.long))
     monkeypatch.setattr(activations, "corpus_split", lambda split, sources=None: [])
-    monkeypatch.setattr(activations, "cached_activations",
-                        lambda *a, n_tokens, **k: {bench.HOOK: torch.randn(512, 8)})
+    for module in (activations, bench):  # bench imported the name: patch where it is looked up
+        monkeypatch.setattr(module, "cached_activations",
+                            lambda *a, n_tokens, **k: {bench.HOOK: torch.randn(512, 8)})
     monkeypatch.setattr(bench, "bench_harvest", lambda model, tokens, **k: {
         "harvest_tokens": 256, "harvest_rows": 254, "harvest_seconds": 0.5, "harvest_tokens_per_s": 512.0,
         "harvest_layers": 12, "harvest_flops_per_token": 88e6, "harvest_tokens_per_s_plain_transformers": 400.0,
@@ -139,6 +159,13 @@ def test_run_bench_writes_the_required_keys(monkeypatch, tmp_path):
                 "harvest_roofline_fraction", "speedup", "peak_rss_mb", "matmul_gflops"):
         assert key in saved and key in res
     assert saved["harvest_roofline_fraction"] == pytest.approx(512 * 88e6 / 1e9 / 100.0)
+    # the trainer's ceiling: d_in -> d_sae 16, k 2 -> 2*d_in*16 + 8*2*d_in FLOPs per token
+    assert saved["train_config"]["d_in"] == 8  # the stand-in activations, not a real cache
+    flops = 48 * 8
+    assert saved["train_flops_per_token"] == flops
+    assert saved["train_ceiling_tokens_per_s"] == pytest.approx(100e9 / flops)
+    assert saved["train_ceiling_fraction"] == pytest.approx(
+        saved["train_tokens_per_s_homebrew"] * flops / 100e9)
 
 
 

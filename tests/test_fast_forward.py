@@ -109,6 +109,18 @@ def test_scratch_buffers_never_leak_into_results(smollm):
     assert forward._buffers, "the forward keeps its scratch buffers"
 
 
+def test_log_softmax_in_place_equals_the_functional_one():
+    """run() turns its logits into log-probabilities in place: exactly F.log_softmax's values,
+    in the same storage (no second vocabulary-wide matrix), rows with huge logits included."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 1000, generator=g) * 8
+    logits[3] += 1e4
+    want = torch.nn.functional.log_softmax(logits, dim=-1)
+    ptr = logits.data_ptr()
+    got = FF._log_softmax_(logits)
+    assert got.data_ptr() == ptr and torch.equal(got, want)
+
+
 def test_unsupported_hooks_and_models_fall_back(smollm, tiny_gpt2, monkeypatch):
     assert not FF.fast_forward_supported(smollm, ["blocks.0.mlp.hook_post"])
     assert not FF.fast_forward_supported(smollm, ["blocks.0.hook_resid_pre", "blocks.0.attn.hook_z"])

@@ -29,7 +29,7 @@ see :data:`interp_lib.feature_stats.MASSIVE_FACTOR`) left out, as everywhere in 
 from __future__ import annotations
 
 import re
-from typing import NamedTuple, Sequence
+from typing import Literal, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,7 @@ import torch
 from scipy.stats import mannwhitneyu
 
 from .errors import InvalidArgumentError
+from .fast_forward import fast_forward_for, fast_forward_supported
 from .feature_stats import MASSIVE_FACTOR, sparse_encode
 from .metrics import typical_rows
 from .tokens import token_strings
@@ -472,12 +473,18 @@ def detection_scores(
     *,
     batch_size: int = 16,
     answers: tuple[str, str] = ("Yes", "No"),
+    engine: Literal["auto", "transformer_lens"] = "auto",
 ) -> torch.Tensor:
     """[len(texts)] ``logit(answers[0]) - logit(answers[1])`` at the first answer token, one prompt
     per text (``explanation``: one for all texts or one per text). The tokens all prompts begin with
     (chat template, instructions) are run once and their keys and values reused; the rest is
     batched, padded at the end (harmless to a causal model read at each prompt's own last
-    position)."""
+    position). ``engine="auto"`` runs the lean Llama forward
+    (:meth:`interp_lib.fast_forward.LlamaHarvestForward.continuations`, the same scores within
+    fp32 rounding) where it applies; ``"transformer_lens"`` always runs TransformerLens with a
+    key-value cache of the shared tokens."""
+    if engine not in ("auto", "transformer_lens"):
+        raise InvalidArgumentError(f"engine must be 'auto' or 'transformer_lens', got {engine!r}")
     tok = model.tokenizer
     texts = list(texts)
     expl = [explanation] * len(texts) if isinstance(explanation, str) else list(explanation)
@@ -489,7 +496,14 @@ def detection_scores(
         return out
     prompts = [_ids(tok, detection_prompt(tok, e, t)) for e, t in zip(expl, texts)]
     shared = _common_prefix(prompts)
-    cache = _prefix_cache(model, prompts[0][:shared]) if shared else None
+    last_block = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    lean = (
+        fast_forward_for(model)
+        if engine == "auto" and shared and fast_forward_supported(model, [last_block])
+        else None
+    )
+    prefix = torch.tensor(prompts[0][:shared], device=model.cfg.device)
+    cache = _prefix_cache(model, prompts[0][:shared]) if shared and lean is None else None
     rest = [p[shared:] for p in prompts]
     order = sorted(range(len(rest)), key=lambda i: len(rest[i]))
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -499,14 +513,18 @@ def detection_scores(
         batch = torch.full((len(idx), width), pad, dtype=torch.long)
         for r, i in enumerate(idx):
             batch[r, : len(rest[i])] = torch.tensor(rest[i])
-        kw = {}
-        if cache is not None:  # every position attends (the pads come after the answer)
-            kw = dict(
-                past_kv_cache=_expanded(cache, len(idx)),
-                attention_mask=torch.ones(len(idx), width, dtype=torch.long),
-            )
+        batch = batch.to(model.cfg.device)
+        if lean is not None:
+            resid = lean.continuations(prefix, batch)
+        else:
+            kw = {}
+            if cache is not None:  # every position attends (the pads come after the answer)
+                kw = dict(
+                    past_kv_cache=_expanded(cache, len(idx)),
+                    attention_mask=torch.ones(len(idx), width, dtype=torch.long),
+                )
+            resid = model(batch, stop_at_layer=model.cfg.n_layers, **kw)
         # Only the answer position needs logits: unembed one row per prompt, not every position.
-        resid = model(batch.to(model.cfg.device), stop_at_layer=model.cfg.n_layers, **kw)
         last = torch.tensor([len(rest[i]) - 1 for i in idx], device=resid.device)
         answer = resid[torch.arange(len(idx)), last][:, None]
         final = model.unembed(model.ln_final(answer))[:, 0].float().cpu()

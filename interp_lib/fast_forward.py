@@ -16,7 +16,8 @@ from a given residual stream at any block (TransformerLens's ``start_at_layer``)
 activation at one hook by a function of it (a splice). :meth:`LlamaHarvestForward.after_prefix`
 reads many single tokens, each after the same prefix (first-letter absorption's ICL prompts): the
 prefix's keys and values are computed once and shared by one product, where a key-value cache
-would be copied for every row.
+would be copied for every row; :meth:`LlamaHarvestForward.continuations` runs batches of token
+sequences after one shared prefix to the last block (auto-interpretation's detection prompts).
 
 It is used only where it provably computes what TransformerLens computes
 (:func:`fast_forward_supported`: a Llama-architecture model in fp32 with TransformerLens's
@@ -362,6 +363,48 @@ class LlamaHarvestForward:
                     keep(n, "hook_mlp_out", mlp_out)
                 x.add_(mlp_out)
         return out
+
+    @torch.inference_mode()
+    def continuations(self, prefix: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The stream after the last block [B, T, d] of each row of ``tokens`` [B, T] placed
+        right after ``prefix`` [P] (``blocks.{n_layers - 1}.hook_resid_post`` at positions
+        P .. P + T - 1 of ``cat(prefix, tokens[b])``), with the prefix run once.
+
+        Every row's queries attend to the prefix's keys and values (one copy, seen by all rows)
+        and causally to their own: TransformerLens with a frozen key-value cache of the prefix
+        computes the same. Padding a row at its end does not change its earlier positions."""
+        if prefix.ndim != 1 or tokens.ndim != 2 or not len(prefix) or not tokens.shape[1]:
+            raise ValueError(
+                f"prefix must be [P] (P >= 1) and tokens [B, T] (T >= 1), got "
+                f"{tuple(prefix.shape)} and {tuple(tokens.shape)}"
+            )
+        (P,), (B, T) = prefix.shape, tokens.shape
+        h_q, dh = self.n_heads, self.d_head
+        W_E = self.model.W_E.detach()
+        xp, x = W_E[prefix], W_E[tokens].reshape(B * T, self.d_model)  # copies: ours to update
+        cis = self._rotations(P + T, x.device)
+        own = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+        mask = torch.cat([own.new_ones(T, P), own], dim=1)  # [T, P + T]: prefix, then causal
+        for n in range(self.model.cfg.n_layers):
+            layer = self._layer(n)
+            kv = layer.n_kv
+            qkv = F.linear(self._rms(xp), layer.w_qkv).view(1, P, h_q + 2 * kv, dh)
+            torch.view_as_complex(qkv[:, :, : h_q + kv].unflatten(-1, (dh // 2, 2))).mul_(cis[:P])
+            q_p, k_p, v_p = (t.transpose(1, 2) for t in qkv.split([h_q, kv, kv], dim=2))
+            z = F.scaled_dot_product_attention(q_p, k_p, v_p, is_causal=True, enable_gqa=kv != h_q)
+            xp = xp.addmm_(z.transpose(1, 2).reshape(P, h_q * dh), layer.w_o.T)
+            qkv = F.linear(self._rms(x), layer.w_qkv).view(B, T, h_q + 2 * kv, dh)
+            torch.view_as_complex(qkv[:, :, : h_q + kv].unflatten(-1, (dh // 2, 2))).mul_(cis[P:])
+            q, k, v = (t.transpose(1, 2) for t in qkv.split([h_q, kv, kv], dim=2))
+            keys = torch.cat([k_p.expand(B, -1, -1, -1), k], dim=2)  # [B, kv, P + T, dh]
+            values = torch.cat([v_p.expand(B, -1, -1, -1), v], dim=2)
+            z = F.scaled_dot_product_attention(
+                q, keys, values, attn_mask=mask, enable_gqa=kv != h_q
+            )
+            x = x.addmm_(z.transpose(1, 2).reshape(B * T, h_q * dh), layer.w_o.T)
+            xp = xp.addmm_(self._mlp_hidden(xp, layer), layer.w_down.T)
+            x = x.addmm_(self._mlp_hidden(x, layer, scratch=True), layer.w_down.T)
+        return x.view(B, T, self.d_model)
 
     def _blocks(
         self,

@@ -241,3 +241,21 @@ def test_family_table_lists_the_parent_then_its_children():
     assert table.loc[1, "correlation with parent"] == pytest.approx(0.9)
     assert table.loc[0, "most frequent tokens"] == "'e' 2, 'f' 1"
     assert ai.top_tokens(wide[:, 3], strings) == "'e' 2"
+
+
+def test_detection_scores_lean_equal_transformer_lens(smollm, monkeypatch):
+    """On the embedded Llama model the scores come from the lean forward's continuations of the
+    shared prompt start: TransformerLens's scores with a key-value cache, within fp32 rounding."""
+    from interp_lib import fast_forward as FF
+
+    texts = ["The dog barked at the cat.", "Interest rates rose again in March.", "A cat slept."]
+    expl = ["mentions of animals", "mentions of animals", "money and finance"]
+    want = ai.detection_scores(smollm, expl, texts, batch_size=2, engine="transformer_lens")
+    used = []
+    monkeypatch.setattr(ai, "fast_forward_for", lambda m: used.append(m) or FF.fast_forward_for(m))
+    got = ai.detection_scores(smollm, expl, texts, batch_size=2)
+    assert used, "the lean path was taken"
+    assert torch.allclose(got, want, atol=2e-3, rtol=0), (got, want)
+    assert want.abs().max() > 0.1  # real scores, not zeros
+    with pytest.raises(InvalidArgumentError, match="'auto' or 'transformer_lens'"):
+        ai.detection_scores(smollm, expl, texts, engine="lean")

@@ -289,6 +289,31 @@ def test_evaluate_lean_equals_transformer_lens(smollm, monkeypatch):
         M.evaluate(smollm, saes, tokens, engine="lean", progress=False)
 
 
+def test_continuations_equal_transformer_lens_on_whole_sequences(smollm):
+    """Rows of tokens after one shared prefix, run to the last block: TransformerLens's stream at
+    the same positions of prefix + row, the rows of different lengths padded at the end; a row
+    attending to the wrong keys (no prefix, or another row) is caught."""
+    prefix = smollm.to_tokens("Answer Yes or No. Does the text mention an animal?")[0]
+    rows = [smollm.to_tokens(t, prepend_bos=False)[0] for t in (" The dog barked.", " Taxes rose.")]
+    T = max(len(r) for r in rows)
+    batch = torch.zeros(len(rows), T, dtype=torch.long)
+    for i, r in enumerate(rows):
+        batch[i, : len(r)] = r
+    last = f"blocks.{smollm.cfg.n_layers - 1}.hook_resid_post"
+    got = FF.fast_forward_for(smollm).continuations(prefix, batch)
+    assert got.shape == (2, T, smollm.cfg.d_model)
+    P = len(prefix)
+    for i, r in enumerate(rows):
+        with torch.no_grad():
+            _, cache = smollm.run_with_cache(torch.cat([prefix, r])[None], names_filter=[last])
+        want = cache[last][0, P:]
+        assert _row_error(got[i, : len(r)], want).max() < 1e-4, i
+    alone = FF.fast_forward_for(smollm)(batch[:1], [last])[last][0]  # the row with no prefix
+    assert _row_error(alone[: len(rows[0])], got[0, : len(rows[0])]).min() > 1e-2
+    with pytest.raises(ValueError, match="prefix must be"):
+        FF.fast_forward_for(smollm).continuations(prefix[:0], batch)
+
+
 def test_after_prefix_equals_transformer_lens_on_whole_sequences(smollm):
     """Each token after a shared prefix, on its own: the activations TransformerLens gives at the
     last position of prefix + token, at every kind of hook; a token never sees another row."""

@@ -10,9 +10,10 @@ next-token log-probabilities from the *same* (already processed) TransformerLens
 fewer, larger operations: one matmul for Q, K and V, one for gate and up, PyTorch's fused causal
 attention with grouped K/V heads, RoPE as one complex multiplication, residual additions fused
 into the output matmuls, and the two widest products (Q/K/V, gate/up) written into scratch
-buffers kept between blocks and calls: a fresh 25 MB output per matmul costs its page faults
-every time (about a fifth of the harvest's time on this project's 2-core machine). A harvest stops after the deepest requested hook; a full pass can start
-from a given residual stream at any block (TransformerLens's ``start_at_layer``) and replace the
+buffers kept between blocks and calls (a fresh 25 MB output per matmul pays its page faults
+every time: the harvest ran about 7% slower with them on this project's 2-core machine). A
+harvest stops after the deepest requested hook; a full pass can start from a given residual
+stream at any block (TransformerLens's ``start_at_layer``) and replace the
 activation at one hook by a function of it (a splice). :meth:`LlamaHarvestForward.after_prefix`
 reads many single tokens, each after the same prefix (first-letter absorption's ICL prompts): the
 prefix's keys and values are computed once and shared by one product, where a key-value cache

@@ -86,9 +86,10 @@ def geometric_median(points: Tensor, n_iter: int = 30, eps: float = 1e-6) -> Ten
     """
     points = points.float()
     median = points.mean(dim=0)
+    diff = torch.empty_like(points)  # one [n, d] buffer for every iteration, no fresh pages
     for _ in range(n_iter):
-        w = 1.0 / (points - median).norm(dim=-1).clamp_min(eps)
-        new = (w[:, None] * points).sum(dim=0) / w.sum()
+        w = torch.sub(points, median, out=diff).norm(dim=-1).clamp_min_(eps).reciprocal_()
+        new = (w @ points) / w.sum()
         if (new - median).norm() <= eps * max(1.0, float(median.norm())):
             return new
         median = new

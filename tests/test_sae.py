@@ -210,6 +210,19 @@ def test_input_scale_and_b_dec_init():
         initial_b_dec(x, "nope")
 
 
+def test_geometric_median_is_where_the_unit_vectors_cancel():
+    """At the geometric median the gradient of the summed distance, the mean of the unit vectors
+    from it to the points, vanishes; at the mean of skewed data it does not."""
+    g = torch.Generator().manual_seed(0)
+    pts = torch.randn(4000, 8, generator=g)
+    pts[:400] += 30.0  # a far cluster pulls the mean, not the median
+
+    def pull(m):
+        d = pts - m
+        return (d / d.norm(dim=-1, keepdim=True)).mean(0).norm().item()
+    assert pull(geometric_median(pts, n_iter=200)) < 1e-3 < 0.1 < pull(pts.mean(0))
+
+
 # ------------------------------------------------------------------------------------------
 # SAELens export
 # ------------------------------------------------------------------------------------------

@@ -288,6 +288,19 @@ class LlamaHarvestForward:
         loss = -log_probs[:, :-1].gather(-1, tokens[:, 1:, None].to(x.device))[..., 0]
         return LeanOutput(log_probs, loss, cache)
 
+    def _prefix_attention(
+        self, xp: torch.Tensor, layer: _Layer, cis: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One block's attention on a shared prefix ``xp`` [P, d], an ordinary causal sequence
+        (``cis`` [P, 1, d_head / 2]): (``xp`` with the attention output added in place, its
+        rotated keys and values [1, kv, P, d_head]) for the rows that follow it."""
+        P, (h_q, dh, kv) = xp.shape[0], (self.n_heads, self.d_head, layer.n_kv)
+        qkv = F.linear(self._rms(xp), layer.w_qkv).view(1, P, h_q + 2 * kv, dh)
+        torch.view_as_complex(qkv[:, :, : h_q + kv].unflatten(-1, (dh // 2, 2))).mul_(cis)
+        q, k, v = (t.transpose(1, 2) for t in qkv.split([h_q, kv, kv], dim=2))
+        z = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=kv != h_q)
+        return xp.addmm_(z.transpose(1, 2).reshape(P, h_q * dh), layer.w_o.T), k, v
+
     @torch.inference_mode()
     def after_prefix(
         self, prefix: torch.Tensor, tokens: torch.Tensor, hooks: Sequence[str]
@@ -327,18 +340,8 @@ class LlamaHarvestForward:
             layer = self._layer(n)
             kv = layer.n_kv
             # the prefix, as an ordinary causal sequence: its keys and values for the words
-            qkv = F.linear(self._rms(xp), layer.w_qkv).view(1, P, h_q + 2 * kv, dh)
-            torch.view_as_complex(qkv[:, :, : h_q + kv].unflatten(-1, (dh // 2, 2))).mul_(cis[:P])
-            q, k, v = qkv.split([h_q, kv, kv], dim=2)
-            k_p, v_p = k[0].transpose(0, 1), v[0].transpose(0, 1)  # [kv, P, dh]
-            z = F.scaled_dot_product_attention(
-                q.transpose(1, 2),
-                k.transpose(1, 2),
-                v.transpose(1, 2),
-                is_causal=True,
-                enable_gqa=kv != h_q,
-            )
-            xp = xp.addmm_(z.transpose(1, 2).reshape(P, h_q * dh), layer.w_o.T)
+            xp, k_p, v_p = self._prefix_attention(xp, layer, cis[:P])
+            k_p, v_p = k_p[0], v_p[0]  # [kv, P, dh]
             # the words, each at position P, attending to the prefix and to itself
             qkv = F.linear(self._rms(xw), layer.w_qkv).view(B, h_q + 2 * kv, dh)
             torch.view_as_complex(qkv[:, : h_q + kv].unflatten(-1, (dh // 2, 2))).mul_(cis[P])
@@ -389,11 +392,7 @@ class LlamaHarvestForward:
         for n in range(self.model.cfg.n_layers):
             layer = self._layer(n)
             kv = layer.n_kv
-            qkv = F.linear(self._rms(xp), layer.w_qkv).view(1, P, h_q + 2 * kv, dh)
-            torch.view_as_complex(qkv[:, :, : h_q + kv].unflatten(-1, (dh // 2, 2))).mul_(cis[:P])
-            q_p, k_p, v_p = (t.transpose(1, 2) for t in qkv.split([h_q, kv, kv], dim=2))
-            z = F.scaled_dot_product_attention(q_p, k_p, v_p, is_causal=True, enable_gqa=kv != h_q)
-            xp = xp.addmm_(z.transpose(1, 2).reshape(P, h_q * dh), layer.w_o.T)
+            xp, k_p, v_p = self._prefix_attention(xp, layer, cis[:P])
             qkv = F.linear(self._rms(x), layer.w_qkv).view(B, T, h_q + 2 * kv, dh)
             torch.view_as_complex(qkv[:, :, : h_q + kv].unflatten(-1, (dh // 2, 2))).mul_(cis[P:])
             q, k, v = (t.transpose(1, 2) for t in qkv.split([h_q, kv, kv], dim=2))

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from interp_lib.kernels import SparsePattern, sparse_decode
+from interp_lib.kernels import SparsePattern, csr_mm, sparse_decode
 from interp_lib.sae import ReluSAE, TopKSAE, geometric_median, initial_b_dec, input_scale
 from interp_lib.saelens_format import folded_weights, load_saelens_as_homebrew, save_saelens
 
@@ -90,6 +90,22 @@ def test_topk_dense_reference_equals_fast_path(with_dead):
     assert (dense.auxk > 0) == with_dead
     for name, p in sae.named_parameters():
         torch.testing.assert_close(fast_grads[name], p.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_csr_mm_ignores_its_uninitialised_output(monkeypatch):
+    """csr_mm writes every entry of its fresh output: latents no token chose (empty CSR rows)
+    come out 0, not whatever the memory held (here NaN)."""
+    torch.manual_seed(4)
+    idx = torch.randn(24, 40).topk(6, dim=-1).indices.sort(-1).values  # latents 40..99 unused
+    pat, vals, x = SparsePattern(idx, 100), torch.randn(24, 6), torch.randn(24, 16)
+    empty = torch.empty
+    monkeypatch.setattr(torch, "empty", lambda *a, **kw: empty(*a, **kw).fill_(float("nan")))
+    got = csr_mm(pat.csr_t(vals), x)
+    want = pat.csr_t(vals).to_dense() @ x
+    assert torch.isfinite(got).all() and (got[40:] == 0).all()
+    torch.testing.assert_close(got, want)
+    w = torch.randn(100, 16)
+    torch.testing.assert_close(csr_mm(pat.csr(vals), w), pat.csr(vals).to_dense() @ w)
 
 
 def test_topk_training_steps_reuse_their_workspace_safely():

@@ -326,10 +326,11 @@ def finished_result(
     seconds: float,
     rows_dropped: int,
     val_acts: Tensor | None,
+    val_metrics: dict[str, float] | None = None,
 ) -> TrainResult:
     """The :class:`TrainResult` both trainers return: speed, final dead share, and the held-out
     reconstruction (``val_*``, :func:`interp_lib.metrics.reconstruction_metrics`) if
-    ``val_acts``."""
+    ``val_acts``; ``val_metrics``: that evaluation of the final SAE, when already made."""
     metrics = {
         "trainer": trainer,
         "arch": arch,
@@ -341,9 +342,9 @@ def finished_result(
         "rows_dropped": rows_dropped,
     }
     if val_acts is not None:
-        metrics.update(
-            {f"val_{k}": v for k, v in reconstruction_metrics(sae, val_acts, scale).items()}
-        )
+        if val_metrics is None:
+            val_metrics = reconstruction_metrics(sae, val_acts, scale)
+        metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
     return TrainResult(sae, history, scale, metrics)
 
 
@@ -440,6 +441,7 @@ def train_sae(
     bar = _progress_bar(steps * bs, f"train {cfg.arch} SAE", progress)
     t0 = time.perf_counter()
     eval_seconds = 0.0  # held-out evaluation is not training time
+    final_val: dict[str, float] | None = None  # the last step's evaluation, reused at the end
     done = steps
     for step in range(steps):
         for group in optimizer.param_groups:
@@ -506,13 +508,9 @@ def train_sae(
                 }
             if val_acts is not None and ((step + 1) % eval_every == 0 or last):
                 t_eval = time.perf_counter()
-                row.update(
-                    {
-                        f"val_{k}": v
-                        for k, v in reconstruction_metrics(sae, val_acts, scale).items()
-                        if k != "dead_fraction"
-                    }
-                )
+                val_now = reconstruction_metrics(sae, val_acts, scale)
+                row.update({f"val_{k}": v for k, v in val_now.items() if k != "dead_fraction"})
+                final_val = val_now if last else None
                 eval_seconds += time.perf_counter() - t_eval
             history.append(row)
             bar.set_postfix(bar_postfix(row), refresh=False)
@@ -527,7 +525,16 @@ def train_sae(
     sae.eval()
 
     result = finished_result(
-        sae, history, scale, "homebrew", cfg.arch, done * bs, elapsed, n_dropped, val_acts
+        sae,
+        history,
+        scale,
+        "homebrew",
+        cfg.arch,
+        done * bs,
+        elapsed,
+        n_dropped,
+        val_acts,
+        final_val,
     )
     if done < steps:
         result.metrics.update(stopped_at_step=done, planned_steps=steps)

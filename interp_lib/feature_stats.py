@@ -156,9 +156,32 @@ _SCALARS = ("n_tokens", "n_massive")
 # Computing it
 
 
+class LogitLensAll(NamedTuple):
+    """Every feature's direct logit effect on the vocabulary, summarised (logit_lens_all)."""
+
+    up: torch.Tensor
+    """[d_sae, k] token ids each feature promotes most, largest effect first."""
+    up_val: torch.Tensor
+    """[d_sae, k] their effects."""
+    down: torch.Tensor
+    """[d_sae, k] token ids each feature suppresses most, most negative first."""
+    down_val: torch.Tensor
+    """[d_sae, k] their effects."""
+    hist: torch.Tensor
+    """[d_sae, bins] counts of vocabulary tokens in equal bins from ``lo`` to ``hi``."""
+    lo: torch.Tensor
+    """[d_sae] smallest effect on any token."""
+    hi: torch.Tensor
+    """[d_sae] largest effect on any token."""
+
+
 @torch.inference_mode()
-def logit_lens_all(model, sae, k: int = N_LOGITS, chunk: int = 512) -> tuple[torch.Tensor, ...]:
-    """Top-``k`` promoted and suppressed token ids (and values) of every feature's decoder row."""
+def logit_lens_all(
+    model, sae, k: int = N_LOGITS, bins: int = N_BINS, chunk: int = 512
+) -> LogitLensAll:
+    """Each feature's decoder row through the unembedding (``W_dec[f] @ W_U``, via
+    :func:`~interp_lib.logit_lens.direct_logits`): its top-``k`` promoted and suppressed tokens
+    and a ``bins``-bin histogram over the whole vocabulary, one product per ``chunk`` features."""
     W_dec = sae.W_dec.detach().float()
     if W_dec.shape[1] != model.cfg.d_model:
         raise ValueError(
@@ -166,35 +189,20 @@ def logit_lens_all(model, sae, k: int = N_LOGITS, chunk: int = 512) -> tuple[tor
             f"d_model={model.cfg.d_model}"
         )
     k = min(k, model.cfg.d_vocab)
-    ups, up_vals, downs, down_vals = [], [], [], []
+    parts: list[list[torch.Tensor]] = [[] for _ in LogitLensAll._fields]
     for i in range(0, W_dec.shape[0], chunk):
-        logits = direct_logits(model, W_dec[i : i + chunk])
+        logits = direct_logits(model, W_dec[i : i + chunk])  # [chunk, d_vocab]
         top, bottom = logits.topk(k, dim=1), (-logits).topk(k, dim=1)
-        ups.append(top.indices), up_vals.append(top.values)
-        downs.append(bottom.indices), down_vals.append(-bottom.values)
-    return torch.cat(ups), torch.cat(up_vals), torch.cat(downs), torch.cat(down_vals)
-
-
-@torch.inference_mode()
-def logit_lens_histograms(
-    model, sae, bins: int = N_BINS, chunk: int = 512
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(counts [d_sae, bins], lo [d_sae], hi [d_sae]): each feature's direct logit effect on every
-    token of the vocabulary (``W_dec[f] @ W_U``), in ``bins`` equal bins from its minimum to its
-    maximum."""
-    W_dec = sae.W_dec.detach().float()
-    counts, los, his = [], [], []
-    for i in range(0, W_dec.shape[0], chunk):
-        logits = direct_logits(model, W_dec[i : i + chunk])
-        lo, hi = logits.min(1).values, logits.max(1).values
+        lo, hi = logits.aminmax(dim=1)
         width = (hi - lo).clamp(min=1e-12)
-        idx = ((logits - lo[:, None]) / width[:, None] * bins).long().clamp_(0, bins - 1)
-        idx += torch.arange(logits.shape[0])[:, None] * bins
-        counts.append(
-            torch.bincount(idx.flatten(), minlength=logits.shape[0] * bins).view(-1, bins)
-        )
-        los.append(lo), his.append(hi)
-    return torch.cat(counts), torch.cat(los), torch.cat(his)
+        at = torch.sub(logits, lo[:, None]).div_(width[:, None]).mul_(bins)  # in place: 100 MB
+        idx = at.to(torch.int32).clamp_(0, bins - 1)
+        idx += (torch.arange(logits.shape[0], dtype=torch.int32) * bins)[:, None]
+        hist = torch.bincount(idx.flatten(), minlength=logits.shape[0] * bins).view(-1, bins)
+        row = (top.indices, top.values, bottom.indices, -bottom.values, hist, lo, hi)
+        for part, value in zip(parts, row):
+            part.append(value)
+    return LogitLensAll(*(torch.cat(part) for part in parts))
 
 
 def cofiring(
@@ -329,8 +337,7 @@ def compute_feature_data(
     ex_acts[fk[inside], sk[inside], offset[inside]] = vk[inside]
 
     cofire, cofire_val = cofiring(rows, feats, d_sae)
-    up, up_val, down, down_val = logit_lens_all(model, sae)
-    lens_hist, lens_lo, lens_hi = logit_lens_histograms(model, sae)
+    up, up_val, down, down_val, lens_hist, lens_lo, lens_hi = logit_lens_all(model, sae)
     return FeatureData(
         hook=hook,
         n_tokens=n,

@@ -518,7 +518,7 @@ def test_real_model_token_strings_and_logit_lens(smollm):
         sae = load_sae("smollm2-135m-res", "blocks.15.hook_resid_pre")
     except FileNotFoundError:
         pytest.skip("the shipped layer-15 SAE is not in this checkout")
-    up, up_val, down, down_val = fs.logit_lens_all(smollm, sae, k=5)
+    up, _, _, down_val, *_ = fs.logit_lens_all(smollm, sae, k=5)
     for f in (0, 1000):
         lens = feature_logit_lens(smollm, sae, f, 5)
         assert smollm.to_str_tokens(up[f]) == [s for s, _ in lens.promoted]

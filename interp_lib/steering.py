@@ -368,6 +368,45 @@ def _length_groups(tokens: list[torch.Tensor]) -> list[list[int]]:
     return list(groups.values())
 
 
+def _next_token_batches(
+    model, hook: str, vectors: dict[str, torch.Tensor], prompts: list[str], batch_size: int
+) -> Iterator[tuple[list[tuple[int, int]], torch.Tensor]]:
+    """(rows, probs): the (condition, prompt) index pairs of one forward pass and their
+    next-token distributions ``[rows, d_vocab]``; prompts of equal length share passes."""
+    per = _per_unit(vectors, len(prompts), model.cfg.d_model)
+    tokens = [to_tokens(model, p)[0] for p in prompts]
+    conds = list(per.values())
+    for idx in _length_groups(tokens):
+        rows = [(c, i) for c in range(len(per)) for i in idx]
+        vecs = torch.stack([conds[c][i] for c, i in rows])
+        toks = torch.stack([tokens[i] for _, i in rows])
+        for s in range(0, len(rows), batch_size):
+            with model.hooks(fwd_hooks=add_at_positions(hook, vecs[s : s + batch_size])):
+                logits = model(toks[s : s + batch_size], return_type="logits")[:, -1].float()
+            yield rows[s : s + batch_size], logits.softmax(-1).cpu()
+
+
+@torch.inference_mode()
+def next_token_probs(
+    model,
+    hook: str,
+    vectors: dict[str, torch.Tensor],
+    prompts: Sequence[str],
+    *,
+    batch_size: int = 64,
+) -> torch.Tensor:
+    """Next-token distribution after each prompt under each condition: float32
+    ``[n_conditions, n_prompts, d_vocab]``, conditions in the order of ``vectors`` (each added at
+    ``hook`` at every position >= 1, see :func:`add_at_positions`; a zero vector leaves the model
+    unsteered). ``batch_size`` (condition, prompt) rows run per forward pass."""
+    prompts = _check_texts(prompts, "prompts")
+    out = torch.empty(len(vectors), len(prompts), model.cfg.d_vocab)
+    for rows, probs in _next_token_batches(model, hook, vectors, prompts, batch_size):
+        for (c, i), p in zip(rows, probs):
+            out[c, i] = p
+    return out
+
+
 @torch.inference_mode()
 def concept_probability(
     model,
@@ -387,21 +426,11 @@ def concept_probability(
     ids = list(dict.fromkeys(token_id(model, t) for t in concept_tokens))
     if not ids:
         raise InvalidArgumentError("concept_tokens is empty")
-    per = _per_unit(vectors, len(prompts), model.cfg.d_model)
-    tokens = [to_tokens(model, p)[0] for p in prompts]
-    out = np.zeros((len(prompts), len(per)))
-    conds = list(per.values())
-    for idx in _length_groups(tokens):
-        rows = [(c, i) for c in range(len(per)) for i in idx]
-        vecs = torch.stack([conds[c][i] for c, i in rows])
-        toks = torch.stack([tokens[i] for _, i in rows])
-        for s in range(0, len(rows), batch_size):
-            with model.hooks(fwd_hooks=add_at_positions(hook, vecs[s : s + batch_size])):
-                logits = model(toks[s : s + batch_size], return_type="logits")[:, -1].float()
-            p = logits.softmax(-1)[:, ids].sum(-1).cpu().numpy()
-            for (c, i), value in zip(rows[s : s + batch_size], p):
-                out[i, c] = value
-    return pd.DataFrame(out, index=pd.Index(prompts, name="prompt"), columns=list(per))
+    out = np.zeros((len(prompts), len(vectors)))
+    for rows, probs in _next_token_batches(model, hook, vectors, prompts, batch_size):
+        for (c, i), value in zip(rows, probs[:, ids].sum(-1).numpy()):
+            out[i, c] = value
+    return pd.DataFrame(out, index=pd.Index(prompts, name="prompt"), columns=list(vectors))
 
 
 @torch.inference_mode()

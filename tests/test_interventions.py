@@ -300,6 +300,14 @@ def test_conditions_in_one_batch_match_one_at_a_time(tiny_gpt2, sae):
             with tiny_gpt2.hooks(fwd_hooks=steering.add_at_positions(HOOK, vec)):
                 want = tiny_gpt2(tiny_gpt2.to_tokens(p))[0, -1].softmax(-1)[ids].sum()
             assert probs.loc[p, name] == pytest.approx(float(want.detach()), abs=1e-5)
+    dists = steering.next_token_probs(tiny_gpt2, HOOK, conds, prompts, batch_size=2)
+    assert dists.shape == (3, len(prompts), tiny_gpt2.cfg.d_vocab)
+    for i, p in enumerate(prompts):
+        with tiny_gpt2.hooks(fwd_hooks=steering.add_at_positions(HOOK, own[i])):
+            want = tiny_gpt2(tiny_gpt2.to_tokens(p))[0, -1].softmax(-1)
+        torch.testing.assert_close(dists[2, i], want.detach(), atol=1e-6, rtol=1e-4)
+        for c, name in enumerate(conds):
+            assert float(dists[c, i, ids].sum()) == pytest.approx(probs.loc[p, name], abs=1e-6)
     texts = [TEXT, "the cat sat", "hello world . print ( x )"]
     loss = steering.text_loss(tiny_gpt2, HOOK, {"none": push * 0, "push": push}, texts,
                               batch_size=4)

@@ -209,7 +209,33 @@ def _load_local(folder: Path, *, device: str, snapshot: bool = False) -> "Hooked
             model = _convert_to_hooked(folder, tokenizer)
             if snapshot:
                 _save_snapshot(model, snap)
-        return model.to(device).eval()
+        return linear_layout(model.to(device).eval())
+
+
+def linear_layout(model: "HookedTransformer") -> "HookedTransformer":
+    """``model`` with its gated-MLP and unembedding weights stored as the transpose of a contiguous
+    matrix (``nn.Linear``'s layout), in place; the values, and so every result, are unchanged.
+
+    TransformerLens's ``GatedMLP`` and ``Unembed`` call ``F.linear(x, W.T.contiguous())`` on every
+    forward pass, and attention ``F.linear(z, rearrange(W_O, "h d m -> m (h d)").contiguous())``:
+    a fresh copy of each of those weights per call, the unembedding's ``d_model x d_vocab`` among
+    them. Stored in the layout asked for, the copies are no-ops; short passes (a generation step,
+    a steered prompt) spent most of their time copying.
+    """
+    from transformer_lens.components import AbstractAttention, GatedMLP, Unembed  # heavy
+
+    for module in model.modules():
+        if isinstance(module, (GatedMLP, Unembed)):
+            for name in ("W_gate", "W_in", "W_out", "W_U"):
+                w = getattr(module, name, None)
+                if isinstance(w, torch.nn.Parameter) and not w.T.is_contiguous():
+                    w.data = w.data.T.contiguous().T
+        w = getattr(module, "W_O", None)
+        if isinstance(module, AbstractAttention) and isinstance(w, torch.nn.Parameter):
+            h, d, m = w.shape  # [head, d_head, d_model], stored as [d_model, head * d_head]
+            if not w.permute(2, 0, 1).is_contiguous():
+                w.data = w.data.permute(2, 0, 1).contiguous().permute(1, 2, 0)
+    return model
 
 
 def _tl_version() -> str:
@@ -378,6 +404,6 @@ def _load_from_hub(name: str, *, device: str) -> "HookedTransformer":
     def load():
         from transformer_lens import HookedTransformer  # heavy: imported where first used
 
-        return HookedTransformer.from_pretrained(name, device=device)
+        return linear_layout(HookedTransformer.from_pretrained(name, device=device))
 
     return from_hub(load, repr(name), f"the embedded model, load_model({DEFAULT_MODEL!r})")

@@ -52,6 +52,34 @@ def test_local_folder_matches_huggingface(tiny_gpt2, tiny_gpt2_dir):
     assert torch.allclose(centre(ours), centre(ref), atol=1e-4)
 
 
+def test_linear_layout_makes_transformer_lens_copies_no_ops_and_changes_no_result():
+    """A gated, grouped-query model (SmolLM2's kind): after linear_layout the weights that
+    TransformerLens copies on every forward are already in the layout it asks for, the values
+    are the same and so is the forward pass, bit for bit."""
+    import einops
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(
+        n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=48, d_vocab=60, n_ctx=16,
+        act_fn="silu", gated_mlp=True, normalization_type="RMS", n_key_value_heads=2,
+        positional_embedding_type="rotary", rotary_dim=8, seed=0,
+    )
+    model = HookedTransformer(cfg).eval()
+    tokens = torch.randint(0, 60, (3, 10))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with torch.no_grad():
+        want = model(tokens)
+    assert models.linear_layout(model) is model
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]), n
+    mlp, attn = model.blocks[0].mlp, model.blocks[0].attn
+    assert mlp.W_gate.T.is_contiguous() and mlp.W_out.T.is_contiguous()
+    assert model.unembed.W_U.T.is_contiguous() and not model.unembed.W_U.is_contiguous()
+    assert einops.rearrange(attn.W_O, "h d m -> m (h d)").is_contiguous()
+    with torch.no_grad():
+        assert torch.equal(model(tokens), want)
+
+
 def test_online_name_fails_fast_offline(monkeypatch, tmp_path):
     monkeypatch.setattr(models, "hub_reachable", lambda timeout=5.0: False)
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty hub cache

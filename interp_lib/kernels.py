@@ -38,8 +38,8 @@ def csr_mm(a: Tensor, b: Tensor) -> Tensor:
     """``a @ b`` for a sparse CSR ``a: [m, n]`` and a dense ``b: [n, p]`` -> dense ``[m, p]``.
 
     Written straight into a fresh output: PyTorch's ``a @ b`` zero-fills a buffer and copies the
-    result twice, which on a CPU costs 2-10x the product itself (``beta=0`` ignores the
-    uninitialised ``out``, NaNs included)."""
+    result, 2-10x the cost of the product itself on a CPU (``beta=0`` ignores the uninitialised
+    ``out``, NaNs included)."""
     out = torch.empty(a.shape[0], b.shape[1], dtype=b.dtype, device=b.device)
     return torch.addmm(out, a, b, beta=0.0, out=out)
 

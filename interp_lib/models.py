@@ -213,8 +213,8 @@ def _load_local(folder: Path, *, device: str, snapshot: bool = False) -> "Hooked
 
 
 def linear_layout(model: "HookedTransformer") -> "HookedTransformer":
-    """``model`` with its gated-MLP and unembedding weights stored as the transpose of a contiguous
-    matrix (``nn.Linear``'s layout), in place; the values, and so every result, are unchanged.
+    """``model`` with its gated-MLP, unembedding and attention-output weights stored in the layout
+    TransformerLens's forward pass asks for, in place; the values, and so every result, unchanged.
 
     TransformerLens's ``GatedMLP`` and ``Unembed`` call ``F.linear(x, W.T.contiguous())`` on every
     forward pass, and attention ``F.linear(z, rearrange(W_O, "h d m -> m (h d)").contiguous())``:
@@ -232,9 +232,8 @@ def linear_layout(model: "HookedTransformer") -> "HookedTransformer":
                     w.data = w.data.T.contiguous().T
         w = getattr(module, "W_O", None)
         if isinstance(module, AbstractAttention) and isinstance(w, torch.nn.Parameter):
-            h, d, m = w.shape  # [head, d_head, d_model], stored as [d_model, head * d_head]
-            if not w.permute(2, 0, 1).is_contiguous():
-                w.data = w.data.permute(2, 0, 1).contiguous().permute(1, 2, 0)
+            if not w.permute(2, 0, 1).is_contiguous():  # [head, d_head, d_model] over memory
+                w.data = w.data.permute(2, 0, 1).contiguous().permute(1, 2, 0)  # [d_model, ...]
     return model
 
 

@@ -368,6 +368,24 @@ def _length_groups(tokens: list[torch.Tensor]) -> list[list[int]]:
     return list(groups.values())
 
 
+def _length_batches(
+    per: dict[str, torch.Tensor],
+    tokens: list[torch.Tensor],
+    batch_size: int,
+    samples: Sequence[int | None] = (None,),
+) -> Iterator[tuple[list[tuple[int, int, int | None]], torch.Tensor, torch.Tensor]]:
+    """(rows, vecs [b, d], toks [b, pos]): every (condition, unit, sample) row of ``per``'s
+    conditions, ``tokens``' units and ``samples``, ``batch_size`` rows per batch; units of equal
+    token length share batches (no padding)."""
+    conds = list(per.values())
+    for idx in _length_groups(tokens):
+        rows = [(c, i, j) for c in range(len(conds)) for i in idx for j in samples]
+        for s in range(0, len(rows), batch_size):
+            chunk = rows[s : s + batch_size]
+            vecs = torch.stack([conds[c][i] for c, i, _ in chunk])
+            yield chunk, vecs, torch.stack([tokens[i] for _, i, _ in chunk])
+
+
 def _next_token_batches(
     model, hook: str, vectors: dict[str, torch.Tensor], prompts: list[str], batch_size: int
 ) -> Iterator[tuple[list[tuple[int, int]], torch.Tensor]]:
@@ -375,15 +393,10 @@ def _next_token_batches(
     next-token distributions ``[rows, d_vocab]``; prompts of equal length share passes."""
     per = _per_unit(vectors, len(prompts), model.cfg.d_model)
     tokens = [to_tokens(model, p)[0] for p in prompts]
-    conds = list(per.values())
-    for idx in _length_groups(tokens):
-        rows = [(c, i) for c in range(len(per)) for i in idx]
-        vecs = torch.stack([conds[c][i] for c, i in rows])
-        toks = torch.stack([tokens[i] for _, i in rows])
-        for s in range(0, len(rows), batch_size):
-            with model.hooks(fwd_hooks=add_at_positions(hook, vecs[s : s + batch_size])):
-                logits = model(toks[s : s + batch_size], return_type="logits")[:, -1].float()
-            yield rows[s : s + batch_size], logits.softmax(-1).cpu()
+    for chunk, vecs, toks in _length_batches(per, tokens, batch_size):
+        with model.hooks(fwd_hooks=add_at_positions(hook, vecs)):
+            logits = model(toks, return_type="logits")[:, -1].float()
+        yield [(c, i) for c, i, _ in chunk], logits.softmax(-1).cpu()
 
 
 @torch.inference_mode()
@@ -549,36 +562,28 @@ def steered_generations(
     eos = getattr(model.tokenizer, "eos_token_id", None)
     tokens = [to_tokens(model, p)[0] for p in prompts]
     records = []
-    for idx in _length_groups(tokens):
-        rows = [(c, i, j) for c in range(len(names)) for i in idx for j in range(-1, n_samples)]
-        for s in range(0, len(rows), batch_size):
-            chunk = rows[s : s + batch_size]
-            vecs = torch.stack([per[names[c]][i] for c, i, _ in chunk])
-            gens = [
-                None if j < 0 else torch.Generator().manual_seed(_sample_seed(seed, i, j))
-                for _, i, j in chunk
-            ]
-            with model.hooks(fwd_hooks=add_at_positions(hook, vecs)):
-                new = _continue(
-                    model,
-                    torch.stack([tokens[i] for _, i, _ in chunk]),
-                    gens,
-                    max_new_tokens=max_new_tokens,
-                    temperature=temperature,
-                )
-            for (c, i, j), row in zip(chunk, new.cpu()):
-                if eos is not None and (row == eos).any():
-                    row = row[: int((row == eos).nonzero()[0])]
-                text = model.tokenizer.decode(row)
-                records.append(
-                    {
-                        "condition": names[c],
-                        "prompt": prompts[i],
-                        "sample": j,
-                        "text": text,
-                        "mentions": any(n in text.lower() for n in needles),
-                    }
-                )
+    for chunk, vecs, toks in _length_batches(per, tokens, batch_size, range(-1, n_samples)):
+        gens = [
+            None if j < 0 else torch.Generator().manual_seed(_sample_seed(seed, i, j))
+            for _, i, j in chunk
+        ]
+        with model.hooks(fwd_hooks=add_at_positions(hook, vecs)):
+            new = _continue(
+                model, toks, gens, max_new_tokens=max_new_tokens, temperature=temperature
+            )
+        for (c, i, j), row in zip(chunk, new.cpu()):
+            if eos is not None and (row == eos).any():
+                row = row[: int((row == eos).nonzero()[0])]
+            text = model.tokenizer.decode(row)
+            records.append(
+                {
+                    "condition": names[c],
+                    "prompt": prompts[i],
+                    "sample": j,
+                    "text": text,
+                    "mentions": any(n in text.lower() for n in needles),
+                }
+            )
     order = {n: k for k, n in enumerate(names)}
     df = pd.DataFrame(records)
     df["_c"], df["_p"] = df.condition.map(order), df.prompt.map(prompts.index)

@@ -237,6 +237,24 @@ class LlamaHarvestForward:
         d_mlp = two_d_mlp // 2
         return F.silu(gate_up[:, :d_mlp], inplace=True).mul_(gate_up[:, d_mlp:])
 
+    def _rotated_qkv(
+        self,
+        x: torch.Tensor,
+        layer: _Layer,
+        lead: tuple[int, ...],
+        cis: torch.Tensor,
+        out: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Queries, keys and values of the stream ``x`` [rows, d]: ``rms(x) [W_Q | W_K | W_V]``
+        viewed as [*lead, h + 2 kv, d_head] (``lead`` multiplies to ``rows``), queries and keys
+        rotated in place by ``cis`` (broadcast against [*lead, h + kv, d_head / 2]); into ``out``
+        [rows, (h + 2 kv) d_head] when given."""
+        h_q, dh = self.n_heads, self.d_head
+        qkv = torch.mm(self._rms(x), layer.w_qkv.T, out=out).view(*lead, -1, dh)
+        pairs = qkv[..., : h_q + layer.n_kv, :].unflatten(-1, (dh // 2, 2))
+        torch.view_as_complex(pairs).mul_(cis)  # RoPE, as one complex product
+        return qkv
+
     @staticmethod
     def _site(hook: str) -> tuple[int, str]:
         """(block, site) of a supported hook; ``blocks.N.hook_resid_post`` is (N + 1, resid_pre)."""
@@ -295,8 +313,7 @@ class LlamaHarvestForward:
         (``cis`` [P, 1, d_head / 2]): (``xp`` with the attention output added in place, its
         rotated keys and values [1, kv, P, d_head]) for the rows that follow it."""
         P, (h_q, dh, kv) = xp.shape[0], (self.n_heads, self.d_head, layer.n_kv)
-        qkv = F.linear(self._rms(xp), layer.w_qkv).view(1, P, h_q + 2 * kv, dh)
-        torch.view_as_complex(qkv[:, :, : h_q + kv].unflatten(-1, (dh // 2, 2))).mul_(cis)
+        qkv = self._rotated_qkv(xp, layer, (1, P), cis)
         q, k, v = (t.transpose(1, 2) for t in qkv.split([h_q, kv, kv], dim=2))
         z = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=kv != h_q)
         return xp.addmm_(z.transpose(1, 2).reshape(P, h_q * dh), layer.w_o.T), k, v
@@ -343,8 +360,7 @@ class LlamaHarvestForward:
             xp, k_p, v_p = self._prefix_attention(xp, layer, cis[:P])
             k_p, v_p = k_p[0], v_p[0]  # [kv, P, dh]
             # the words, each at position P, attending to the prefix and to itself
-            qkv = F.linear(self._rms(xw), layer.w_qkv).view(B, h_q + 2 * kv, dh)
-            torch.view_as_complex(qkv[:, : h_q + kv].unflatten(-1, (dh // 2, 2))).mul_(cis[P])
+            qkv = self._rotated_qkv(xw, layer, (B,), cis[P])
             q, k, v = qkv.split([h_q, kv, kv], dim=1)
             q = q.reshape(B, kv, h_q // kv, dh)  # query head i reads key/value head i // rep
             scores = torch.cat(
@@ -393,8 +409,7 @@ class LlamaHarvestForward:
             layer = self._layer(n)
             kv = layer.n_kv
             xp, k_p, v_p = self._prefix_attention(xp, layer, cis[:P])
-            qkv = F.linear(self._rms(x), layer.w_qkv).view(B, T, h_q + 2 * kv, dh)
-            torch.view_as_complex(qkv[:, :, : h_q + kv].unflatten(-1, (dh // 2, 2))).mul_(cis[P:])
+            qkv = self._rotated_qkv(x, layer, (B, T), cis[P:])
             q, k, v = (t.transpose(1, 2) for t in qkv.split([h_q, kv, kv], dim=2))
             keys = torch.cat([k_p.expand(B, -1, -1, -1), k], dim=2)  # [B, kv, P + T, dh]
             values = torch.cat([v_p.expand(B, -1, -1, -1), v], dim=2)
@@ -445,12 +460,8 @@ class LlamaHarvestForward:
                 break
             layer = self._layer(n)
             kv = layer.n_kv
-            qkv = torch.mm(  # [B*T, (h + 2 kv) dh]
-                self._rms(x), layer.w_qkv.T, out=self._buffer("qkv", B * T, len(layer.w_qkv), x)
-            )
-            heads = qkv.view(B, T, h_q + 2 * kv, dh)
-            pairs = qkv.view(B, T, h_q + 2 * kv, dh // 2, 2)[:, :, : h_q + kv]
-            torch.view_as_complex(pairs).mul_(cis)  # RoPE on q and k, in place
+            buf = self._buffer("qkv", B * T, len(layer.w_qkv), x)
+            heads = self._rotated_qkv(x, layer, (B, T), cis, out=buf)  # [B, T, h + 2 kv, dh]
             q = heads[:, :, :h_q].transpose(1, 2)
             k = heads[:, :, h_q : h_q + kv].transpose(1, 2)
             v = heads[:, :, h_q + kv :].transpose(1, 2)

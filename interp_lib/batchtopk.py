@@ -17,7 +17,10 @@ SAELens ships a BatchTopK SAE (``BatchTopKTrainingSAE`` saves a ``"jumprelu"`` S
 threshold is ``theta`` for every latent), so :func:`interp_lib.saelens_format.save_saelens`
 writes it that way, and ``sae_lens.SAE.load_from_disk`` reads it as a ``JumpReLUSAE``.
 
-Dead latents get the AuxK loss, as in TopK (:func:`interp_lib.sae.dense_auxk`).
+Dead latents get the AuxK loss, as in TopK. Training runs through the same sparse kernels as
+TopK (:mod:`interp_lib.kernels`; a row keeps any number of latents): one dense product chooses
+the ``k * B`` entries, everything after it touches only them. :meth:`BatchTopKSAE.forward_dense`
+is the same step in plain dense torch, the reference they are tested against.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import InvalidArgumentError
-from .sae import _SAEBase, dense_auxk
+from .kernels import SparsePattern, largest_entries, sparse_decode
+from .sae import _KSparseSAE, dense_auxk
 
-__all__ = ["BatchTopKSAE", "BatchTopKOutput", "batch_topk"]
+__all__ = ["BatchTopKSAE", "BatchTopKOutput", "batch_topk", "batch_topk_pattern"]
 
 
 def batch_topk(pre: Tensor, k: float) -> Tensor:
@@ -49,6 +53,23 @@ def batch_topk(pre: Tensor, k: float) -> Tensor:
     return acts * mask.view_as(acts)
 
 
+def batch_topk_pattern(pre: Tensor, k: float) -> tuple[Tensor, SparsePattern]:
+    """The entries :func:`batch_topk` keeps, sparse: (their pre-activations ``[nnz]``, where
+    they are), ``nnz = int(k * batch)``, rows and then columns ascending.
+
+    ``pre: [batch, d_sae]`` (read, not differentiated). When fewer than ``nnz`` entries are
+    positive, the rest of the kept entries are non-positive ones, which ReLU makes 0, as the
+    zeros :func:`batch_topk` keeps.
+    """
+    batch, d_sae = pre.shape
+    where = largest_entries(pre, min(pre.numel(), int(k * batch)))  # row-major order
+    rows = torch.div(where, d_sae, rounding_mode="floor")
+    crow = torch.zeros(batch + 1, dtype=torch.int64, device=pre.device)
+    crow[1:] = torch.bincount(rows, minlength=batch).cumsum(0)
+    pattern = SparsePattern.from_rows(crow, where - rows * d_sae, d_sae, rows=rows)
+    return pre.reshape(-1)[where], pattern
+
+
 class BatchTopKOutput(NamedTuple):
     """What :meth:`BatchTopKSAE.forward` returns."""
 
@@ -56,7 +77,8 @@ class BatchTopKOutput(NamedTuple):
     """``[batch, d_in]`` reconstruction (normalised scale)."""
     latents: Tensor
     """``[batch, d_sae]`` latent activations: the batch rule while training, the threshold in
-    eval mode (``sae.eval()``)."""
+    eval mode (``sae.eval()``). Without gradient from :meth:`BatchTopKSAE.forward` in training
+    mode (the loss flows through the sparse kernels)."""
     mse: Tensor
     """Scalar: squared error summed over ``d_in``, averaged over the batch."""
     auxk: Tensor
@@ -65,7 +87,7 @@ class BatchTopKOutput(NamedTuple):
     """Scalar: ``mse + auxk_coeff * auxk``, what training minimises."""
 
 
-class BatchTopKSAE(_SAEBase):
+class BatchTopKSAE(_KSparseSAE):
     """A BatchTopK sparse autoencoder (Bussmann et al. 2024).
 
     .. math::
@@ -99,14 +121,10 @@ class BatchTopKSAE(_SAEBase):
         threshold_lr: float = 0.01,
         generator: torch.Generator | None = None,
     ):
-        super().__init__(d_in, d_sae)
-        if not 0 < k <= d_sae:
-            raise InvalidArgumentError(f"need 0 < k <= d_sae, got k={k}, d_sae={d_sae}")
         if not 0 < threshold_lr <= 1:
             raise InvalidArgumentError(f"need 0 < threshold_lr <= 1, got {threshold_lr}")
-        self.k, self.auxk_coeff, self.threshold_lr = k, auxk_coeff, threshold_lr
-        self.k_aux = k_aux if k_aux is not None else d_in // 2
-        self._tied_init_(generator)
+        super().__init__(d_in, d_sae, k, auxk_coeff, k_aux, generator)
+        self.threshold_lr = threshold_lr
         self.register_buffer("theta", torch.zeros((), dtype=torch.float64))
         self.register_buffer("theta_avg", torch.zeros((), dtype=torch.float64))
         self.register_buffer("theta_updates", torch.zeros((), dtype=torch.long))
@@ -150,9 +168,39 @@ class BatchTopKSAE(_SAEBase):
             self.theta_updates += 1
             self.theta.copy_(self.theta_avg / (1 - (1 - lr) ** int(self.theta_updates)))
 
+    def _select(self, x: Tensor, pre: Tensor) -> tuple[Tensor, SparsePattern]:
+        """The batch rule's kept entries of ``pre`` (``[nnz]`` activations, their pattern),
+        re-attached to autograd through the sparse backward; moves the threshold."""
+        vals, pattern = batch_topk_pattern(pre, self.k)
+        acts = self._attach(x, vals, pattern)
+        self.update_threshold_(acts.detach())
+        return acts, pattern
+
+    @staticmethod
+    def _scatter(acts: Tensor, pattern: SparsePattern) -> Tensor:
+        """``[nnz]`` activations at ``pattern`` -> the ``[batch, d_sae]`` matrix (no gradient)."""
+        return pattern.csr(acts.detach()).to_dense()
+
     def forward(self, x: Tensor, dead_mask: Tensor | None = None) -> BatchTopKOutput:
         """Encode, decode and score ``x: [batch, d_in]`` (see :class:`BatchTopKOutput`).
-        ``dead_mask: [d_sae]`` bool marks the latents AuxK should train (``None``: no AuxK)."""
+        ``dead_mask: [d_sae]`` bool marks the latents AuxK should train (``None``: no AuxK).
+
+        In training mode through the sparse kernels (one dense product chooses the kept
+        entries); in eval mode, the threshold rule as :meth:`forward_dense`. Same result as
+        :meth:`forward_dense` (up to rounding)."""
+        if not self.training:
+            return self.forward_dense(x, dead_mask)
+        pre = self._preacts(x, out=self._workspace(x))  # never leaves this method
+        acts, pattern = self._select(x, pre)
+        x_hat = sparse_decode(acts, self.W_dec, pattern) + self.b_dec
+        mse = (x_hat - x).pow(2).sum(dim=-1).mean()
+        auxk = self._auxk_loss(x, x_hat, dead_mask)
+        latents = self._scatter(acts, pattern)
+        return BatchTopKOutput(x_hat, latents, mse, auxk, mse + self.auxk_coeff * auxk)
+
+    def forward_dense(self, x: Tensor, dead_mask: Tensor | None = None) -> BatchTopKOutput:
+        """:meth:`forward` in plain dense torch (the full ``[batch, d_sae]`` latents, autograd
+        through dense products): the readable reference."""
         z = self.preacts(x)
         latents = self._activate(z)
         x_hat = self.decode(latents)

@@ -12,7 +12,9 @@ and cannot give its job away.
 
 The activation is BatchTopK, as in SAELens's ``MatryoshkaBatchTopKTrainingSAE``, and like it
 the SAE is shipped as a ``"jumprelu"`` SAE with one shared threshold (the prefixes only shape
-training; at inference it is one dictionary).
+training; at inference it is one dictionary). Training runs through BatchTopK's sparse kernels
+(one sparse decode gives every prefix); :meth:`MatryoshkaSAE.forward_dense` is the dense
+reference.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch import Tensor
 
 from .batchtopk import BatchTopKSAE
 from .errors import InvalidArgumentError
+from .kernels import SparsePattern, sparse_decode
 from .sae import dense_auxk
 
 __all__ = ["MatryoshkaSAE", "MatryoshkaOutput", "nested_widths"]
@@ -49,7 +52,8 @@ class MatryoshkaOutput(NamedTuple):
     x_hat: Tensor
     """``[batch, d_in]`` reconstruction by the whole dictionary (normalised scale)."""
     latents: Tensor
-    """``[batch, d_sae]`` latent activations (BatchTopK while training, threshold in eval)."""
+    """``[batch, d_sae]`` latent activations (BatchTopK while training, threshold in eval;
+    without gradient from :meth:`MatryoshkaSAE.forward` in training mode)."""
     mse: Tensor
     """Scalar: squared error of the whole dictionary, summed over ``d_in``, batch-averaged."""
     prefix_mse: Tensor
@@ -94,11 +98,15 @@ class MatryoshkaSAE(BatchTopKSAE):
         super().__init__(d_in, d_sae, k, auxk_coeff, k_aux, threshold_lr, generator)
         self.widths = nested_widths(widths, d_sae)
 
+    def _slices(self) -> list[tuple[int, int]]:
+        """``(m_{j-1}, m_j)`` for every level: the latents each prefix adds."""
+        return list(zip((0, *self.widths[:-1]), self.widths))
+
     def prefix_reconstructions(self, latents: Tensor) -> list[Tensor]:
         """``[batch, d_sae]`` latents -> one ``[batch, d_in]`` reconstruction per prefix width,
         each built on the previous one
         (``x_hat_(j) = x_hat_(j-1) + f_[m_{j-1}:m_j] W_dec[...]``)."""
-        sizes = [b - a for a, b in zip((0, *self.widths[:-1]), self.widths)]
+        sizes = [b - a for a, b in self._slices()]
         # split, not slicing: its backward joins the pieces' gradients in one copy
         blocks = zip(latents.split(sizes, dim=1), self.W_dec.split(sizes, dim=0))
         out, x_hat = [], self.b_dec.expand(latents.shape[0], -1)
@@ -107,14 +115,43 @@ class MatryoshkaSAE(BatchTopKSAE):
             out.append(x_hat)
         return out
 
+    def sparse_prefix_reconstructions(self, acts: Tensor, pattern: SparsePattern) -> list[Tensor]:
+        """:meth:`prefix_reconstructions` from the sparse latents (``acts: [nnz]`` at
+        ``pattern``): one sparse decode of every (token, slice of the dictionary) pair, then a
+        running sum over the slices."""
+        parts = sparse_decode(acts, self.W_dec, pattern.by_slices(self.widths))
+        out, x_hat = [], self.b_dec
+        for part in parts.view(pattern.batch, len(self.widths), self.d_in).unbind(dim=1):
+            x_hat = x_hat + part
+            out.append(x_hat)
+        return out
+
+    def _score(self, x: Tensor, recons: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """(``prefix_mse [n_levels]``, ``x_hat``: the last of ``recons``)."""
+        prefix_mse = torch.stack([(r - x).pow(2).sum(dim=-1).mean() for r in recons])
+        return prefix_mse, recons[-1]
+
     def forward(self, x: Tensor, dead_mask: Tensor | None = None) -> MatryoshkaOutput:
         """Encode, decode and score ``x: [batch, d_in]`` (see :class:`MatryoshkaOutput`).
-        ``dead_mask: [d_sae]`` bool marks the latents AuxK should train (``None``: no AuxK)."""
+        ``dead_mask: [d_sae]`` bool marks the latents AuxK should train (``None``: no AuxK).
+
+        In training mode through the sparse kernels; in eval mode as :meth:`forward_dense`.
+        Same result as :meth:`forward_dense` (up to rounding)."""
+        if not self.training:
+            return self.forward_dense(x, dead_mask)
+        pre = self._preacts(x, out=self._workspace(x))  # never leaves this method
+        acts, pattern = self._select(x, pre)
+        prefix_mse, x_hat = self._score(x, self.sparse_prefix_reconstructions(acts, pattern))
+        auxk = self._auxk_loss(x, x_hat, dead_mask)
+        loss = prefix_mse.sum() + self.auxk_coeff * auxk
+        latents = self._scatter(acts, pattern)
+        return MatryoshkaOutput(x_hat, latents, prefix_mse[-1], prefix_mse, auxk, loss)
+
+    def forward_dense(self, x: Tensor, dead_mask: Tensor | None = None) -> MatryoshkaOutput:
+        """:meth:`forward` in plain dense torch: the readable reference."""
         z = self.preacts(x)
         latents = self._activate(z)
-        recons = self.prefix_reconstructions(latents)
-        prefix_mse = torch.stack([(r - x).pow(2).sum(dim=-1).mean() for r in recons])
-        x_hat = recons[-1]
+        prefix_mse, x_hat = self._score(x, self.prefix_reconstructions(latents))
         auxk = dense_auxk(x, x_hat, z, self.W_dec, dead_mask, self.k_aux)
         loss = prefix_mse.sum() + self.auxk_coeff * auxk
         return MatryoshkaOutput(x_hat, latents, prefix_mse[-1], prefix_mse, auxk, loss)

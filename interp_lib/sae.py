@@ -339,6 +339,79 @@ class ReluSAE(_SAEBase):
 
 
 # --------------------------------------------------------------------------------------------
+# What the k-sparse SAEs share (TopK here, BatchTopK and Matryoshka in their own modules)
+# --------------------------------------------------------------------------------------------
+class _KSparseSAE(_SAEBase):
+    """An SAE that keeps about ``k`` latents a token: one dense product chooses them, and the
+    sparse kernels (:mod:`interp_lib.kernels`) do everything after it, gradients included.
+    Latents that stopped firing get the AuxK loss (:meth:`_auxk_loss`).
+
+    Sets ``k``, ``auxk_coeff``, ``k_aux`` (default ``d_in / 2``) and tied initial weights.
+    """
+
+    def __init__(
+        self,
+        d_in: int,
+        d_sae: int,
+        k: float,
+        auxk_coeff: float,
+        k_aux: int | None,
+        generator: torch.Generator | None,
+    ):
+        super().__init__(d_in, d_sae)
+        if not 0 < k <= d_sae:
+            raise InvalidArgumentError(f"need 0 < k <= d_sae, got k={k}, d_sae={d_sae}")
+        self.k, self.auxk_coeff = k, auxk_coeff
+        self.k_aux = k_aux if k_aux is not None else d_in // 2
+        self._tied_init_(generator)
+        self._pre_buffer: Tensor | None = None  # see _workspace
+
+    def train(self, mode: bool = True) -> _KSparseSAE:
+        """As :meth:`torch.nn.Module.train`; leaving training frees the step's workspace."""
+        if not mode:
+            self._pre_buffer = None
+        return super().train(mode)
+
+    def _preacts(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        """Dense ``[batch, d_sae]`` pre-activations, without autograd (the one dense matmul),
+        written into ``out`` when given."""
+        with torch.no_grad():
+            return torch.addmm(self.b_enc, x - self.b_dec, self.W_enc.T, out=out)
+
+    def _workspace(self, x: Tensor) -> Tensor | None:
+        """A ``[batch, d_sae]`` buffer reused by every training step of the same batch shape.
+
+        A fresh 75 MB matrix per step costs the page faults of new memory on every step (about
+        a quarter of the dense matmul's time on a 2-core CPU); ``None`` outside training.
+        """
+        if not self.training:
+            return None
+        shape = (x.shape[0], self.d_sae)
+        buf = self._pre_buffer
+        if buf is None or buf.shape != shape or buf.dtype != x.dtype or buf.device != x.device:
+            buf = self._pre_buffer = torch.empty(shape, dtype=x.dtype, device=x.device)
+        return buf
+
+    def _attach(self, x: Tensor, vals: Tensor, pattern: SparsePattern) -> Tensor:
+        """The chosen pre-activations ``vals`` (at ``pattern``), ReLU'd and re-attached to
+        autograd through the sparse backward (:func:`~interp_lib.kernels.select_preacts`)."""
+        return F.relu(select_preacts(x, self.b_dec, self.W_enc, self.b_enc, vals, pattern))
+
+    def _auxk_loss(self, x: Tensor, x_hat: Tensor, dead_mask: Tensor | None) -> Tensor:
+        """AuxK (Gao et al. 2024, appendix A.2) on the dead latents (:func:`auxk_of_dead`).
+
+        The dead latents' pre-activations are recomputed with gradient, ``[batch, n_dead]``:
+        a dense product over those columns only. Gao et al. divide both this and the main MSE
+        by the same constant; leaving both un-normalised is the same objective.
+        """
+        if dead_mask is None or not bool(dead_mask.any()):
+            return x.new_zeros(())
+        dead = dead_mask.nonzero().squeeze(1)  # [n_dead]
+        dead_pre = torch.addmm(self.b_enc[dead], x - self.b_dec, self.W_enc[dead].T)
+        return auxk_of_dead(x, x_hat, dead_pre, self.W_dec[dead], self.k_aux)
+
+
+# --------------------------------------------------------------------------------------------
 # TopK SAE
 # --------------------------------------------------------------------------------------------
 class TopKOutput(NamedTuple):
@@ -358,7 +431,7 @@ class TopKOutput(NamedTuple):
     """Scalar: ``mse + auxk_coeff * auxk``, what training minimises."""
 
 
-class TopKSAE(_SAEBase):
+class TopKSAE(_KSparseSAE):
     """A TopK sparse autoencoder (Gao et al. 2024).
 
     .. math::
@@ -386,39 +459,7 @@ class TopKSAE(_SAEBase):
         k_aux: int | None = None,
         generator: torch.Generator | None = None,
     ):
-        super().__init__(d_in, d_sae)
-        if not 0 < k <= d_sae:
-            raise InvalidArgumentError(f"need 0 < k <= d_sae, got k={k}, d_sae={d_sae}")
-        self.k, self.auxk_coeff = k, auxk_coeff
-        self.k_aux = k_aux if k_aux is not None else d_in // 2
-        self._tied_init_(generator)
-        self._pre_buffer: Tensor | None = None  # see _workspace
-
-    def train(self, mode: bool = True) -> TopKSAE:
-        """As :meth:`torch.nn.Module.train`; leaving training frees the step's workspace."""
-        if not mode:
-            self._pre_buffer = None
-        return super().train(mode)
-
-    def _preacts(self, x: Tensor, out: Tensor | None = None) -> Tensor:
-        """Dense ``[batch, d_sae]`` pre-activations, without autograd (the one dense matmul),
-        written into ``out`` when given."""
-        with torch.no_grad():
-            return torch.addmm(self.b_enc, x - self.b_dec, self.W_enc.T, out=out)
-
-    def _workspace(self, x: Tensor) -> Tensor | None:
-        """A ``[batch, d_sae]`` buffer reused by every training step of the same batch shape.
-
-        A fresh 75 MB matrix per step costs the page faults of new memory on every step (about
-        a quarter of the dense matmul's time on a 2-core CPU); ``None`` outside training.
-        """
-        if not self.training:
-            return None
-        shape = (x.shape[0], self.d_sae)
-        buf = self._pre_buffer
-        if buf is None or buf.shape != shape or buf.dtype != x.dtype or buf.device != x.device:
-            buf = self._pre_buffer = torch.empty(shape, dtype=x.dtype, device=x.device)
-        return buf
+        super().__init__(d_in, d_sae, k, auxk_coeff, k_aux, generator)
 
     def _select(self, x: Tensor, pre: Tensor, k: int) -> tuple[Tensor, SparsePattern]:
         """Top ``k`` of ``pre`` per row, re-attached to autograd through the sparse backward."""
@@ -426,8 +467,7 @@ class TopKSAE(_SAEBase):
         idx, order = idx.sort(dim=-1)  # CSR wants ascending column indices
         vals = vals.gather(-1, order)
         pattern = SparsePattern(idx, self.d_sae)
-        vals = select_preacts(x, self.b_dec, self.W_enc, self.b_enc, vals, pattern)
-        return F.relu(vals), pattern
+        return self._attach(x, vals, pattern), pattern
 
     def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``[batch, d_in]`` -> (``top_acts [batch, k]``, ``top_indices [batch, k]``)."""
@@ -474,16 +514,3 @@ class TopKSAE(_SAEBase):
         mse = (x_hat - x).pow(2).sum(dim=-1).mean()
         auxk = dense_auxk(x, x_hat, pre, self.W_dec, dead_mask, self.k_aux)
         return TopKOutput(x_hat, top_acts, idx, mse, auxk, mse + self.auxk_coeff * auxk)
-
-    def _auxk_loss(self, x: Tensor, x_hat: Tensor, dead_mask: Tensor | None) -> Tensor:
-        """AuxK (Gao et al. 2024, appendix A.2) on the dead latents (:func:`auxk_of_dead`).
-
-        The dead latents' pre-activations are recomputed with gradient, ``[batch, n_dead]``:
-        a dense product over those columns only. Gao et al. divide both this and the main MSE
-        by the same constant; leaving both un-normalised is the same objective.
-        """
-        if dead_mask is None or not bool(dead_mask.any()):
-            return x.new_zeros(())
-        dead = dead_mask.nonzero().squeeze(1)  # [n_dead]
-        dead_pre = torch.addmm(self.b_enc[dead], x - self.b_dec, self.W_enc[dead].T)
-        return auxk_of_dead(x, x_hat, dead_pre, self.W_dec[dead], self.k_aux)

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from interp_lib.kernels import SparsePattern, csr_mm, sparse_decode
+from interp_lib import kernels
+from interp_lib.kernels import SparsePattern, csr_mm, largest_entries, sparse_decode
 from interp_lib.sae import ReluSAE, TopKSAE, geometric_median, initial_b_dec, input_scale
 from interp_lib.saelens_format import folded_weights, load_saelens_as_homebrew, save_saelens
 
@@ -334,3 +335,26 @@ def test_load_saelens_as_homebrew_inverts_save(tmp_path):
 def test_save_rejects_unknown_dtype(tmp_path):
     with pytest.raises(ValueError):
         save_saelens(ReluSAE(4, 8), tmp_path, hook_name="h", model_name="m", scale=1.0, dtype="int8")
+
+
+def _is_a_top_n(got, m, n):
+    """``got`` is ascending, distinct, and holds values equal to the ``n`` largest of ``m``."""
+    flat = m.reshape(-1)
+    assert got.shape == (n,) and (got.diff() > 0).all()
+    want = flat.topk(n).values
+    torch.testing.assert_close(flat[got].sort(descending=True).values, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("n", [1, 40, 500, 2999, 3000])
+def test_largest_entries_is_an_exact_top_n(n, monkeypatch):
+    """BatchTopK's selection over a whole batch: exactly the n largest entries, in row-major
+    order, whichever way it gets there (sampled threshold, ties, the topk fallback)."""
+    torch.manual_seed(6)
+    m = torch.randn(50, 60) + torch.randn(60)  # columns of different scales
+    _is_a_top_n(largest_entries(m, n), m, n)
+    ties = torch.randint(0, 5, (50, 60)).float()  # many equal values at the cut
+    _is_a_top_n(largest_entries(ties, n), ties, n)
+    # a proposed threshold that lets too few through, or every entry: still exact
+    for proposal in (float("inf"), -float("inf")):
+        monkeypatch.setattr(kernels, "_proposed_threshold", lambda *a: torch.tensor(proposal))
+        _is_a_top_n(largest_entries(m, n), m, n)

@@ -145,6 +145,49 @@ def test_matryoshka_prefixes_each_reconstruct():
     assert (sae.W_dec.grad[8:] == 0).all() and sae.W_dec.grad[:8].abs().sum() > 0
 
 
+def _twins(make, seed):
+    """Two copies of one SAE (same weights and state), for comparing two forward passes."""
+    torch.manual_seed(seed)
+    a = _perturb(make())
+    b = make()
+    b.load_state_dict(a.state_dict())
+    return a, b
+
+
+@pytest.mark.parametrize("arch", ["batchtopk", "matryoshka"])
+@pytest.mark.parametrize("shift", [0.0, -4.0])  # -4: fewer positive entries than k * batch
+def test_sparse_training_step_equals_the_dense_reference(arch, shift):
+    """forward (sparse kernels, rows keeping different numbers of latents) and forward_dense
+    (plain torch): same outputs, same threshold update, same gradient for every parameter."""
+
+    def make():
+        if arch == "batchtopk":
+            return BatchTopKSAE(16, 64, k=3, k_aux=8, auxk_coeff=0.5)
+        return MatryoshkaSAE(16, 64, widths=[8, 24], k=3, k_aux=8, auxk_coeff=0.5)
+
+    sparse, dense = _twins(make, seed=5)
+    with torch.no_grad():
+        for sae in (sparse, dense):
+            sae.b_enc.add_(shift)
+    x = 2 * torch.randn(32, 16)
+    x[0] *= 6  # one token takes many latents, so others take few or none
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[1::3] = True
+    got, want = sparse(x, dead_mask=dead), dense.forward_dense(x, dead_mask=dead)
+    counts = (want.latents > 0).sum(-1)
+    assert counts.max() > 3 and counts.min() < 3
+    if shift:
+        assert int((want.latents > 0).sum()) < 3 * 32  # kept entries ReLU made 0
+    for field in got._fields:
+        torch.testing.assert_close(getattr(got, field), getattr(want, field), msg=field)
+    assert float(sparse.theta) == float(dense.theta) and int(sparse.theta_updates) == 1
+    got.loss.backward()
+    want.loss.backward()
+    for (name, p), q in zip(sparse.named_parameters(), dense.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
+    assert sparse.W_enc.grad[dead].abs().sum() > 0  # AuxK reaches the dead latents
+
+
 def test_matryoshka_widths_are_checked():
     assert nested_widths([4, 16], 64) == (4, 16, 64)
     assert nested_widths([4, 64], 64) == (4, 64)

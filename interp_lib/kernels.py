@@ -60,8 +60,8 @@ def largest_entries(m: Tensor, n: int) -> Tensor:
     otherwise (rare) the whole matrix goes through ``topk``.
     """
     flat = m.reshape(-1)
-    if n >= flat.numel():
-        return torch.arange(flat.numel(), device=m.device)
+    if n <= 0 or n >= flat.numel():
+        return torch.arange(min(max(n, 0), flat.numel()), device=m.device)
     passed = (flat >= _proposed_threshold(flat, n, m.shape[-1])).nonzero().squeeze(1)  # ascending
     if passed.numel() < n:
         return flat.topk(n, sorted=False).indices.sort().values

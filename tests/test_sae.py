@@ -345,7 +345,7 @@ def _is_a_top_n(got, m, n):
     torch.testing.assert_close(flat[got].sort(descending=True).values, want, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("n", [1, 40, 500, 2999, 3000])
+@pytest.mark.parametrize("n", [0, 1, 40, 500, 2999, 3000])
 def test_largest_entries_is_an_exact_top_n(n, monkeypatch):
     """BatchTopK's selection over a whole batch: exactly the n largest entries, in row-major
     order, whichever way it gets there (sampled threshold, ties, the topk fallback)."""

@@ -66,10 +66,11 @@ def largest_entries(m: Tensor, n: int) -> Tensor:
     if passed.numel() < n:
         return flat.topk(n, sorted=False).indices.sort().values
     values = flat[passed]
-    kept = passed[values >= values.topk(n, sorted=False).values.min()]  # still ascending
+    top = values.topk(n, sorted=False)
+    kept = passed[values >= top.values.min()]  # still ascending
     if kept.numel() == n:
         return kept
-    return passed[values.topk(n, sorted=False).indices.sort().values]  # ties at the n-th value
+    return passed[top.indices.sort().values]  # ties at the n-th value
 
 
 def _proposed_threshold(flat: Tensor, n: int, cols: int) -> Tensor:
@@ -111,16 +112,15 @@ class SparsePattern:
         if known; ``indices`` is then ``None``."""
         pattern = cls.__new__(cls)
         pattern.indices = None
-        pattern._layout(crow, col, d_sae)
-        pattern._rows = rows
+        pattern._layout(crow, col, d_sae, rows)
         return pattern
 
-    def _layout(self, crow: Tensor, col: Tensor, d_sae: int) -> None:
+    def _layout(self, crow: Tensor, col: Tensor, d_sae: int, rows: Tensor | None = None) -> None:
         self.crow, self.col, self.d_sae = crow, col, d_sae
         self.batch, self.nnz = crow.numel() - 1, col.numel()
         self._t: tuple[Tensor, Tensor, Tensor] | None = None
         self._order: tuple[Tensor, Tensor] | None = None
-        self._rows: Tensor | None = None
+        self._rows = rows
 
     def rows(self) -> Tensor:
         """``[nnz]`` the token (row) of every non-zero."""

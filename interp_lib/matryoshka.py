@@ -98,15 +98,11 @@ class MatryoshkaSAE(BatchTopKSAE):
         super().__init__(d_in, d_sae, k, auxk_coeff, k_aux, threshold_lr, generator)
         self.widths = nested_widths(widths, d_sae)
 
-    def _slices(self) -> list[tuple[int, int]]:
-        """``(m_{j-1}, m_j)`` for every level: the latents each prefix adds."""
-        return list(zip((0, *self.widths[:-1]), self.widths))
-
     def prefix_reconstructions(self, latents: Tensor) -> list[Tensor]:
         """``[batch, d_sae]`` latents -> one ``[batch, d_in]`` reconstruction per prefix width,
         each built on the previous one
         (``x_hat_(j) = x_hat_(j-1) + f_[m_{j-1}:m_j] W_dec[...]``)."""
-        sizes = [b - a for a, b in self._slices()]
+        sizes = [b - a for a, b in zip((0, *self.widths[:-1]), self.widths)]
         # split, not slicing: its backward joins the pieces' gradients in one copy
         blocks = zip(latents.split(sizes, dim=1), self.W_dec.split(sizes, dim=0))
         out, x_hat = [], self.b_dec.expand(latents.shape[0], -1)

@@ -43,12 +43,12 @@ from pathlib import Path
 
 import jupytext
 import nbformat
+from buildlib import BUILD, HTML, ROOT, chapters, load_yaml, loopback_up
 from jupyter_cache import get_cache
 from jupyter_cache.base import CacheBundleIn
 from myst_nb.core.read import read_myst_markdown_notebook
 from myst_parser.config.main import MdParserConfig
 
-from buildlib import BUILD, HTML, ROOT, chapters, load_yaml, loopback_up
 from interp_lib.files import atomic_dir
 
 # nbmake refuses any notebook with "_build" in its path, so the executed copies live here.

@@ -276,10 +276,13 @@ def shipped_files() -> list[str]:
 
 
 def package_data_files(files: list[str] | None = None) -> list[str]:
-    """Data files the wheel must carry: interp_lib/data/* and interp_lib/saes/** (not code)."""
+    """Data files the wheel must carry: interp_lib/data/*, interp_lib/saes/** and the site's
+    scripts and live pages, interp_lib/site/** (not code)."""
     files = shipped_files() if files is None else files
-    return [f for f in files if f.startswith(("interp_lib/data/", "interp_lib/saes/"))
-            and "__pycache__" not in f and not f.endswith(".pyc")]
+    return [f for f in files
+            if f.startswith(("interp_lib/data/", "interp_lib/saes/", "interp_lib/site/"))
+            and not f.endswith((".py", ".pyc")) and "__pycache__" not in f
+            or f.startswith(("interp_lib/data/", "interp_lib/saes/")) and f.endswith(".py")]
 
 
 def build_wheel(dest: Path, python: str = sys.executable) -> Path:
@@ -376,8 +379,8 @@ def cmd_launch_check(args) -> int:
                 print(f"launch-check: {p}", file=sys.stderr)
             return 1
         n_data = len(package_data_files())
-        print(f"launch-check: {wheel.name}, with all {n_data} data file(s) of interp_lib/data "
-              "and interp_lib/saes")
+        print(f"launch-check: {wheel.name}, with all {n_data} data file(s) of interp_lib/data, "
+              "interp_lib/saes and interp_lib/site")
 
         t = time.time()
         venv = work / "venv"

@@ -24,7 +24,7 @@ after a download (`hub/models--<org>--<name>/refs/main` holding a commit hash,
   GPT-2's `vocab.json`, its `vocab.bpe` is `merges.txt`; `tokenizer.json` built from those two by
   the `tokenizers` library with GPT-2's components; `model.safetensors` with seeded random
   weights of the real shapes (normal, std 0.02; layer norms 1 and 0);
-* for every SAE of the gpt2 profile (interp_lib.profiles), the repository and folder SAELens's
+* for every SAE of the gpt2 profile (interp_lib.model.profiles), the repository and folder SAELens's
   registry names (`sae_lens.loading.pretrained_saes_directory.get_repo_id_and_folder_name`) with
   `cfg.json` (the release's own fields), `sae_weights.safetensors` and `sparsity.safetensors`, as
   `sae_lens.loading.pretrained_sae_loaders.sae_lens_huggingface_loader` reads them. The random
@@ -182,7 +182,7 @@ def profile_saes() -> list[tuple[str, str, str, str]]:
     from sae_lens.loading.pretrained_saes_directory import get_repo_id_and_folder_name
 
     sys.path.insert(0, str(ROOT))
-    from interp_lib.profiles import PROFILES
+    from interp_lib.model.profiles import PROFILES
 
     out = []
     for release, sae_id in PROFILES[PROFILE].all_saes:
@@ -538,7 +538,7 @@ def cmd_offline(args) -> int:
 
 CHECK = """\
 import time, interp_lib
-from interp_lib.profiles import current
+from interp_lib.model.profiles import current
 t = time.time()
 profile = current()
 assert profile.name == "gpt2", profile

@@ -23,14 +23,15 @@ import sys
 import warnings
 from pathlib import Path
 
-from . import data
-from .bench import main as main_bench
-from .errors import cli_errors
-from .files import write_text_atomic
-from .models import load_model
-from .train import check_device_argument, main_train
-from .train_zoo import heldout_record, reevaluate_zoo, train_zoo
-from .zoo import RELEASES, ZOO_RECIPE, load_sae, zoo_bar_table, zoo_kinds_table, zoo_table
+from interp_lib import data
+from interp_lib.bench import main as main_bench
+from interp_lib.errors import cli_errors
+from interp_lib.evals.zoo_report import zoo_bar_table, zoo_kinds_table, zoo_table
+from interp_lib.files import write_text_atomic
+from interp_lib.model.loading import load_model
+from interp_lib.sae.zoo import RELEASES, ZOO_RECIPE, load_sae
+from interp_lib.training.cli import check_device_argument, main_train
+from interp_lib.training.zoo import heldout_record, reevaluate_zoo, train_zoo
 
 EVAL_CTX = 128
 """Context length of the held-out text ``eval`` scores (as :func:`heldout_record`)."""

@@ -4,15 +4,16 @@
 
 * the machine's fp32 matrix-multiply rate (GFLOP/s, one large square matmul, best of a few);
 * harvesting: tokens per second through the first layers of SmolLM2-135M up to the SAE's hook,
-  for the library's :func:`~interp_lib.activations.harvest` (the lean Llama forward of
-  :mod:`interp_lib.fast_forward`), TransformerLens's ``run_with_cache`` (the library's old path)
+  for the library's :func:`~interp_lib.model.activations.harvest` (the lean Llama forward of
+  :mod:`interp_lib.model.fast_forward`), TransformerLens's ``run_with_cache`` (the library's old
+  path)
   and a plain ``transformers`` ``LlamaForCausalLM`` cut to the same layers, on the same tokens and
   batch, interleaved and best of a few repeats (the machine may be shared: the *ratios* are what
   one run can measure fairly); and, for information, harvest as a fraction of the matmul rate
   (the model's FLOPs per token, counted from its config, times tokens/s, over the measured
   GFLOP/s);
 * training, on *identical* activations (cached for that hook, position 0 left out): our
-  trainer (:func:`interp_lib.train.train_sae`, sparse TopK kernels) against SAELens's own
+  trainer (:func:`interp_lib.training.trainer.train_sae`, sparse TopK kernels) against SAELens's own
   ``SAETrainer``, same size (576 -> 4608), same ``k`` (32), batch 4096, fp32, same schedule and
   data order; each then evaluated on held-out activations (FVE, L0, dead latents) so the
   speed-up is shown at equal quality; and our trainer's tokens/s as a fraction of its ceiling
@@ -36,16 +37,16 @@ from typing import Any
 
 import torch
 
-from . import data
-from .activations import cached_activations, corpus_split, harvest
-from .errors import cli_errors
-from .fast_forward import fast_forward_supported
-from .files import write_text_atomic
-from .hooks import hook_layer
-from .metrics import reconstruction_metrics
-from .models import embedded_model_dir, load_model, quiet_loading
-from .train import TrainConfig, train_sae
-from .train_saelens import train_saelens
+from interp_lib import data
+from interp_lib.errors import cli_errors
+from interp_lib.evals.metrics import reconstruction_metrics
+from interp_lib.files import write_text_atomic
+from interp_lib.model.activations import cached_activations, corpus_split, harvest
+from interp_lib.model.fast_forward import fast_forward_supported
+from interp_lib.model.hooks import hook_layer
+from interp_lib.model.loading import embedded_model_dir, load_model, quiet_loading
+from interp_lib.training.saelens_trainer import train_saelens
+from interp_lib.training.trainer import TrainConfig, train_sae
 
 __all__ = [
     "matmul_gflops",
@@ -100,7 +101,7 @@ def transformer_flops_per_token(cfg: Any, n_layers: int, ctx_len: int) -> float:
 
 
 def topk_train_flops_per_token(d_in: int, d_sae: int, k: int) -> float:
-    """FLOPs per token of one sparse TopK training step (:mod:`interp_lib.kernels`), from the
+    """FLOPs per token of one sparse TopK training step (:mod:`interp_lib.sae.kernels`), from the
     shapes: the dense encoder product that chooses the top ``k`` (``2 d_in d_sae``), then four
     products over the ``k`` chosen latents only (``2 k d_in`` each: the decode, the gradients of
     the chosen activations, of their decoder rows and of their encoder rows). AuxK over dead
@@ -163,7 +164,7 @@ def bench_harvest(
     folder: str | Path | None = None,
     repeats: int = 3,
 ) -> dict:
-    """Time :func:`interp_lib.activations.harvest`, TransformerLens's path and plain
+    """Time :func:`interp_lib.model.activations.harvest`, TransformerLens's path and plain
     ``transformers`` on ``tokens [n_ctx, ctx_len]``: same blocks, tokens and batch size; the three
     interleaved, each the best of ``repeats`` passes."""
 

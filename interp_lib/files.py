@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import DamagedFileError, InvalidArgumentError, MissingFileError
+from interp_lib.errors import DamagedFileError, InvalidArgumentError, MissingFileError
 
 __all__ = ["atomic_file", "atomic_dir", "write_text_atomic", "read_json"]
 

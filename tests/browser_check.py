@@ -12,11 +12,11 @@ that nothing can be fetched from anywhere), after the page has settled:
 A page that fails is saved as a screenshot in --out (all pages with figures too, with
 --screenshot-all). Exit status 1 if any page fails. Needs Debian's `chromium`.
 
-The feature pages (features/<sae>/<n>.html, interp_lib.feature_pages) are hundreds of pages made
+The feature pages (features/<sae>/<n>.html, interp_lib.site.feature_pages) are hundreds of pages made
 from one template: every index page is opened, and the first --feature-pages of each SAE
 (default 3; -1 opens them all).
 
-The dashboards (every feature of every SAE, interp_lib.feature_dashboards): a seeded random sample
+The dashboards (every feature of every SAE, interp_lib.site.dashboards): a seeded random sample
 of --dashboards features (default 50, spread over all SAEs) is opened at its stable address, and
 the search page in every mode (number, token, similarity). Each must be drawn (the viewer's
 #dash gets data-state="ready"), show what its data file holds, and be drawn within --dashboard-ms
@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SKIP = {"genindex.html", "search.html"}  # Sphinx's generated pages (search needs a server)
 # The live pages need a web server (ES modules, WebAssembly): tests/live_pages_check.py drives them.
 SKIP |= {"lens.html", "steer.html"}
-FEATURES = "features"  # interp_lib.feature_pages.FEATURES_DIR
+FEATURES = "features"  # interp_lib.site.feature_pages.FEATURES_DIR
 FLAGS = [
     "--headless",
     "--no-sandbox",

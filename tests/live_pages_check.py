@@ -241,8 +241,8 @@ async def check_lens(page: Page, base: str, model, texts: list[str], bench: dict
 
 async def check_steer(page: Page, base: str, model) -> list[str]:
     from interp_lib import load_sae
-    from interp_lib.live_site import STEER_SAE
-    from interp_lib.steering import generate, generate_steered, typical_norm
+    from interp_lib.interventions.steering import generate, generate_steered, typical_norm
+    from interp_lib.site.live_site import STEER_SAE
 
     sae = load_sae(*STEER_SAE)
     ref = typical_norm(model, sae)
@@ -307,7 +307,7 @@ async def run_bench(page: Page, base: str, model, bench: dict) -> None:
 async def drive(args, base: str) -> int:
     from interp_lib import load_model
     from interp_lib.data.probes import CATEGORIES, probe_texts
-    from interp_lib.live_site import download_bytes
+    from interp_lib.site.live_site import download_bytes
 
     chromium = find_chromium()
     profile = tempfile.mkdtemp(prefix="chromium-live-")

@@ -1,5 +1,5 @@
-"""Tests for interp_lib.absorption (SAEBench's feature-absorption definitions) and
-interp_lib.first_letter (the pipeline from a model and an SAE to the scores), on constructed cases
+"""Tests for interp_lib.evals.absorption (SAEBench's feature-absorption definitions) and
+interp_lib.evals.first_letter_absorption (the pipeline from a model and an SAE to the scores), on constructed cases
 whose answers are known by hand."""
 import math
 import random
@@ -8,9 +8,9 @@ import string
 import pytest
 import torch
 
-from interp_lib import first_letter as fl
-from interp_lib.absorption import absorption, absorption_scores, split_features
 from interp_lib.errors import InvalidArgumentError
+from interp_lib.evals import first_letter_absorption as fl
+from interp_lib.evals.absorption import absorption, absorption_scores, split_features
 
 
 def _case():
@@ -62,7 +62,7 @@ def test_split_features_follows_the_f1_jumps():
 
 
 # --------------------------------------------------------------------------------------------
-# interp_lib.first_letter: the pipeline from a model and an SAE to the scores
+# interp_lib.evals.first_letter_absorption: the pipeline from a model and an SAE to the scores
 # --------------------------------------------------------------------------------------------
 class _ByteLevelTokenizer:
     """Just enough of a Hugging Face tokenizer: GPT-2's "Ġ" and SentencePiece's "▁" spaces."""
@@ -203,7 +203,7 @@ def test_planted_absorption_of_starts_with_s():
 def test_balanced_logistic_matches_the_lbfgs_probe_on_balanced_data():
     """On classes of equal size the balanced weights are all 1: the batched Newton solution is
     logistic_probe's (scikit-learn's objective), so their test predictions agree."""
-    from interp_lib.saebench import logistic_probe
+    from interp_lib.evals.saebench import logistic_probe
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(200, 3, generator=g)
@@ -222,7 +222,8 @@ def test_balanced_logistic_matches_the_lbfgs_probe_on_balanced_data():
 @pytest.mark.usefixtures("one_thread")  # a second thread stalls the small batches on a busy CPU
 def test_first_letter_absorption_on_the_real_model_and_shipped_sae(smollm):
     """Smoke run: SmolLM2-135M and the shipped middle-layer SAE, a few hundred words."""
-    from interp_lib import hooks, load_sae, profiles
+    from interp_lib import load_sae
+    from interp_lib.model import hooks, profiles
 
     sae = load_sae(*profiles.PROFILES["embedded"].main_sae)
     data = fl.first_letter_activations(smollm, hooks.sae_hook(sae), n_words=400)

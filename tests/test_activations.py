@@ -1,11 +1,11 @@
-"""interp_lib.activations: one-pass harvest, BOS dropped, an atomic and validated disk cache."""
+"""interp_lib.model.activations: one-pass harvest, BOS dropped, an atomic and validated disk cache."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from interp_lib import activations as A
+from interp_lib.model import activations as A
 
 
 def _tokens(model, n=3, ctx=8):

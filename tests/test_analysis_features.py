@@ -1,4 +1,4 @@
-"""interp_lib.analysis feature statistics, interp_lib.encoding, and plots' HTML helpers, on small hand-made arrays."""
+"""interp_lib.features.analysis feature statistics, interp_lib.model.encoding, and plots' HTML helpers, on small hand-made arrays."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from interp_lib import analysis as A
-from interp_lib import encoding as E
-from interp_lib import plots
-from interp_lib.tokens import readable_tokens
+from interp_lib.features import analysis as A
+from interp_lib.model import encoding as E
+from interp_lib.model.massive import massive_tokens
+from interp_lib.model.tokens import readable_tokens
+from interp_lib.site import plots
 
 # 6 texts x 5 features; categories a, a, a, b, b, c.
 #   f0: everywhere, weak          f1: one text, very strong (text 4)
@@ -149,7 +150,7 @@ def test_top_activating_finds_text_and_token():
 
 def test_massive_tokens_and_mask_tokens():
     acts = [torch.tensor([[100.0, 0.0], [1.0, 0.0], [1.0, 1.0]]), torch.tensor([[0.0, 1.0], [1.0, 0.0]])]
-    masks = E.massive_tokens(acts, factor=5.0)
+    masks = massive_tokens(acts, factor=5.0)
     assert [m.tolist() for m in masks] == [[True, False, False], [False, False]]
     enc = E.mask_tokens(_enc(), masks)
     assert enc.tokens == [["x", "y", "z"], ["u", "v"]]  # positions unchanged

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp_lib import autointerp as ai
 from interp_lib.errors import InvalidArgumentError
+from interp_lib.evals import evidence
+from interp_lib.features import autointerp as ai
+from interp_lib.features import splitting
 
 from .conftest import make_sae
 
@@ -41,7 +43,7 @@ def test_negative_windows_are_silent_and_distinct():
 
 
 def test_corpus_acts_round_trip(tiny_gpt2):
-    from interp_lib.activations import harvest
+    from interp_lib.model.activations import harvest
 
     sae = make_sae(32, 64, HOOK, k=4)
     tokens = torch.randint(1, tiny_gpt2.cfg.d_vocab, (3, 10))
@@ -107,14 +109,14 @@ def test_token_explanation_names_the_most_common_centre(tiny_gpt2):
 
 
 def test_auroc_and_derangement():
-    assert ai.auroc([3, 2, 1, 0], [1, 1, 0, 0]) == 1.0
-    assert ai.auroc([0, 1, 2, 3], [1, 1, 0, 0]) == 0.0
-    assert ai.auroc([1, 1, 1, 1], [1, 0, 1, 0]) == 0.5  # ties count half
-    assert ai.auroc([2, 0, 1, 3], [1, 0, 1, 0]) == 0.5
+    assert evidence.auroc([3, 2, 1, 0], [1, 1, 0, 0]) == 1.0
+    assert evidence.auroc([0, 1, 2, 3], [1, 1, 0, 0]) == 0.0
+    assert evidence.auroc([1, 1, 1, 1], [1, 0, 1, 0]) == 0.5  # ties count half
+    assert evidence.auroc([2, 0, 1, 3], [1, 0, 1, 0]) == 0.5
     with pytest.raises(ValueError, match="positive and one negative"):
-        ai.auroc([1, 2], [1, 1])
+        evidence.auroc([1, 2], [1, 1])
     with pytest.raises(ValueError, match="labels"):
-        ai.auroc([1, 2, 3], [1, 0])
+        evidence.auroc([1, 2, 3], [1, 0])
     perm = ai.derangement(5)
     assert sorted(perm) == list(range(5)) and all(p != i for i, p in enumerate(perm))
     with pytest.raises(ValueError):
@@ -198,7 +200,7 @@ def test_auroc_table_has_one_auroc_per_feature_and_explanation():
         "score": [3, 2, 1, 0, 0, 1, 2, 3],
         "fires": [True, True, False, False] * 2,
     })
-    table = ai.auroc_table(windows)
+    table = evidence.auroc_table(windows)
     assert table.loc[7, "right"] == 1.0 and table.loc[7, "wrong"] == 0.0
 
 
@@ -222,31 +224,31 @@ def _split_case():
 
 def test_split_families_tell_a_split_from_copies():
     narrow, wide, parent, corr, is_child = _split_case()
-    torch.testing.assert_close(ai.children_firing(narrow, wide, 1, [2, 3]),
+    torch.testing.assert_close(splitting.children_firing(narrow, wide, 1, [2, 3]),
                                torch.tensor([2, 2, 1]))
-    fam = ai.split_families(narrow, wide, parent, is_child).set_index("parent")
+    fam = splitting.split_families(narrow, wide, parent, is_child).set_index("parent")
     assert list(fam.index) == [0, 1]  # narrow 2 has a single child: not a family
     assert fam.loc[0, "coverage"] == 1.0 and fam.loc[0, "children firing at once"] == 1.0
     assert fam.loc[1, "children firing at once"] == pytest.approx(5 / 3)
     assert fam.loc[1, "parent fires on"] == 3
-    empty = ai.split_families(narrow, wide, parent, torch.zeros(5, dtype=torch.bool))
-    assert empty.empty and list(empty.columns) == ai.FAMILY_COLUMNS
+    empty = splitting.split_families(narrow, wide, parent, torch.zeros(5, dtype=torch.bool))
+    assert empty.empty and list(empty.columns) == splitting.FAMILY_COLUMNS
 
 
 def test_family_table_lists_the_parent_then_its_children():
     narrow, wide, parent, corr, is_child = _split_case()
     strings = [" a", " b", " c", " d", " e", " e", " f", " g"]
-    table = ai.family_table(1, narrow, wide, parent, corr, is_child, strings)
+    table = splitting.family_table(1, narrow, wide, parent, corr, is_child, strings)
     assert list(table.feature) == ["narrow 1 (parent)", "wide 2", "wide 3"]
     assert table.loc[1, "correlation with parent"] == pytest.approx(0.9)
     assert table.loc[0, "most frequent tokens"] == "'e' 2, 'f' 1"
-    assert ai.top_tokens(wide[:, 3], strings) == "'e' 2"
+    assert splitting.top_tokens(wide[:, 3], strings) == "'e' 2"
 
 
 def test_detection_scores_lean_equal_transformer_lens(smollm, monkeypatch):
     """On the embedded Llama model the scores come from the lean forward's continuations of the
     shared prompt start: TransformerLens's scores with a key-value cache, within fp32 rounding."""
-    from interp_lib import fast_forward as FF
+    from interp_lib.model import fast_forward as FF
 
     texts = ["The dog barked at the cat.", "Interest rates rose again in March.", "A cat slept."]
     expl = ["mentions of animals", "mentions of animals", "money and finance"]

@@ -7,7 +7,6 @@ import torch
 
 from interp_lib import bench
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -128,9 +127,9 @@ def test_format_table_and_main(monkeypatch, tmp_path, capsys):
 
 def test_run_bench_writes_the_required_keys(monkeypatch, tmp_path):
     """run_bench's plumbing with the model and the trainers replaced by stand-ins."""
-    import interp_lib.activations as activations
     import interp_lib.data as data
-    import interp_lib.models as models
+    import interp_lib.model.activations as activations
+    import interp_lib.model.loading as models
 
     model = SimpleNamespace(cfg=smollm2_like(), tokenizer=None)
     for module in (models, bench):

@@ -26,8 +26,9 @@ CI = ROOT / ".ci"
 if str(CI) not in sys.path:
     sys.path.insert(0, str(CI))
 
-import book as ci_book  # noqa: E402  (.ci/book.py, once .ci/ is on sys.path)
 import buildlib  # noqa: E402
+
+import book as ci_book  # noqa: E402  (.ci/book.py, once .ci/ is on sys.path)
 
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
@@ -106,7 +107,7 @@ def test_chapter_header_and_setup_cell(src):
     nb = ci_book.read_as_myst_nb(src)
     assert nb.metadata["kernelspec"]["name"] == "python3"
     first = _code_cells(nb)[0]
-    assert "plots.setup()" in first.source, "the first code cell must call interp_lib.plots.setup()"
+    assert "plots.setup()" in first.source, "the first code cell must call interp_lib.site.plots.setup()"
     tags = first.metadata.get("tags", [])
     assert "remove-cell" in tags or "remove-input" in tags, "the setup cell is hidden on the site"
 

@@ -1,5 +1,5 @@
-"""The model for the reader's browser (interp_lib.browser_model) and the live pages' files
-(interp_lib.live_site): the graph's forward pass against TransformerLens, its cache and steering
+"""The model for the reader's browser (interp_lib.site.browser_model) and the live pages' files
+(interp_lib.site.live_site): the graph's forward pass against TransformerLens, its cache and steering
 input, the checked ONNX export, and clear errors for damaged exports and missing npm files."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from interp_lib import browser_model as bm
 from interp_lib.errors import DamagedFileError, InvalidArgumentError, MissingFileError
+from interp_lib.site import browser_model as bm
 
 from .conftest import make_tiny_tokenizer
 
@@ -69,7 +69,7 @@ def test_forward_matches_transformer_lens(tiny_llama):
 
 
 def test_steer_input_adds_after_bos_like_add_at_positions(tiny_llama):
-    from interp_lib.steering import add_at_positions
+    from interp_lib.interventions.steering import add_at_positions
 
     model, module = tiny_llama
     tokens = model.to_tokens("the dog sat on a mat")
@@ -148,7 +148,7 @@ def test_damaged_export_is_named(tmp_path):
 
 
 def test_live_site_without_npm_packages_says_what_to_do(tmp_path):
-    from interp_lib.live_site import write_live_site
+    from interp_lib.site.live_site import write_live_site
 
     with pytest.raises(MissingFileError, match="npm ci"):
         write_live_site(tmp_path / "html", tmp_path / "node_modules")
@@ -160,7 +160,7 @@ def test_export_agrees_with_transformer_lens_and_generates_as_generate_steered(s
     """The cached export (made and checked on first use, about 3 min on 2 cores), run by
     onnxruntime: activations on a text it was not checked on, and a steered greedy generation."""
     from interp_lib import load_sae
-    from interp_lib.steering import generate_steered, steering_vector, typical_norm
+    from interp_lib.interventions.steering import generate_steered, steering_vector, typical_norm
 
     folder = bm.browser_model_dir()
     report = json.loads((folder / bm.CHECK).read_text())

@@ -10,8 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from interp_lib import analysis, encoding, metrics, plots, saelens_format, similarity, zoo
-from interp_lib.metrics import SAEMetrics
+from interp_lib.evals import metrics
+from interp_lib.evals.metrics import SAEMetrics
+from interp_lib.features import analysis, emoji, similarity
+from interp_lib.model import encoding
+from interp_lib.sae import saelens_format, zoo
+from interp_lib.site import plots
 
 from .conftest import make_sae
 
@@ -42,7 +46,7 @@ def test_recorded_metrics_of_unshipped_release_is_empty():
 
 
 def test_training_recipe_of_shipped_and_unshipped_saes():
-    from interp_lib.zoo import recorded_metrics, sae_recipe
+    from interp_lib.sae.zoo import recorded_metrics, sae_recipe
 
     assert zoo.training_recipe("gpt2-small-res-jb", "blocks.6.hook_resid_pre") == {}
     for sae_id in ("blocks.5.hook_resid_pre", "blocks.25.hook_resid_pre"):
@@ -209,7 +213,7 @@ def test_specialisation_summary():
 
 
 def test_specialist_feature_count_agrees_with_analysis():
-    from interp_lib.analysis import specialist_scores
+    from interp_lib.features.analysis import specialist_scores
 
     rng = np.random.default_rng(0)
     pooled = rng.exponential(size=(12, 40)) * (rng.random((12, 40)) < 0.3)
@@ -245,11 +249,11 @@ def test_paired_subsamples_are_stratified_paired_and_without_replacement():
 
 
 def test_is_emoji_and_emoji_mask():
-    assert analysis.is_emoji("😂") and analysis.is_emoji(" ☕") and analysis.is_emoji("➡️")
-    assert not analysis.is_emoji("hello") and not analysis.is_emoji("…") and not analysis.is_emoji("é")
-    assert not analysis.is_emoji("\u200d") and not analysis.is_emoji("\ufe0f")
+    assert emoji.is_emoji("😂") and emoji.is_emoji(" ☕") and emoji.is_emoji("➡️")
+    assert not emoji.is_emoji("hello") and not emoji.is_emoji("…") and not emoji.is_emoji("é")
+    assert not emoji.is_emoji("\u200d") and not emoji.is_emoji("\ufe0f")
     # '' pieces belong to the character that a later token completes
-    mask = analysis.emoji_mask(["hi", "", "", " 😂", " there", ""])
+    mask = emoji.emoji_mask(["hi", "", "", " 😂", " there", ""])
     assert mask.tolist() == [False, True, True, True, False, False]
 
 
@@ -261,14 +265,14 @@ def test_token_precision():
         [0.0, 4.0, 0.0],
     ])
     mask = np.array([True, True, False, False])
-    p = analysis.token_precision(acts, mask, top=2, min_active=2)
+    p = emoji.token_precision(acts, mask, top=2, min_active=2)
     assert p[0] == 1.0  # its two strongest tokens are both in the mask
     assert p[1] == 0.0  # strongest on tokens 2 and 3
     assert math.isnan(p[2])  # active on one token only
-    p3 = analysis.token_precision(acts, mask, top=3, min_active=1)
+    p3 = emoji.token_precision(acts, mask, top=3, min_active=1)
     assert p3[0] == pytest.approx(2 / 3) and p3[1] == pytest.approx(1 / 3) and p3[2] == 0.0
     with pytest.raises(ValueError):
-        analysis.token_precision(acts, mask[:3])
+        emoji.token_precision(acts, mask[:3])
 
 
 def test_top_text_overlap():
@@ -315,7 +319,7 @@ def test_evaluate_rejects_bad_input(tiny_gpt2):
 
 
 def test_encode_texts_of_several_saes_equals_each_alone(tiny_gpt2):
-    from interp_lib.encoding import encode_texts, hook_activations
+    from interp_lib.model.encoding import encode_texts, hook_activations
 
     d = tiny_gpt2.cfg.d_model
     saes = {"res1": make_sae(d, 32, "blocks.1.hook_resid_pre", k=4, seed=3),
@@ -339,7 +343,7 @@ def test_encode_texts_of_several_saes_equals_each_alone(tiny_gpt2):
 
 
 def test_to_saelens_reproduces_the_homebrew_sae():
-    from interp_lib.sae import ReluSAE, TopKSAE
+    from interp_lib.sae.homebrew import ReluSAE, TopKSAE
 
     torch.manual_seed(0)
     raw = torch.randn(32, 16) * 7
@@ -499,9 +503,9 @@ def test_precision_count_null():
     mask = np.zeros(500, dtype=bool)
     mask[:25] = True
     acts[:25, :5] = 50.0  # five features whose ten strongest tokens are all in the mask
-    null = analysis.precision_count_null(acts, mask, top=10, min_active=5, n=100)
+    null = emoji.precision_count_null(acts, mask, top=10, min_active=5, n=100)
     assert null.observed == 5.0
-    assert null.observed == float((analysis.token_precision(acts, mask, top=10, min_active=5) >= 0.9).sum())
+    assert null.observed == float((emoji.token_precision(acts, mask, top=10, min_active=5) >= 0.9).sum())
     assert null.null_high < 1 and null.p_value < 0.05
 
 
@@ -510,11 +514,11 @@ def test_reconstruction_sums_agree_with_metrics():
     g = torch.Generator().manual_seed(0)
     acts = [torch.randn(n, 16, generator=g) for n in (5, 9, 7)]
     acts[1][3] *= 100  # one massive token
-    sums = analysis.reconstruction_sums(sae, acts)
+    sums = metrics.reconstruction_sums(sae, acts)
     assert sums.shape == (3, 4)
     x = torch.cat(acts)
     with torch.no_grad():
         err = (x - sae.decode(sae.encode(x))).pow(2).sum(-1)
-    assert analysis.fve_of_sums(sums, typical=False) == pytest.approx(metrics.fve(x, err))
-    assert analysis.fve_of_sums(sums) == pytest.approx(metrics.typical_fve(x, err)[0])
+    assert metrics.fve_of_sums(sums, typical=False) == pytest.approx(metrics.fve(x, err))
+    assert metrics.fve_of_sums(sums) == pytest.approx(metrics.typical_fve(x, err)[0])
     assert sums[1, 2] < sums[1, 0]  # the massive token's error counts only over all tokens

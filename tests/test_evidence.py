@@ -1,4 +1,4 @@
-"""interp_lib.evidence on cases whose answers are known."""
+"""interp_lib.evals.evidence on cases whose answers are known."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from interp_lib import analysis, evidence
+from interp_lib.evals import evidence
+from interp_lib.features import analysis
 
 
 def test_bootstrap_interval_covers_the_true_mean_at_about_the_stated_rate():

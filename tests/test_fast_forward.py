@@ -1,4 +1,4 @@
-"""interp_lib.fast_forward: the lean Llama forward gives TransformerLens's activations (within fp16
+"""interp_lib.model.fast_forward: the lean Llama forward gives TransformerLens's activations (within fp16
 rounding, in fact within fp32 rounding), and harvest falls back to TransformerLens elsewhere."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp_lib import activations as A
-from interp_lib import fast_forward as FF
+from interp_lib.model import activations as A
+from interp_lib.model import fast_forward as FF
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -165,7 +165,7 @@ def test_plain_transformers_baseline_reads_the_same_stream(smollm):
     """The benchmark's plain-transformers forward stops at the same place (not after the final
     norm), so the speed comparison is like for like."""
     from interp_lib import bench
-    from interp_lib.models import embedded_model_dir
+    from interp_lib.model.loading import embedded_model_dir
 
     tokens = _real_tokens(smollm)
     plain = bench.plain_transformers_forward(embedded_model_dir(), 4)
@@ -195,7 +195,7 @@ def test_lean_log_probs_and_loss_equal_transformer_lens(smollm):
     """A clean pass, one from block 20's stream (start_at_layer) and spliced passes give
     TransformerLens's next-token log-probabilities and per-token loss; a splice one position off
     (the BOS row too) is caught."""
-    from interp_lib import zoo
+    from interp_lib.sae import zoo
 
     tokens = _real_tokens(smollm)
     assert FF.fast_forward_supported(smollm, ["blocks.15.hook_mlp_out"], to_logits=True)
@@ -259,8 +259,8 @@ def _same_metrics(got, want, rel=1e-4):
 def test_evaluate_lean_equals_transformer_lens(smollm, monkeypatch):
     """metrics.evaluate through the lean forward (shipped SAEs at a resid_pre and an mlp_out hook,
     random ones at resid_post and attn_out) gives what it gives through TransformerLens."""
-    from interp_lib import metrics as M
-    from interp_lib import zoo
+    from interp_lib.evals import metrics as M
+    from interp_lib.sae import zoo
 
     from .conftest import make_sae
 
@@ -339,7 +339,7 @@ def test_first_letter_words_read_the_same_through_both_engines(smollm, monkeypat
 
     from tqdm.auto import tqdm
 
-    from interp_lib import first_letter as fl
+    from interp_lib.evals import first_letter_absorption as fl
 
     vocab = fl.alpha_words(smollm.tokenizer)
     words, pool = vocab[:40], [t for _, t in vocab[40:400]]

@@ -15,8 +15,8 @@ import subprocess
 import sys
 import threading
 import time
-from types import SimpleNamespace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -24,14 +24,18 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import interp_lib.__main__ as cli
-from interp_lib import activations as A
-from interp_lib import feature_stats as fs
-from interp_lib import files, models, train_zoo, zoo
+from interp_lib import files
 from interp_lib.errors import DamagedFileError, InvalidArgumentError, MissingFileError
-from interp_lib.sae import ReluSAE, TopKSAE
-from interp_lib.sae_folder import read_sae_folder
-from interp_lib.saelens_format import load_saelens_as_homebrew, save_saelens, with_hook
-from interp_lib.zoo import load_sae
+from interp_lib.evals import zoo_report
+from interp_lib.features import stats as fs
+from interp_lib.model import activations as A
+from interp_lib.model import loading as models
+from interp_lib.sae import zoo
+from interp_lib.sae.folder import read_sae_folder
+from interp_lib.sae.homebrew import ReluSAE, TopKSAE
+from interp_lib.sae.saelens_format import load_saelens_as_homebrew, save_saelens, with_hook
+from interp_lib.sae.zoo import load_sae
+from interp_lib.training import zoo as train_zoo
 
 from .conftest import make_sae
 
@@ -269,7 +273,7 @@ def shipped_copy(tmp_path, monkeypatch) -> Path:
 def test_metrics_json_damage_names_the_file(shipped_copy, capsys):
     path = shipped_copy / "metrics.json"
     raw = path.read_bytes().rstrip()
-    assert "| smollm2-135m-res | blocks.15.hook_resid_pre |" in zoo.zoo_table()
+    assert "| smollm2-135m-res | blocks.15.hook_resid_pre |" in zoo_report.zoo_table()
     for offset in cuts(len(raw), seed=5):
         path.write_bytes(raw[:offset])
         expect_error(
@@ -284,21 +288,21 @@ def test_metrics_json_damage_names_the_file(shipped_copy, capsys):
         else:
             metrics[field] = value
         path.write_text(json.dumps(metrics))
-        err = expect_error(DamagedFileError, zoo.zoo_table, path)
+        err = expect_error(DamagedFileError, zoo_report.zoo_table, path)
         assert field in str(err) or "not a number" in str(err)
     # the evaluation set's table: every kind read, a kind missing named as damage
-    assert "| smollm2-135m-res | blocks.15.hook_resid_pre |" in zoo.zoo_kinds_table()
+    assert "| smollm2-135m-res | blocks.15.hook_resid_pre |" in zoo_report.zoo_kinds_table()
     metrics = json.loads(raw)
     metrics["by_kind"].pop("math")
     path.write_text(json.dumps(metrics))
-    err = expect_error(DamagedFileError, zoo.zoo_kinds_table, path)
+    err = expect_error(DamagedFileError, zoo_report.zoo_kinds_table, path)
     assert "ce_recovered" in str(err)
     # the bar's table: a kind whose KL is not a number is damage, named
-    assert "| blocks.15.hook_resid_pre |" in zoo.zoo_bar_table()
+    assert "| blocks.15.hook_resid_pre |" in zoo_report.zoo_bar_table()
     metrics = json.loads(raw)
     metrics["by_kind"]["math"]["kl_div"] = "low"
     path.write_text(json.dumps(metrics))
-    expect_error(DamagedFileError, zoo.zoo_bar_table, path)
+    expect_error(DamagedFileError, zoo_report.zoo_bar_table, path)
     # the command line: one line, status 2
     path.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(SystemExit) as exit_:
@@ -471,8 +475,8 @@ def test_feature_cache_is_rebuilt_after_any_damage(tiny_gpt2, tmp_path):
 
 
 def test_width_is_checked_against_every_hook_even_without_a_hook_name(tiny_gpt2):
-    from interp_lib.encoding import encode_texts
-    from interp_lib.hooks import check_widths
+    from interp_lib.model.encoding import encode_texts
+    from interp_lib.model.hooks import check_widths
 
     nameless = make_sae(48, 64, HOOK)
     nameless.cfg.metadata.hook_name = None
@@ -501,7 +505,7 @@ def test_a_hand_built_768_wide_saelens_sae_is_refused_for_its_width_on_smollm(sm
     from sae_lens import TopKSAE as LensTopK
     from sae_lens import TopKSAEConfig
 
-    from interp_lib.encoding import encode_texts
+    from interp_lib.model.encoding import encode_texts
 
     sae = LensTopK(TopKSAEConfig(d_in=768, d_sae=1024, k=8))  # no hook name, GPT-2's width
     with pytest.raises(InvalidArgumentError) as err:
@@ -677,7 +681,7 @@ def test_ctrl_c_during_train_saves_the_partial_sae_completely(
 ):
     """The first Ctrl-C stops training after the current step; the SAE so far is saved whole and
     the command says so (status 130). A second Ctrl-C quits without touching the output."""
-    import interp_lib.train as train_module
+    import interp_lib.training.cli as train_module
 
     # Ctrl-C as in a terminal, even when the tests run as a background job (which ignores SIGINT)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -716,7 +720,7 @@ def test_ctrl_c_during_train_saves_the_partial_sae_completely(
 
 
 def test_train_sae_stop_ends_training_early():
-    from interp_lib.train import TrainConfig, train_sae
+    from interp_lib.training.trainer import TrainConfig, train_sae
 
     x = torch.randn(2048, 8)
     cfg = TrainConfig(arch="topk", d_sae=16, k=2, batch_size=128, epochs=2, seed=0)
@@ -761,8 +765,8 @@ TRAIN_SCRIPT = """
 import signal, sys, torch
 # Ctrl-C as in a terminal, even when the tests run as a background job (which ignores SIGINT)
 signal.signal(signal.SIGINT, signal.default_int_handler)
-import interp_lib.activations as A
-from interp_lib.train import main_train  # what `python -m interp_lib train` runs (quicker import)
+import interp_lib.model.activations as A
+from interp_lib.training.cli import main_train  # what `python -m interp_lib train` runs (quicker import)
 g = torch.Generator().manual_seed(0)
 x = torch.randn(4096, 16, generator=g) * 3 + 1
 A.cached_activations = lambda m, hooks, *, n_tokens, split="train", **kw: {hooks[0]: x[:n_tokens]}
@@ -784,7 +788,7 @@ import signal, sys, torch
 # Ctrl-C as in a terminal, even when the tests run as a background job (which ignores SIGINT)
 signal.signal(signal.SIGINT, signal.default_int_handler)
 from types import SimpleNamespace
-import interp_lib.activations as A
+import interp_lib.model.activations as A
 from interp_lib import data
 
 class FakeModel:  # stands in for a HookedTransformer: the cache and harvest code are the real ones
@@ -993,7 +997,7 @@ import signal, sys, torch
 # Ctrl-C as in a terminal, even when the tests run as a background job (which ignores SIGINT)
 signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
-from interp_lib import train_zoo as Z
+from interp_lib.training import zoo as Z
 
 def fake_activations(model_name, hooks, *, n_tokens, **kw):  # the harvest is tested above
     g = torch.Generator().manual_seed(0)

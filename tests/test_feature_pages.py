@@ -1,5 +1,5 @@
-"""Tests of the feature pages: their data and its cache (interp_lib.feature_stats), token pieces
-(interp_lib.tokens), the link scanner and HTML (interp_lib.feature_pages), on a tiny GPT-2 and a
+"""Tests of the feature pages: their data and its cache (interp_lib.features.stats), token pieces
+(interp_lib.model.tokens), the link scanner and HTML (interp_lib.site.feature_pages), on a tiny GPT-2 and a
 random SAE; and (marker book_html) the feature pages of the built site."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from interp_lib import feature_dashboards as fd
-from interp_lib import feature_pages as fp
-from interp_lib import feature_stats as fs
-from interp_lib import zoo
 from interp_lib.errors import InvalidArgumentError
-from interp_lib.tokens import merge_pieces, token_strings
-from interp_lib.zoo import BOOK_URL, feature_slug, feature_url
+from interp_lib.features import stats as fs
+from interp_lib.model.tokens import merge_pieces, token_strings
+from interp_lib.sae import zoo
+from interp_lib.sae.zoo import BOOK_URL, feature_slug, feature_url
+from interp_lib.site import dashboards as fd
+from interp_lib.site import feature_pages as fp
 
 from .conftest import make_sae
 
@@ -38,7 +38,7 @@ TEXTS = [
 @pytest.fixture(scope="module")
 def setup(tiny_gpt2):
     from interp_lib import data
-    from interp_lib.activations import harvest
+    from interp_lib.model.activations import harvest
 
     torch.manual_seed(0)
     tokens = data.tokenize_corpus(tiny_gpt2.tokenizer, TEXTS, ctx_len=16)
@@ -102,7 +102,7 @@ def test_top_examples_are_the_argmax_windows(setup, computed):
             ids, values, peak = d.window(f, e)
             lo = p - peak
             assert ids == tokens[c, lo:lo + len(ids)].tolist() and lo >= 1
-            assert peak <= fs.BEFORE and len(ids) - peak - 1 <= fs.AFTER
+            assert peak <= fs.PAGE_BEFORE and len(ids) - peak - 1 <= fs.PAGE_AFTER
             np.testing.assert_allclose(values, col[lo - 1:lo - 1 + len(ids)].numpy(), rtol=1e-2, atol=1e-3)
             assert values[peak] == max(values)
             checked += 1
@@ -113,7 +113,7 @@ def test_top_examples_are_the_argmax_windows(setup, computed):
 
 
 def test_logit_lens_matches_feature_logit_lens(setup, computed):
-    from interp_lib.logit_lens import feature_logit_lens
+    from interp_lib.interventions.logit_lens import feature_logit_lens
 
     model, sae, _, _ = setup
     k = min(fs.N_LOGITS, model.cfg.d_vocab)
@@ -146,7 +146,7 @@ def test_cofiring_is_the_jaccard_index_of_fired_tokens(setup, computed):
 
 
 def test_logit_lens_histogram_covers_the_vocabulary(setup, computed):
-    from interp_lib.logit_lens import direct_logits
+    from interp_lib.interventions.logit_lens import direct_logits
 
     model, sae, _, _ = setup
     assert (computed.lens_hist.sum(1) == model.cfg.d_vocab).all()
@@ -342,7 +342,7 @@ def test_site_pages_end_to_end(setup, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Dashboards: every feature, from data files (interp_lib.feature_dashboards)
+# Dashboards: every feature, from data files (interp_lib.site.dashboards)
 
 
 @pytest.fixture(scope="module")
@@ -418,7 +418,7 @@ def test_every_feature_has_a_stable_address(dashboards, computed):
     # the shipped SAEs these two are named after were each trained from their own seed
     seeds = [zoo.training_recipe(src.release, src.sae_id).get("seed") for src in sources]
     assert None not in seeds and len(set(seeds)) == 2 and "its own seed" in site["start_note"]
-    assert (out / fd.SCRIPT).read_text() == (Path(fd.__file__).parent / "data" / fd.SCRIPT).read_text()
+    assert (out / fd.SCRIPT).read_text() == (Path(fd.__file__).parent / fd.SCRIPT).read_text()
 
 
 def test_start_note_follows_the_seeds():
@@ -507,8 +507,8 @@ def test_feature_pages_are_clean_and_local(site):
 
 @pytest.mark.slow
 def test_real_model_token_strings_and_logit_lens(smollm):
-    from interp_lib.logit_lens import feature_logit_lens
-    from interp_lib.zoo import load_sae
+    from interp_lib.interventions.logit_lens import feature_logit_lens
+    from interp_lib.sae.zoo import load_sae
 
     text = "Café ☕ naïve: x = 1"
     ids = smollm.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -532,11 +532,11 @@ def test_dashboards_show_the_library_numbers(site, smollm):
     leave out, aside), and their logit lens is feature_logit_lens's."""
     import random
 
-    from interp_lib.encoding import encode_texts
-    from interp_lib.hooks import sae_hook
-    from interp_lib.logit_lens import feature_logit_lens
-    from interp_lib.metrics import typical_rows
-    from interp_lib.zoo import load_sae
+    from interp_lib.interventions.logit_lens import feature_logit_lens
+    from interp_lib.model.encoding import encode_texts
+    from interp_lib.model.hooks import sae_hook
+    from interp_lib.model.massive import PAGE_FACTOR, typical_rows
+    from interp_lib.sae.zoo import load_sae
 
     features = site / fp.FEATURES_DIR
     saes = fd.read_data_file(features / fd.SITE_DATA)[1][0]["saes"]
@@ -570,9 +570,9 @@ def test_dashboards_show_the_library_numbers(site, smollm):
             continue  # this context's text does not tokenize back to the same tokens
         acts = got.acts[i][:, f].numpy()
         raw = enc.hook_acts[sae_hook(loaded[slug])][i]
-        typical = typical_rows(raw, fs.MASSIVE_FACTOR).numpy()
-        lo, hi = max(1, pos - fs.BEFORE), min(len(contexts[ctx]) + 1, pos + fs.AFTER + 1)
-        shown = fd.window_activations(rec, e)[lo - pos + fs.BEFORE: hi - pos + fs.BEFORE]
+        typical = typical_rows(raw, PAGE_FACTOR).numpy()
+        lo, hi = max(1, pos - fs.PAGE_BEFORE), min(len(contexts[ctx]) + 1, pos + fs.PAGE_AFTER + 1)
+        shown = fd.window_activations(rec, e)[lo - pos + fs.PAGE_BEFORE: hi - pos + fs.PAGE_BEFORE]
         want = np.where(typical[lo - 1: hi - 1], acts[lo - 1: hi - 1], 0.0)
         assert peak == pytest.approx(float(acts[pos - 1]), rel=0.02, abs=0.02), (slug, f, e)
         np.testing.assert_allclose(shown, want, atol=rec["max"] / 500 + 0.02 * rec["max"] + 0.02,

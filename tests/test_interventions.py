@@ -1,7 +1,7 @@
 """Tests for the interventions: steering, ablation, attribution and the logit lens.
 
-Modules interp_lib.steering, .attribution and .logit_lens, with the shared input checks of
-interp_lib.interventions.
+Modules interp_lib.interventions.steering, .attribution and .logit_lens, with the shared input checks of
+interp_lib.interventions.checks.
 
 Fast tests use the tiny GPT-2 fixture and SAEs whose outcome is known; one slow test steers the
 real SmolLM2 with a real SAE.
@@ -12,7 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp_lib import attribution, interventions, logit_lens, steering
+from interp_lib.interventions import attribution, logit_lens, steering
+from interp_lib.interventions import checks as interventions
 
 from .conftest import make_sae
 

@@ -1,13 +1,12 @@
-"""interp_lib.metrics and interp_lib.analysis on a tiny GPT-2 with SAEs made on the spot."""
+"""interp_lib.evals.metrics and interp_lib.features.analysis on a tiny GPT-2 with SAEs made on the spot."""
 
 from __future__ import annotations
-
 
 import pytest
 import torch
 
-from interp_lib.encoding import encode_texts
-from interp_lib.metrics import evaluate
+from interp_lib.evals.metrics import evaluate
+from interp_lib.model.encoding import encode_texts
 
 from .conftest import make_sae
 
@@ -58,7 +57,7 @@ def test_random_sae_is_judged_poor(tiny_gpt2):
 
 
 def test_typical_fve_leaves_out_massive_tokens():
-    from interp_lib.metrics import typical_fve
+    from interp_lib.evals.metrics import typical_fve
 
     torch.manual_seed(0)
     x = torch.randn(1000, 8)
@@ -67,7 +66,7 @@ def test_typical_fve_leaves_out_massive_tokens():
     sq_err[:3] = 0.0  # the massive ones reconstructed perfectly
     fve_all = 1 - sq_err.sum() / (x - x.mean(0)).pow(2).sum()
     fve_typ, massive = typical_fve(x, sq_err)
-    from interp_lib.metrics import typical_rows
+    from interp_lib.model.massive import typical_rows
 
     assert typical_rows(x).tolist() == [False] * 3 + [True] * 997
     assert fve_all > 0.99  # the flattering number

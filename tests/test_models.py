@@ -1,4 +1,4 @@
-"""interp_lib.models: embedded model, local folders, the online path's offline failure, bad names."""
+"""interp_lib.model.loading: embedded model, local folders, the online path's offline failure, bad names."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-import interp_lib.models as models
+import interp_lib.model.loading as models
 from interp_lib import HubUnavailableError, load_model
 
 

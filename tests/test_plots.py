@@ -1,4 +1,4 @@
-"""interp_lib.plots: figures for the static site, without plotly.js and without a CDN."""
+"""interp_lib.site.plots: figures for the static site, without plotly.js and without a CDN."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
 
-from interp_lib import plots
+from interp_lib.site import plots
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_tqdm_disable_silences_notebook_bars_too(monkeypatch):
 
     code = (
         "from tqdm.notebook import tqdm as nb\n"  # imported before setup(), as a library would
-        "from interp_lib import plots\n"
+        "from interp_lib.site import plots\n"
         "plots.setup(static=True)\n"
         "from tqdm.auto import tqdm\n"
         "assert nb(range(3)).disable and tqdm(range(3)).disable\n"

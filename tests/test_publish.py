@@ -29,10 +29,11 @@ for _folder in (ROOT / ".ci", ROOT / "book" / "_ext"):
     if str(_folder) not in sys.path:
         sys.path.insert(0, str(_folder))
 
-import book as ci_book  # noqa: E402  (.ci/book.py)
 import buildlib  # noqa: E402
 import interp_book  # noqa: E402  (book/_ext/interp_book.py)
 import publish  # noqa: E402
+
+import book as ci_book  # noqa: E402  (.ci/book.py)
 
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 REPO = CONFIG["repository"]

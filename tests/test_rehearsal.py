@@ -284,7 +284,7 @@ def test_random_saes_are_sparse():
 
 LOAD = """\
 import json, interp_lib
-from interp_lib.profiles import current
+from interp_lib.model.profiles import current
 p = current()
 m = interp_lib.load_model(p.model)
 saes = [interp_lib.load_sae(*pair) for pair in p.all_saes]
@@ -414,7 +414,7 @@ def test_colab_setup_cell_switches_to_gpt2_and_loads_from_the_cache(tiny_cache, 
 
 def test_colab_setup_cell_without_the_switch_keeps_the_embedded_profile(tmp_path):
     code = colab_setup_cell(False) + (
-        "\nimport interp_lib\nprint(interp_lib.profiles.current().name)\n"
+        "\nimport interp_lib\nprint(interp_lib.model.profiles.current().name)\n"
     )
     env = env_for(tmp_path / "empty-hf-home", tmp_path, INTERP_PROFILE=None, HF_HUB_OFFLINE=None)
     proc = run_cut(code, env, timeout=120)

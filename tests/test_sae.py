@@ -1,4 +1,4 @@
-"""Tests for interp_lib.sae, interp_lib.kernels and interp_lib.saelens_format: the models,
+"""Tests for interp_lib.sae.homebrew, interp_lib.sae.kernels and interp_lib.sae.saelens_format: the models,
 their sparse kernels, and the SAELens export."""
 import json
 import math
@@ -6,11 +6,10 @@ import math
 import pytest
 import torch
 
-from interp_lib import kernels
-from interp_lib.kernels import SparsePattern, csr_mm, largest_entries, sparse_decode
-from interp_lib.sae import ReluSAE, TopKSAE, geometric_median, initial_b_dec, input_scale
-from interp_lib.saelens_format import folded_weights, load_saelens_as_homebrew, save_saelens
-
+from interp_lib.sae import kernels
+from interp_lib.sae.homebrew import ReluSAE, TopKSAE, geometric_median, initial_b_dec, input_scale
+from interp_lib.sae.kernels import SparsePattern, csr_mm, largest_entries, sparse_decode
+from interp_lib.sae.saelens_format import folded_weights, load_saelens_as_homebrew, save_saelens
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

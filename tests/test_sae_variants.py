@@ -6,12 +6,12 @@ import json
 import pytest
 import torch
 
-from interp_lib.batchtopk import BatchTopKSAE, batch_topk
 from interp_lib.errors import InvalidArgumentError
-from interp_lib.jumprelu import JumpReLUSAE
-from interp_lib.matryoshka import MatryoshkaSAE, nested_widths
-from interp_lib.sae import input_scale
-from interp_lib.saelens_format import load_saelens_as_homebrew, save_saelens
+from interp_lib.sae.batchtopk import BatchTopKSAE, batch_topk
+from interp_lib.sae.homebrew import input_scale
+from interp_lib.sae.jumprelu import JumpReLUSAE
+from interp_lib.sae.matryoshka import MatryoshkaSAE, nested_widths
+from interp_lib.sae.saelens_format import load_saelens_as_homebrew, save_saelens
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

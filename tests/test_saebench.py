@@ -1,9 +1,9 @@
-"""Tests for interp_lib.saebench: SAEBench's metrics on cases with a known answer."""
+"""Tests for interp_lib.evals.saebench: SAEBench's metrics on cases with a known answer."""
 import pytest
 import torch
 
 from interp_lib.errors import InvalidArgumentError
-from interp_lib.saebench import (
+from interp_lib.evals.saebench import (
     kl_div_score,
     logistic_probe,
     one_vs_rest,
@@ -85,8 +85,9 @@ def test_kl_div_score():
 
 def test_sparse_probing_on_a_real_model_and_sae(tiny_gpt2):
     """End to end: texts through a (tiny) model and an SAE, mean-pooled, probed."""
+    from interp_lib.evals.saebench import mean_pooled
+
     from .conftest import make_sae
-    from interp_lib.saebench import mean_pooled
 
     sae = make_sae(32, 64, "blocks.1.hook_resid_pre", k=8)
     classes = {"code": ["def f ( x ) : return x", "import x", "print ( x + 1 )", "def g ( y ) : return y"],

@@ -6,8 +6,8 @@ scikit-learn beartype jaxtyping einops``, and both folders appended to ``PYTHONP
 import pytest
 import torch
 
-from interp_lib.absorption import absorption
-from interp_lib.saebench import sparse_probing, top_k_mean_diff
+from interp_lib.evals.absorption import absorption
+from interp_lib.evals.saebench import sparse_probing, top_k_mean_diff
 
 pytest.importorskip("sklearn")
 pytest.importorskip("beartype")

@@ -1,24 +1,24 @@
-"""Tests for interp_lib.train on a small synthetic sparse-dictionary problem (no language model)."""
+"""Tests for interp_lib.training.trainer on a small synthetic sparse-dictionary problem (no language model)."""
 import json
 
 import pytest
 import torch
 
-from interp_lib.batchtopk import BatchTopKSAE
-from interp_lib.jumprelu import JumpReLUSAE
-from interp_lib.matryoshka import MatryoshkaSAE
-from interp_lib.sae import ReluSAE, TopKSAE
 from interp_lib.errors import InvalidArgumentError
-from interp_lib.metrics import reconstruction_metrics
-from interp_lib.train import (
+from interp_lib.evals.metrics import reconstruction_metrics
+from interp_lib.sae.batchtopk import BatchTopKSAE
+from interp_lib.sae.homebrew import ReluSAE, TopKSAE
+from interp_lib.sae.jumprelu import JumpReLUSAE
+from interp_lib.sae.matryoshka import MatryoshkaSAE
+from interp_lib.training.cli import main_train
+from interp_lib.training.saelens_trainer import train_saelens
+from interp_lib.training.trainer import (
     TrainConfig,
     TrainResult,
     lr_factor,
-    main_train,
     steer_coefficient,
     train_sae,
 )
-from interp_lib.train_saelens import train_saelens
 
 
 def planted_dictionary(d=32, m=96, dictionary_seed=0):
@@ -193,7 +193,7 @@ def test_train_saelens_runs_on_a_tiny_problem(data, arch, capsys):
 def test_main_train_saves_a_loadable_sae(tmp_path, monkeypatch, data):
     """The CLI path, with the activation cache replaced by synthetic data."""
     sae_lens = pytest.importorskip("sae_lens")
-    import interp_lib.activations as activations
+    import interp_lib.model.activations as activations
 
     x, val = data
     calls = []
@@ -219,7 +219,7 @@ def test_main_train_saves_a_loadable_sae(tmp_path, monkeypatch, data):
 
 def _fake_cache(monkeypatch, x, val):
     """The activation cache replaced by the synthetic train / held-out rows."""
-    import interp_lib.activations as activations
+    import interp_lib.model.activations as activations
 
     monkeypatch.setattr(activations, "cached_activations",
                         lambda model_name, hooks, *, n_tokens, split="train", **kw:
@@ -230,7 +230,7 @@ def test_main_train_engine_saelens_saves_what_saelens_trained(tmp_path, monkeypa
     """--engine saelens: SAELens's trainer on the same cached activations; the folder loads with
     SAE.load_from_disk and reconstructs the held-out rows exactly as the logged metrics say."""
     sae_lens = pytest.importorskip("sae_lens")
-    from interp_lib.metrics import reconstruction_metrics
+    from interp_lib.evals.metrics import reconstruction_metrics
 
     x, val = data
     _fake_cache(monkeypatch, x, val)

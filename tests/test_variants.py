@@ -1,13 +1,13 @@
-"""Tests for interp_lib.variants: configs aimed at an L0, the sweep, and reading a metric at a
+"""Tests for interp_lib.training.matched_l0: configs aimed at an L0, the sweep, and reading a metric at a
 matched L0."""
 import math
 
 import pytest
 import torch
 
-from interp_lib import variants
 from interp_lib.errors import InvalidArgumentError
-from interp_lib.saebench import pooled_latents
+from interp_lib.evals.saebench import pooled_latents
+from interp_lib.training import matched_l0 as variants
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

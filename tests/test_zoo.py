@@ -1,4 +1,4 @@
-"""interp_lib.zoo: listing, paths, loading from disk, hub fallbacks, feature links."""
+"""interp_lib.sae.zoo: listing, paths, loading from disk, hub fallbacks, feature links."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-import interp_lib.zoo as zoo
+import interp_lib.sae.zoo as zoo
 from interp_lib import HubUnavailableError, feature_url, list_saes, load_sae, sae_path
 
 from .conftest import make_sae
@@ -53,7 +53,7 @@ def test_load_from_folder_round_trip(tmp_path):
 def test_pretrained_offline_fails_fast(monkeypatch, tmp_path):
     import huggingface_hub.constants as hc
 
-    import interp_lib.models as models
+    import interp_lib.model.loading as models
 
     monkeypatch.setattr(models, "hub_reachable", lambda timeout=5.0: False)
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path))
@@ -71,7 +71,7 @@ def test_feature_urls():
 
 
 def test_profiles_name_real_saes(monkeypatch):
-    from interp_lib import profiles
+    from interp_lib.model import profiles
 
     pairs = set(list_saes())
     for profile in profiles.PROFILES.values():
@@ -85,7 +85,7 @@ def test_profiles_name_real_saes(monkeypatch):
 
 
 def test_sae_recipe_resolves_per_sae_overrides():
-    from interp_lib.zoo import ZOO_RECIPE, recorded_metrics, sae_recipe
+    from interp_lib.sae.zoo import ZOO_RECIPE, recorded_metrics, sae_recipe
 
     for release, sae_id in list_saes(pretrained=False):
         own = sae_recipe(sae_id)
@@ -104,7 +104,7 @@ def test_sae_recipe_resolves_per_sae_overrides():
 
 
 def test_bar_shortfalls_takes_the_worst_of_heldout_and_kinds():
-    from interp_lib.zoo import bar_shortfalls
+    from interp_lib.evals.zoo_report import bar_shortfalls
 
     kinds = {"math": {"fve_typical": 0.8, "fve": 0.96, "ce_recovered": 0.98, "kl_div": 0.2, "l0": 64.0},
              "urls": {"fve_typical": 0.86, "fve": 0.97, "ce_recovered": 0.96, "kl_div": 0.01, "l0": 70.0}}
@@ -123,7 +123,7 @@ def test_bar_shortfalls_takes_the_worst_of_heldout_and_kinds():
 
 def test_train_zoo_cli_tokens_override_every_budget(monkeypatch):
     import interp_lib.__main__ as cli
-    import interp_lib.zoo as zoo_module
+    import interp_lib.sae.zoo as zoo_module
 
     seen = {}
     monkeypatch.setattr(cli, "train_zoo", lambda *a, recipe=None, **k: seen.update(recipe=recipe) or [])
@@ -148,7 +148,7 @@ def test_train_zoo_cli_sources_reach_the_recipe(monkeypatch, capsys):
 
 
 def test_corpus_split_is_built_per_set_of_sources(monkeypatch):
-    import interp_lib.activations as activations
+    import interp_lib.model.activations as activations
     from interp_lib import data
 
     built = []
@@ -175,7 +175,7 @@ def test_corpus_split_is_built_per_set_of_sources(monkeypatch):
 
 
 def test_train_zoo_rejects_unknown_sae_id(tmp_path):
-    from interp_lib.train_zoo import train_zoo
+    from interp_lib.training.zoo import train_zoo
 
     with pytest.raises(ValueError, match="blocks.15.hook_mlp_out"):
         train_zoo(["smollm2-135m-mlp"], sae_ids=["blocks.14.hook_mlp_out"], out_root=tmp_path)
@@ -188,10 +188,9 @@ def test_train_zoo_end_to_end_on_a_tiny_recipe(tmp_path, monkeypatch, smollm):
 
     from sae_lens import SAE
 
-    import interp_lib.activations as activations
-    from interp_lib.train_zoo import train_zoo
-
-    import interp_lib.train_zoo as train_zoo_module
+    import interp_lib.model.activations as activations
+    import interp_lib.training.zoo as train_zoo_module
+    from interp_lib.training.zoo import train_zoo
 
     monkeypatch.setattr(activations, "cache_dir", lambda: tmp_path / "cache")
     monkeypatch.setattr(train_zoo_module, "EVAL_KINDS", ("math", "social"))  # two of seven: time
@@ -216,7 +215,7 @@ def test_train_zoo_end_to_end_on_a_tiny_recipe(tmp_path, monkeypatch, smollm):
 
 def test_heldout_records_together_equal_one_at_a_time(smollm, monkeypatch):
     """The zoo's records of several SAEs with shared clean passes are each SAE's own record."""
-    import interp_lib.train_zoo as train_zoo_module
+    import interp_lib.training.zoo as train_zoo_module
 
     monkeypatch.setattr(train_zoo_module, "EVAL_KINDS", ("math",))  # one of seven: time
     math = train_zoo_module.evalset_tokens(smollm, "math", 128)[:2]  # two contexts: time
@@ -234,7 +233,7 @@ def test_heldout_records_together_equal_one_at_a_time(smollm, monkeypatch):
 
 
 def test_reevaluate_zoo_evaluates_each_group_once_and_rewrites_every_record(monkeypatch):
-    import interp_lib.train_zoo as train_zoo_module
+    import interp_lib.training.zoo as train_zoo_module
 
     calls, written = [], {}
     monkeypatch.setattr(train_zoo_module, "load_model", lambda name: name)

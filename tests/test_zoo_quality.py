@@ -10,10 +10,12 @@ import pytest
 
 from interp_lib import list_saes, load_sae, sae_path
 from interp_lib.data import EVAL_KINDS
-from interp_lib.zoo import RELEASES, ZOO_BAR, ZOO_RECIPE, bar_shortfalls, heldout_tokens
+from interp_lib.evals.heldout import heldout_tokens
+from interp_lib.evals.zoo_report import ZOO_BAR, bar_shortfalls
+from interp_lib.sae.zoo import RELEASES, ZOO_RECIPE
 
 SHIPPED = [(r, s) for r, s in list_saes(pretrained=False)]
-# Where a shipped SAE misses issue 16's bar (zoo.ZOO_BAR: on the held-out split and on every kind of
+# Where a shipped SAE misses issue 16's bar (zoo_report.ZOO_BAR: on the held-out split and on every kind of
 # the evaluation set), the measured worst value is recorded here, with a little slack, and in the
 # READMEs' bar table (`python -m interp_lib zoo`), so the test still fails if quality slips further
 # or a new shortfall appears: {(release, sae_id): {field: the worst value allowed}}.
@@ -53,7 +55,7 @@ def test_recorded_quality_meets_the_bar(release, sae_id):
 
 def test_the_zoo_was_trained_with_one_budget_and_own_seeds():
     """Comparisons across the zoo (chapter 3) rest on equal optimiser steps and distinct seeds."""
-    from interp_lib.zoo import training_recipe
+    from interp_lib.sae.zoo import training_recipe
 
     own = [training_recipe(r, s) for r, s in SHIPPED]
     assert len({o["optimiser steps"] for o in own}) == 1  # the steps each training log records
@@ -73,7 +75,7 @@ def test_loads_through_saelens_with_metadata(release, sae_id):
 @pytest.mark.slow
 def test_quick_requality_on_fresh_tokens(smollm):
     """Re-measure the middle-layer SAE on a small held-out sample: close to what metrics.json says."""
-    from interp_lib.metrics import evaluate
+    from interp_lib.evals.metrics import evaluate
 
     release, sae_id = "smollm2-135m-res", "blocks.15.hook_resid_pre"
     sae = load_sae(release, sae_id)
@@ -90,7 +92,7 @@ def test_readme_quality_tables_match_metrics_json(readme):
     """The quality tables in the READMEs are `python -m interp_lib zoo`'s output, never typed by hand."""
     from pathlib import Path
 
-    from interp_lib.zoo import zoo_bar_table, zoo_kinds_table, zoo_table
+    from interp_lib.evals.zoo_report import zoo_bar_table, zoo_kinds_table, zoo_table
 
     text = (Path(__file__).parents[1] / readme).read_text()
     for table in (zoo_table(), zoo_kinds_table(), zoo_bar_table()):

@@ -1,7 +1,7 @@
 """Sphinx extension of the book (loaded from _config.yml, `sphinx: local_extensions`).
 
 * Marks the process as a book build before any chapter kernel starts (kernels inherit the
-  environment): ``INTERP_BOOK_BUILD=1`` makes `interp_lib.plots.setup()` emit figures for the
+  environment): ``INTERP_BOOK_BUILD=1`` makes `interp_lib.site.plots.setup()` emit figures for the
   static site, ``TQDM_DISABLE=1`` keeps progress bars out of the pages.
 * Serves plotly.js from the site itself: copies ``plotly.min.js`` out of the installed plotly
   package (so its version always matches the figures) to ``_static/plotly-<version>.min.js``
@@ -12,21 +12,21 @@
   files that exist in the repository). The theme builds both links from _config.yml's
   `repository` (url, branch) and the page's own source (book/x.md); only the path is changed,
   and only when that notebook exists (otherwise Binder keeps the .md and Colab is dropped).
-* Adds the feature pages (`interp_lib.feature_pages`): at the end of the HTML build, when every
+* Adds the feature pages (`interp_lib.site.feature_pages`): at the end of the HTML build, when every
   chapter page is written, it scans them for links to ``features/<slug>/<n>.html`` and renders a
   page for each linked feature plus the top features of every shipped SAE, an index per SAE and
   ``features/index.html``, all in the site's theme (Sphinx's ``html-collect-pages``; plotly.js is
   added to them as to chapter pages). Their data is cached under ``interp_lib.cache_dir()``.
   With them come the dashboards of every feature of every shipped SAE
-  (`interp_lib.feature_dashboards`): sharded data files, a page at every feature's stable address
+  (`interp_lib.site.dashboards`): sharded data files, a page at every feature's stable address
   that has no full page, and the viewer and search pages (``features/dashboard.html``,
   ``features/search.html``) in the site's theme.
   A link to a feature page that cannot exist is a warning (so -W fails the build).
   ``INTERP_FEATURE_PAGES=0`` skips them.
 * Adds the live pages, ``lens.html`` and ``steer.html``, at the site's root
-  (`interp_lib.live_site`: the model runs in the reader's browser). They need the npm packages of
+  (`interp_lib.site.live_site`: the model runs in the reader's browser). They need the npm packages of
   package.json (node_modules, ``npm ci``); without them the rest of the site is built and one line
-  says so. The model's ONNX export is made once and cached (`interp_lib.browser_model`).
+  says so. The model's ONNX export is made once and cached (`interp_lib.site.browser_model`).
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def _feature_pages(app):
     """html-collect-pages: the feature pages, as (pagename, context, template) for the theme's page.html."""
     if app.builder.format != "html":
         return []
-    from interp_lib import feature_pages
+    from interp_lib.site import feature_pages
 
     if os.environ.get(feature_pages.ENV_DISABLE, "1").strip().lower() in ("0", "false", "no"):
         return []
@@ -156,7 +156,7 @@ def _live_pages(app, exception):
         return
     from sphinx.util import logging
 
-    from interp_lib import live_site
+    from interp_lib.site import live_site
 
     logger = logging.getLogger(__name__)
     node_modules = Path(app.srcdir) / "node_modules"

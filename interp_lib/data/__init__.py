@@ -16,10 +16,10 @@
 The names below are the package's API: ``from interp_lib import data; data.build_corpus()``.
 """
 
-from . import corpus, evalset, probes, textkinds
-from .corpus import *  # noqa: F403 - the package API is the modules' __all__
-from .evalset import *  # noqa: F403
-from .probes import *  # noqa: F403
-from .textkinds import *  # noqa: F403
+from interp_lib.data import corpus, evalset, probes, textkinds
+from interp_lib.data.corpus import *  # noqa: F403 - the package API is the modules' __all__
+from interp_lib.data.evalset import *  # noqa: F403
+from interp_lib.data.probes import *  # noqa: F403
+from interp_lib.data.textkinds import *  # noqa: F403
 
 __all__ = probes.__all__ + corpus.__all__ + evalset.__all__ + textkinds.__all__

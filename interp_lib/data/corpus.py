@@ -83,7 +83,7 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
-from ..errors import DamagedFileError
+from interp_lib.errors import DamagedFileError
 
 if TYPE_CHECKING:  # heavy imports stay lazy: importing interp_lib.data must not pay for them
     import pandas
@@ -110,7 +110,7 @@ __all__ = [
 
 SOURCES: tuple[str, ...] = ("stdlib", "pydoc", "metadata", "package-docs")
 """The default sources: the corpus the chapters read (the shipped SAEs were trained on these
-and three opt-in ones, ``interp_lib.zoo.ZOO_RECIPE["sources"]``)."""
+and three opt-in ones, ``interp_lib.sae.zoo.ZOO_RECIPE["sources"]``)."""
 EXTRA_SOURCES: tuple[str, ...] = ("licences", "code-files", "maths", "written")
 """Opt-in sources that widen the corpus beyond English software text (module doc)."""
 ALL_SOURCES: tuple[str, ...] = SOURCES + EXTRA_SOURCES
@@ -788,7 +788,7 @@ def corpus_report(docs: Iterable[Document]) -> "pandas.DataFrame":
     documents, characters and share."""
     import pandas as pd  # heavy optional dependency: only the report needs it
 
-    from .textkinds import TEXT_KINDS, text_kind
+    from interp_lib.data.textkinds import TEXT_KINDS, text_kind
 
     docs = _check_docs(docs)
     total = sum(len(d.text) for d in docs)

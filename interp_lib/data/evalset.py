@@ -19,8 +19,8 @@ from __future__ import annotations
 import functools
 from typing import NamedTuple
 
-from .corpus import Document
-from .probes import CATEGORIES, labelled_lines
+from interp_lib.data.corpus import Document
+from interp_lib.data.probes import CATEGORIES, labelled_lines
 
 __all__ = ["EVAL_KINDS", "KIND_NAMES", "EvalText", "eval_texts", "eval_documents"]
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
-from .probes import CATEGORIES
+from interp_lib.data.probes import CATEGORIES
 
 __all__ = ["TEXT_KINDS", "text_kind", "kind_accuracy"]
 

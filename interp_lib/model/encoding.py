@@ -8,9 +8,9 @@ turns per-token activations into the per-text max and mean that :class:`Encoded`
 
 :func:`hook_activations` reads the activation at a hook for a list of texts (batched);
 :func:`encode_activations` turns those into an :class:`Encoded` without running the model again.
-:func:`mask_tokens` silences the tokens whose activation norm is far above the rest
-(:func:`interp_lib.model.massive.massive_tokens` finds them) (a text's first token can be a second attention sink); :func:`with_readable_tokens`
-makes byte-level token strings readable.
+:func:`mask_tokens` silences the tokens whose activation norm is far above the rest (a text's
+first token can be a second attention sink; :func:`interp_lib.model.massive.massive_tokens` finds
+them); :func:`with_readable_tokens` makes byte-level token strings readable.
 """
 
 from __future__ import annotations

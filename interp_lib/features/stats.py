@@ -4,8 +4,8 @@
 (:func:`interp_lib.evals.heldout.heldout_tokens`, position 0 and attention sinks left out): the
 top-activating examples (:data:`N_TOP` contexts, a window of :data:`PAGE_BEFORE` + 1 +
 :data:`PAGE_AFTER` tokens around each peak) and :data:`N_SPREAD` examples at evenly spaced
-ranks among the other contexts (in :data:`N_QUANTILES` groups, one per quantile of its contexts' maxima); a histogram of
-the non-zero activations; the density; the features that fire with it most often (Jaccard index of
+ranks among the other contexts (in :data:`N_QUANTILES` groups, one per quantile of its contexts'
+maxima); a histogram of the non-zero activations; the density; the features that fire with it most often (Jaccard index of
 the tokens they fire on); and the logit lens of each decoder row (``W_dec[f] @ W_U``, as
 :func:`interp_lib.interventions.logit_lens.feature_logit_lens`): top tokens and a histogram over the
 whole

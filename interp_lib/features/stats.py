@@ -3,22 +3,20 @@
 :func:`compute_feature_data` measures, for *all* features of an SAE at once, on held-out tokens
 (:func:`interp_lib.evals.heldout.heldout_tokens`, position 0 and attention sinks left out): the
 top-activating examples (:data:`N_TOP` contexts, a window of :data:`PAGE_BEFORE` + 1 +
-:data:`PAGE_AFTER` tokens around each peak) and :data:`N_SPREAD` examples at evenly spaced
-ranks among the other contexts (in :data:`N_QUANTILES` groups, one per quantile of its contexts'
-maxima); a histogram of the non-zero activations; the density; the features that fire with it most often (Jaccard index of
-the tokens they fire on); and the logit lens of each decoder row (``W_dec[f] @ W_U``, as
-:func:`interp_lib.interventions.logit_lens.feature_logit_lens`): top tokens and a histogram over the
-whole
-vocabulary. It is vectorised over the sparse activations (one encoder pass, per-context maxima by
-``scatter_reduce``, co-firing counts as one sparse product).
+:data:`PAGE_AFTER` tokens around each peak) and :data:`N_SPREAD` examples at evenly spaced ranks
+among the other contexts (in :data:`N_QUANTILES` groups, one per quantile of its contexts' maxima);
+a histogram of the non-zero activations; the density; the features that fire with it most often
+(Jaccard index of the tokens they fire on); and the logit lens of each decoder row (``W_dec[f] @
+W_U``, as :func:`interp_lib.interventions.logit_lens.feature_logit_lens`): top tokens and a
+histogram over the whole vocabulary. It is vectorised over the sparse activations (one encoder pass,
+per-context maxima by ``scatter_reduce``, co-firing counts as one sparse product).
 
 The result (:class:`FeatureData`, a few MB per SAE) is cached under ``cache_dir()/feature_pages``,
-keyed by the SAE's weights, the tokens, the model and this module's settings, written atomically
-and checked on read (a corrupt file is recomputed). :func:`feature_data` reads the cache or
-computes what is missing, harvesting all missing hooks in one forward pass. The HTML is
+keyed by the SAE's weights, the tokens, the model and this module's settings, written atomically and
+checked on read (a corrupt file is recomputed). :func:`feature_data` reads the cache or computes
+what is missing, harvesting all missing hooks in one forward pass. The HTML is
 :mod:`interp_lib.site.feature_pages`; :mod:`interp_lib.features.autointerp` shares
-:func:`sparse_encode`.
-"""
+:func:`sparse_encode`."""
 
 from __future__ import annotations
 

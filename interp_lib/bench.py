@@ -6,8 +6,8 @@
 * harvesting: tokens per second through the first layers of SmolLM2-135M up to the SAE's hook,
   for the library's :func:`~interp_lib.model.activations.harvest` (the lean Llama forward of
   :mod:`interp_lib.model.fast_forward`), TransformerLens's ``run_with_cache`` (the library's old
-  path)
-  and a plain ``transformers`` ``LlamaForCausalLM`` cut to the same layers, on the same tokens and
+  path) and a plain ``transformers`` ``LlamaForCausalLM`` cut to the same layers, on the same tokens
+  and
   batch, interleaved and best of a few repeats (the machine may be shared: the *ratios* are what
   one run can measure fairly); and, for information, harvest as a fraction of the matmul rate
   (the model's FLOPs per token, counted from its config, times tokens/s, over the measured

@@ -55,8 +55,7 @@ Two steps, so that many SAEs on one hook share one model pass:
   (attention is causal, so the template's tokens after the word cannot change the activation
   read at the word). On a Llama model the lean forward reads the words
   (:meth:`~interp_lib.model.fast_forward.LlamaHarvestForward.after_prefix`: the prefix's keys shared
-  by
-  one product; 600 words in about a second on two cores), elsewhere TransformerLens's key-value
+  by one product; 600 words in about a second on two cores), elsewhere TransformerLens's key-value
   cache (its rows copied per word, about 14 times slower).
 * *Ten steps per epoch for the L1 probe.* With all its words in one batch of 4096, SAEBench's 50
   epochs would be 50 Adam steps, too few to move the weights past their random start (the top-k

@@ -224,8 +224,8 @@ def evaluate(
     (caching every hook), the zero-ablated pass once per hook and one spliced pass per SAE; for
     ``blocks.N.hook_resid_pre`` the ablated and spliced passes restart at layer N.
     ``engine="auto"`` runs the lean Llama forward (:mod:`interp_lib.model.fast_forward`, same
-    results
-    within fp32 rounding) where it applies, and its ablated and spliced passes restart at the
+    results within fp32 rounding) where it applies, and its ablated and spliced passes restart at
+    the
     hook's block for every hook; ``"transformer_lens"`` always runs TransformerLens.
     """
     if engine not in ("auto", "transformer_lens"):

@@ -4,8 +4,8 @@ PyPI ``sae-bench`` 0.6.0, whose data sets come from the Hugging Face hub).
 
 * **KL divergence** with the SAE spliced in lives in the one evaluator,
   :func:`interp_lib.evals.metrics.evaluate` (``SAEMetrics.kl_div``): SAEBench's core eval reports
-  the
-  same ``kl_div_with_sae``, the mean over positions of ``KL(p_clean || p_sae)`` of the next-token
+  the same ``kl_div_with_sae``, the mean over positions of ``KL(p_clean || p_sae)`` of the
+  next-token
   distributions. :func:`kl_div_score` is its normalised form.
 * **Sparse probing** (:func:`sparse_probing`): can a concept be read off ``k`` latents? Per
   class, a one-vs-rest logistic-regression probe on the ``k`` latents whose mean activation

@@ -2,8 +2,8 @@
 
 Every function takes a per-text activation matrix ``pooled`` of shape [n_texts, d_sae] (usually
 ``Encoded.max`` from :func:`interp_lib.model.encoding.encode_texts`: each feature's largest
-activation
-over the text's tokens), as a torch tensor or a numpy array, and returns numpy arrays or small
+activation over the text's tokens), as a torch tensor or a numpy array, and returns numpy arrays or
+small
 pandas tables: :func:`strongest_features`, :func:`frequent_features`, :func:`selective_features`,
 :func:`specialist_scores` and :func:`category_specialists` (with "strong" defined relative to each
 feature's own maximum, see :func:`strong_mask`), :func:`category_means`,

@@ -171,8 +171,8 @@ def logit_lens_all(
 ) -> LogitLensAll:
     """Each feature's decoder row through the unembedding (``W_dec[f] @ W_U``, via
     :func:`~interp_lib.interventions.logit_lens.direct_logits`): its top-``k`` promoted and
-    suppressed tokens
-    and a ``bins``-bin histogram over the whole vocabulary, one product per ``chunk`` features."""
+    suppressed tokens and a ``bins``-bin histogram over the whole vocabulary, one product per
+    ``chunk`` features."""
     W_dec = sae.W_dec.detach().float()
     if W_dec.shape[1] != model.cfg.d_model:
         raise ValueError(

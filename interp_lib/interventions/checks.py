@@ -6,8 +6,7 @@ checks, so a bad feature index or a two-token "token" fails the same way everywh
 * :mod:`interp_lib.interventions.steering`: add a feature's decoder direction while the model runs
   or generates;
 * :mod:`interp_lib.interventions.attribution`: ablate features through the SAE (error term kept),
-  and rank
-  features by activation x gradient of a logit;
+  and rank features by activation x gradient of a logit;
 * :mod:`interp_lib.interventions.logit_lens`: the tokens a feature's decoder direction pushes up and
   down.
 

@@ -7,8 +7,7 @@ or mismatched folder fails with a :class:`~interp_lib.errors.DamagedFileError` (
 :class:`~interp_lib.errors.MissingFileError`) that names the file, instead of an error from deep
 inside SAELens or safetensors. :func:`weights_digest` is the checksum
 :func:`interp_lib.sae.saelens_format.save_saelens` stores in the weights file's header (SAELens
-ignores
-it), so flipped bytes in the weights of the library's own SAEs are caught as well.
+ignores it), so flipped bytes in the weights of the library's own SAEs are caught as well.
 """
 
 from __future__ import annotations

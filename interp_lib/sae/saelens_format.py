@@ -7,8 +7,7 @@
   old folder or none, never half of one); :func:`check_sae_output` tells beforehand whether a
   folder may be written.
 * :func:`load_saelens_as_homebrew`: the inverse, back to a :mod:`interp_lib.sae.homebrew` model and
-  its
-  scale (the folder checked by :func:`interp_lib.sae.folder.read_sae_folder`).
+  its scale (the folder checked by :func:`interp_lib.sae.folder.read_sae_folder`).
 * :func:`to_saelens`: one of our SAEs as a ``sae_lens.SAE`` that takes raw activations;
   :func:`with_hook` labels a ``sae_lens.SAE`` that lacks its hook name.
 """

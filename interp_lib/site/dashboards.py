@@ -1,8 +1,7 @@
 """Feature dashboards: every feature of every shipped SAE, drawn in the browser from sharded data.
 
 The feature pages (:mod:`interp_lib.site.feature_pages`) are full HTML pages for the ~230 features
-the
-book links to or ranks; a page per feature for all 23,040 features of the shipped SAEs would be
+the book links to or ranks; a page per feature for all 23,040 features of the shipped SAEs would be
 about a gigabyte in the site's theme. Instead the build writes, per SAE, the statistics of every
 feature (:class:`interp_lib.features.stats.FeatureData`, with the decoder-cosine neighbours computed
 here) as small JavaScript data files of :data:`SHARD_SIZE` features each, loaded on demand by one

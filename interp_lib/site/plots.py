@@ -509,8 +509,8 @@ class LiveCurves:
     """A training callback that redraws curves while the trainer runs.
 
     Pass it as ``callback=`` to :func:`interp_lib.training.trainer.train_sae` / ``train_saelens``:
-    it keeps
-    every history row (``.rows``) and, in an interactive notebook, redraws :func:`curves_figure`
+    it keeps every history row (``.rows``) and, in an interactive notebook, redraws
+    :func:`curves_figure`
     of ``keys`` at most every ``every_s`` seconds. While the book is built (see
     :func:`building_book`) it only collects; call :meth:`figure` afterwards.
     """

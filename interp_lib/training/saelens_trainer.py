@@ -2,13 +2,11 @@
 
 :func:`train_saelens` runs ``sae_lens``'s ``SAETrainer`` from a
 :class:`~interp_lib.training.trainer.TrainConfig`: the same activations, input normalisation, width,
-``k``
-or L1 coefficient, batch size, data order and learning-rate schedule as
+``k`` or L1 coefficient, batch size, data order and learning-rate schedule as
 :func:`interp_lib.training.trainer.train_sae`, so a chapter (and :mod:`interp_lib.bench`) can put
 the two
 trainers side by side. It returns the same :class:`~interp_lib.training.trainer.TrainResult`,
-holding an
-inference ``sae_lens.SAE`` that takes raw activations.
+holding an inference ``sae_lens.SAE`` that takes raw activations.
 """
 
 from __future__ import annotations

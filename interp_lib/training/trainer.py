@@ -1,8 +1,7 @@
 """Train a sparse autoencoder on cached activations with our own loop.
 
 :func:`train_sae` is a loop around :mod:`interp_lib.sae.homebrew` (ReLU or TopK), small enough to
-read
-in one sitting: normalise the inputs, initialise ``b_dec`` from the data, then Adam with a
+read in one sitting: normalise the inputs, initialise ``b_dec`` from the data, then Adam with a
 linear warm-up and a decay to zero, keeping the decoder rows at unit norm, and reviving dead
 latents (AuxK for TopK, resampling for ReLU). :class:`TrainConfig` holds every setting; the
 same config drives :func:`interp_lib.training.saelens_trainer.train_saelens`, SAELens's own trainer

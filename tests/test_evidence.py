@@ -23,6 +23,9 @@ def test_bootstrap_interval_covers_the_true_mean_at_about_the_stated_rate():
 def test_bootstrap_interval_of_a_constant_is_a_point_and_needs_two_units():
     ci = evidence.bootstrap_ci([2.0, 2.0, 2.0])
     assert (ci.estimate, ci.low, ci.high) == (2.0, 2.0, 2.0)
+    # a share of yes/no outcomes is not bootstrapped: 3 of 3 is not the point [1, 1]
+    share = evidence.bootstrap_ci([1.0, 1.0, 1.0])
+    assert share.method == "Clopper-Pearson" and share.low < 1.0 == share.high
     assert ci.excludes(2.5) and not ci.excludes(2.0)
     with pytest.raises(ValueError, match="at least 2"):
         evidence.bootstrap_ci([1.0])
@@ -87,6 +90,10 @@ def test_findings_table_writes_the_interval_and_the_verdict():
                          control="random direction", control_value=0.05, holds=True)
     table = evidence.findings_table([f])
     assert table.loc[0, "95% interval"] == "[0.1, 0.5]" and table.loc[0, "holds"] == "yes"
+    assert table.loc[0, "method"] == ""  # an interval built by hand records no method
+    ci = evidence.bootstrap_ci([0.2, 0.4, 0.9], n_boot=100)
+    shown = evidence.findings_table([f._replace(value=ci, method=ci.method)])
+    assert shown.loc[0, "method"] == "bootstrap (percentile, 100 resamples)"
 
 
 def test_unit_sums_add_rows_within_each_unit():
@@ -106,8 +113,12 @@ def test_two_sample_interval_covers_the_true_difference():
         ci = evidence.two_sample_ci(a, b, n_boot=400, seed=trial)
         covered += ci.low <= 1.0 <= ci.high
     assert 0.85 <= covered / 100 <= 1.0
-    same = evidence.two_sample_ci([1.0, 1.0, np.nan], [0.0, 0.0])
+    same = evidence.two_sample_ci([3.0, 3.0, np.nan], [2.0, 2.0])
     assert (same.estimate, same.low, same.high) == (1.0, 1.0, 1.0)
+    assert same.method == "bootstrap (percentile, 2000 resamples)"
+    # two groups of yes/no outcomes: a difference of shares, with a score interval instead
+    shares = evidence.two_sample_ci([1.0, 1.0, np.nan], [0.0, 0.0])
+    assert shares.estimate == 1.0 and shares.low < 1.0 and shares.method.startswith("Newcombe")
     with pytest.raises(ValueError, match="at least 2"):
         evidence.two_sample_ci([1.0], [0.0, 1.0])
 

@@ -9,7 +9,15 @@ typed in by hand.
 
 The tools:
 
-* :func:`bootstrap_ci`: a percentile bootstrap interval of any statistic over resampled units.
+* :func:`bootstrap_ci`: a percentile bootstrap interval of any statistic over resampled units;
+  for the share of yes/no outcomes (0/1 units, the mean) it gives the exact Clopper-Pearson
+  interval instead (:func:`interval_method` says which), since the bootstrap of a share from a
+  few outcomes is degenerate (7 of 7 would give [1, 1]).
+* :func:`proportion_ci`, :func:`share_ci`: Clopper-Pearson (exact) or Wilson (score) intervals
+  for a share, valid at any n; :func:`difference_ci`: Newcombe's interval for a difference of
+  two shares (what :func:`two_sample_ci` gives for two groups of 0/1 units).
+* :func:`binomial_test`, :func:`fisher_test`: exact p-values for a count against a chance level
+  and for a 2x2 table.
 * :func:`permutation_null`: the statistic under shuffled labels (a null model) and a p-value.
 * :func:`random_directions`: random directions of matched norm, the control for an intervention
   along a feature's direction.
@@ -21,7 +29,7 @@ The tools:
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Literal, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -43,6 +51,9 @@ class Interval(NamedTuple):
     """Lower end of the interval."""
     high: float
     """Upper end of the interval."""
+    method: str = ""
+    """How the interval was computed, e.g. ``"Clopper-Pearson"``, ``"Wilson"``,
+    ``"bootstrap (percentile, 2000 resamples)"`` (empty where the caller built it by hand)."""
 
     def excludes(self, value: float) -> bool:
         """True if ``value`` lies outside the interval."""
@@ -52,6 +63,165 @@ class Interval(NamedTuple):
         return f"{self.estimate:.3g} [{self.low:.3g}, {self.high:.3g}]"
 
 
+IntervalMethod = Literal["auto", "bootstrap", "clopper-pearson", "wilson"]
+"""What :func:`bootstrap_ci` may be asked to use: ``"auto"`` picks an exact interval for a
+share of 0/1 outcomes and the percentile bootstrap otherwise."""
+
+_PROPORTION_METHODS = {"clopper-pearson": "Clopper-Pearson", "wilson": "Wilson"}
+_ALTERNATIVES = ("greater", "less", "two-sided")
+
+
+def _check_level(level: float) -> None:
+    if not 0 < level < 1:
+        raise InvalidArgumentError(f"level must be in (0, 1), got {level}")
+
+
+def _is_count(x: object) -> bool:
+    try:
+        return float(x).is_integer()  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
+def _check_counts(successes: int, n: int, suffix: str = "") -> tuple[int, int]:
+    """``successes`` and ``n`` as ints, checked: 1 <= n and 0 <= successes <= n (``suffix``
+    names the arguments, e.g. ``"_a"`` for ``successes_a`` and ``n_a``)."""
+    if not _is_count(n) or n < 1:
+        raise InvalidArgumentError(f"n{suffix} must be an integer >= 1, got {n}")
+    if not _is_count(successes) or not 0 <= successes <= n:
+        raise InvalidArgumentError(
+            f"successes{suffix} must be an integer in [0, n{suffix}] = [0, {int(n)}], "
+            f"got {successes}"
+        )
+    return int(successes), int(n)
+
+
+def proportion_ci(
+    successes: int,
+    n: int,
+    *,
+    level: float = LEVEL,
+    method: Literal["clopper-pearson", "wilson"] = "clopper-pearson",
+) -> Interval:
+    """Interval of a share from ``successes`` of ``n`` yes/no outcomes, valid at any n."""
+    k, n = _check_counts(successes, n)
+    _check_level(level)
+    if method not in _PROPORTION_METHODS:
+        raise InvalidArgumentError(
+            f"method must be one of {sorted(_PROPORTION_METHODS)}, got {method!r}"
+        )
+    alpha = 1 - level
+    if method == "clopper-pearson":
+        low = float(stats.beta.ppf(alpha / 2, k, n - k + 1)) if k > 0 else 0.0
+        high = float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k)) if k < n else 1.0
+    else:
+        z = float(stats.norm.ppf(1 - alpha / 2))
+        p = k / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        low = 0.0 if k == 0 else max(0.0, float(centre - half))
+        high = 1.0 if k == n else min(1.0, float(centre + half))
+    return Interval(k / n, low, high, _PROPORTION_METHODS[method])
+
+
+def is_binary(values: Sequence | np.ndarray) -> bool:
+    """True if ``values`` is a non-empty 1-D array of yes/no outcomes (every value 0 or 1)."""
+    arr = np.asarray(values, dtype=np.float64)
+    return arr.ndim == 1 and arr.size > 0 and bool(np.isin(arr, (0.0, 1.0)).all())
+
+
+def share_ci(
+    outcomes: Sequence | np.ndarray,
+    *,
+    level: float = LEVEL,
+    method: Literal["clopper-pearson", "wilson"] = "clopper-pearson",
+) -> Interval:
+    """Interval of the share of yes outcomes among ``outcomes`` (booleans or 0/1, one per unit)."""
+    if not is_binary(outcomes):
+        raise InvalidArgumentError("outcomes must be a non-empty 1-D sequence of 0/1 or booleans")
+    arr = np.asarray(outcomes, dtype=np.float64)
+    return proportion_ci(int(arr.sum()), arr.size, level=level, method=method)
+
+
+def binomial_test(
+    successes: int,
+    n: int,
+    p0: float,
+    *,
+    alternative: Literal["greater", "less", "two-sided"] = "greater",
+) -> float:
+    """Exact binomial p-value of ``successes`` of ``n`` against the chance share ``p0``
+    (default one-sided: that the true share exceeds ``p0``)."""
+    k, n = _check_counts(successes, n)
+    if not 0 <= p0 <= 1:
+        raise InvalidArgumentError(f"p0 must be in [0, 1], got {p0}")
+    if alternative not in _ALTERNATIVES:
+        raise InvalidArgumentError(
+            f"alternative must be one of {_ALTERNATIVES}, got {alternative!r}"
+        )
+    return float(stats.binomtest(k, n, float(p0), alternative=alternative).pvalue)
+
+
+def fisher_test(
+    table: Sequence[Sequence[int]] | np.ndarray,
+    *,
+    alternative: Literal["greater", "less", "two-sided"] = "two-sided",
+) -> float:
+    """Fisher's exact p-value for a 2x2 table of counts ``[[yes_a, no_a], [yes_b, no_b]]``
+    (``"greater"``: group a has the larger share of yes)."""
+    t = np.asarray(table, dtype=np.float64)
+    if t.shape != (2, 2) or (t < 0).any() or (t != np.round(t)).any():
+        raise InvalidArgumentError(
+            f"table must be 2x2 of non-negative integer counts, got {t.tolist()}"
+        )
+    if alternative not in _ALTERNATIVES:
+        raise InvalidArgumentError(
+            f"alternative must be one of {_ALTERNATIVES}, got {alternative!r}"
+        )
+    return float(stats.fisher_exact(t.astype(np.int64), alternative=alternative).pvalue)
+
+
+def difference_ci(
+    successes_a: int,
+    n_a: int,
+    successes_b: int,
+    n_b: int,
+    *,
+    level: float = LEVEL,
+) -> Interval:
+    """Newcombe's hybrid score interval of share a minus share b (two independent groups of
+    yes/no outcomes), from the Wilson intervals of each share; valid at small n."""
+    ka, na = _check_counts(successes_a, n_a, "_a")
+    kb, nb = _check_counts(successes_b, n_b, "_b")
+    a = proportion_ci(ka, na, level=level, method="wilson")
+    b = proportion_ci(kb, nb, level=level, method="wilson")
+    d = a.estimate - b.estimate
+    low = d - float(np.hypot(a.estimate - a.low, b.high - b.estimate))
+    high = d + float(np.hypot(a.high - a.estimate, b.estimate - b.low))
+    return Interval(d, max(-1.0, low), min(1.0, high), "Newcombe (Wilson score)")
+
+
+def _bootstrap_method(n_boot: int) -> str:
+    return f"bootstrap (percentile, {n_boot} resamples)"
+
+
+def _is_mean(statistic: Callable) -> bool:
+    return statistic is np.mean or statistic is np.average
+
+
+def interval_method(
+    units: Sequence | np.ndarray,
+    statistic: Callable[[np.ndarray], float] = np.mean,
+    *,
+    n_boot: int = 2000,
+) -> str:
+    """The method :func:`bootstrap_ci` uses by default for ``units`` and ``statistic``: the exact
+    Clopper-Pearson interval for the mean of 0/1 units (a share), else the bootstrap."""
+    if _is_mean(statistic) and is_binary(units):
+        return "Clopper-Pearson"
+    return _bootstrap_method(n_boot)
+
+
 def bootstrap_ci(
     units: Sequence | np.ndarray,
     statistic: Callable[[np.ndarray], float] = np.mean,
@@ -59,32 +229,55 @@ def bootstrap_ci(
     n_boot: int = 2000,
     level: float = LEVEL,
     seed: int = 0,
+    method: IntervalMethod = "auto",
 ) -> Interval:
     """Percentile bootstrap interval of ``statistic`` over ``units`` resampled with replacement.
 
     ``units``: one value (or row) per sampled unit, e.g. one score per prompt; ``statistic``
     maps an array of units (same layout) to a number. Units, not tokens: resample what was
-    drawn independently.
+    drawn independently. With ``method="auto"``, the share of yes/no outcomes (1-D units all 0
+    or 1, ``statistic`` ``np.mean``) gets the exact Clopper-Pearson interval instead, which
+    stays valid at small n where the bootstrap collapses (7 of 7 would give [1, 1]);
+    ``"clopper-pearson"`` or ``"wilson"`` ask for that interval (0/1 units only),
+    ``"bootstrap"`` for the bootstrap always. ``Interval.method`` records which was used.
     """
     arr = np.asarray(units, dtype=np.float64)
     if arr.shape[0] < 2:
         raise InvalidArgumentError(
             f"need at least 2 units for a bootstrap interval, got {arr.shape[0]}"
         )
-    if not 0 < level < 1:
-        raise InvalidArgumentError(f"level must be in (0, 1), got {level}")
+    _check_level(level)
+    if method not in ("auto", "bootstrap", *_PROPORTION_METHODS):
+        raise InvalidArgumentError(
+            "method must be one of 'auto', 'bootstrap', 'clopper-pearson', 'wilson', "
+            f"got {method!r}"
+        )
+    if method in _PROPORTION_METHODS and not (_is_mean(statistic) and is_binary(arr)):
+        raise InvalidArgumentError(
+            f"method {method!r} is for the share of 0/1 units (statistic np.mean): units must "
+            "be 1-D, every value 0 or 1"
+        )
+    if method in _PROPORTION_METHODS or (
+        method == "auto" and interval_method(arr, statistic) == "Clopper-Pearson"
+    ):
+        pick = "clopper-pearson" if method == "auto" else method
+        return proportion_ci(int(arr.sum()), arr.size, level=level, method=pick)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, arr.shape[0], size=(n_boot, arr.shape[0]))
     boot = np.array([statistic(arr[i]) for i in idx], dtype=np.float64)
-    return _percentile_interval(float(statistic(arr)), boot[~np.isnan(boot)], level)
+    return _percentile_interval(
+        float(statistic(arr)), boot[~np.isnan(boot)], level, _bootstrap_method(n_boot)
+    )
 
 
-def _percentile_interval(estimate: float, boot: np.ndarray, level: float) -> Interval:
+def _percentile_interval(
+    estimate: float, boot: np.ndarray, level: float, method: str = ""
+) -> Interval:
     """``estimate`` with the central ``level`` range of its bootstrap draws ``boot`` (NaN bounds
     when there are none)."""
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(boot, [tail, 100 - tail]) if boot.size else (np.nan, np.nan)
-    return Interval(float(estimate), float(low), float(high))
+    return Interval(float(estimate), float(low), float(high), method)
 
 
 class Null(NamedTuple):
@@ -208,6 +401,9 @@ class Finding(NamedTuple):
     """The control's value (NaN where the comparison is with a fixed number)."""
     holds: bool
     """Whether the claim holds on this evidence."""
+    method: str = ""
+    """How the evidence was computed (the interval's method, or the test that decided
+    ``holds``, e.g. ``"exact binomial"``, ``"permutation"``)."""
 
 
 def finding(
@@ -218,24 +414,35 @@ def finding(
     control: str,
     control_value: float = float("nan"),
     holds: bool,
+    method: str | None = None,
 ) -> Finding:
-    """A :class:`Finding` (``holds`` computed by the caller from the interval and the control)."""
-    return Finding(claim, statistic, value, control, float(control_value), bool(holds))
+    """A :class:`Finding` (``holds`` computed by the caller; ``method`` defaults to the
+    interval's)."""
+    how = value.method if method is None and isinstance(value, Interval) else method
+    return Finding(claim, statistic, value, control, float(control_value), bool(holds), how or "")
+
+
+def outcome(f: Finding) -> str:
+    """What a chapter glues for a ``verdict`` block: ``"holds"`` or ``"does not hold"``."""
+    return "holds" if f.holds else "does not hold"
 
 
 def verdict(f: Finding, holds: str, fails: str) -> str:
-    """The words a chapter's sentence uses: ``holds`` if the finding holds, else ``fails``."""
+    """The words a sentence uses: ``holds`` if the finding holds, else ``fails`` (chapters write
+    their sentences as ``verdict`` blocks in Markdown and glue :func:`outcome` instead)."""
     return holds if f.holds else fails
 
 
 def findings_table(findings: Sequence[Finding]) -> pd.DataFrame:
-    """The evidence table of a section: one row per finding, intervals written out."""
+    """The evidence table of a section: one row per finding, intervals and methods written
+    out."""
     rows = [
         {
             "claim": f.claim,
             "statistic": f.statistic,
             "estimate": f.value.estimate,
             "95% interval": f"[{f.value.low:.3g}, {f.value.high:.3g}]",
+            "method": f.method or getattr(f.value, "method", ""),
             "control": f.control,
             "control value": f.control_value,
             "holds": "yes" if f.holds else "no",
@@ -269,9 +476,15 @@ def two_sample_ci(
     n_boot: int = 2000,
     level: float = LEVEL,
     seed: int = 0,
+    method: Literal["auto", "bootstrap", "newcombe"] = "auto",
 ) -> Interval:
     """Percentile bootstrap interval of ``statistic(a, b)`` (default: mean of ``a`` minus mean of
-    ``b``, NaNs left out) with the two groups of units resampled independently."""
+    ``b``, NaNs left out) with the two groups of units resampled independently.
+
+    With ``method="auto"``, two groups of yes/no outcomes (every value 0 or 1) and the default
+    statistic get Newcombe's score interval of the difference of shares (:func:`difference_ci`)
+    instead, valid at small n; ``"newcombe"`` asks for it, ``"bootstrap"`` for the bootstrap.
+    """
     x = np.asarray(a, dtype=np.float64).ravel()
     y = np.asarray(b, dtype=np.float64).ravel()
     x, y = x[~np.isnan(x)], y[~np.isnan(y)]
@@ -279,6 +492,18 @@ def two_sample_ci(
         raise InvalidArgumentError(
             f"need at least 2 units in each group, got {x.size} and {y.size}"
         )
+    _check_level(level)
+    if method not in ("auto", "bootstrap", "newcombe"):
+        raise InvalidArgumentError(
+            f"method must be one of 'auto', 'bootstrap', 'newcombe', got {method!r}"
+        )
+    shares = statistic is None and is_binary(x) and is_binary(y)
+    if method == "newcombe" and not shares:
+        raise InvalidArgumentError(
+            "method 'newcombe' is for two groups of 0/1 units with the default statistic"
+        )
+    if method != "bootstrap" and shares:
+        return difference_ci(int(x.sum()), x.size, int(y.sum()), y.size, level=level)
     stat = statistic or (lambda p, q: float(p.mean() - q.mean()))
     rng = np.random.default_rng(seed)
     boot = np.array(
@@ -287,7 +512,7 @@ def two_sample_ci(
             for _ in range(n_boot)
         ]
     )
-    return _percentile_interval(stat(x, y), boot, level)
+    return _percentile_interval(stat(x, y), boot, level, _bootstrap_method(n_boot))
 
 
 def grouped_bootstrap_ci(

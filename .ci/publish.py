@@ -15,7 +15,8 @@ and the distribution name from pyproject.toml.
 
 Generated notebooks (`make notebooks`): one per executable chapter of _toc.yml, at
 notebooks/<path under book/>.ipynb, no outputs, deterministic cell ids (the same .md always gives
-the same bytes), and one cell prepended: the set-up cell. It does nothing where `interp_lib` is
+the same bytes), a chapter's ``verdict`` blocks written out with every branch labelled (a
+notebook has no build to pick one), and one cell prepended: the set-up cell. It does nothing where `interp_lib` is
 importable (this repository's .venv, Binder) and otherwise pip-installs the project from the
 repository, plus the embedded model's wheel. Colab only opens notebooks that exist in the
 repository, so they are committed; the test suite regenerates them and fails when one is stale.
@@ -182,6 +183,9 @@ def render_notebook(src: Path) -> str:
     import jupytext  # .venv only: launch-check, serve and lint run on the bare interpreter
     import nbformat  # likewise
 
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    from interp_book import verdict_as_markdown  # a verdict's branches, labelled
+
     src_rel = src.relative_to(ROOT).as_posix()
     nb = jupytext.read(src)
     meta = {k: v for k, v in nb.metadata.items() if k in ("kernelspec",)}
@@ -195,7 +199,7 @@ def render_notebook(src: Path) -> str:
         if cell.cell_type == "code":
             new = nbformat.v4.new_code_cell(cell.source)
         elif cell.cell_type == "markdown":
-            new = nbformat.v4.new_markdown_cell(cell.source)
+            new = nbformat.v4.new_markdown_cell(verdict_as_markdown(cell.source))
         else:
             new = nbformat.v4.new_raw_cell(cell.source)
         new.metadata = dict(cell.metadata)

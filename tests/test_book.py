@@ -115,6 +115,54 @@ def test_chapter_header_and_setup_cell(src):
 GLUE_ROLE = re.compile(r"\{glue(?::(?:any|text|md|figure|math))?\}`([^`]+)`")
 GLUE_DIRECTIVE = re.compile(r"^[`:]{3,}\{glue(?::(?:any|text|md|figure|math))?\}\s+(\S+)", re.M)
 GLUE_CALL = re.compile(r"""\bglue\(\s*(?:f?["'])([^"']+)["']""")
+VERDICT_ANY = re.compile(r"^\s*(`{3,}|:{3,})\{verdict\}[ \t]+(\S+)", re.M)
+HIDDEN_CELL_LINES = 12
+PROSE_WORDS = 5
+
+
+def prose_in_code(source: str) -> list[str]:
+    """String literals of ``source`` that read as a sentence (at least PROSE_WORDS words), and
+    calls that build Markdown: what a hidden cell must not hold."""
+    import io
+    import tokenize
+
+    found = []
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.STRING or tok.type == getattr(tokenize, "FSTRING_MIDDLE", -1):
+            words = re.findall(r"[A-Za-z][A-Za-z'-]*", re.sub(r"\{[^}]*\}", " ", tok.string))
+            if len(words) >= PROSE_WORDS:
+                found.append(tok.string[:60])
+    found += [f"{m.group(0)}...)" for m in re.finditer(r"\b(Markdown|verdict)\(", source)]
+    return found
+
+
+@pytest.mark.parametrize("src", CHAPTERS, ids=_chapter_id)
+def test_hidden_cells_only_glue_values(src):
+    """A hidden (remove-cell) code cell glues values and findings: at most HIDDEN_CELL_LINES
+    lines, and no sentence built in Python (conclusions are verdict blocks in the Markdown)."""
+    nb = ci_book.read_as_myst_nb(src)
+    problems = []
+    for i, c in enumerate(_code_cells(nb)):
+        if "remove-cell" not in c.metadata.get("tags", []):
+            continue
+        lines = [ln for ln in c.source.splitlines() if ln.strip()]
+        if len(lines) > HIDDEN_CELL_LINES:
+            problems.append(f"code cell {i}: {len(lines)} lines")
+        problems += [f"code cell {i}: prose {p!r}" for p in prose_in_code(c.source)]
+    assert not problems, f"{_chapter_id(src)}: " + "; ".join(problems)
+
+
+def test_hidden_cell_check_catches_prose():
+    assert prose_in_code('glue("x", Markdown(evidence.verdict(f, "a", "b")))')
+    assert prose_in_code('glue("x", "The feature raises its word more than chance")')
+    assert prose_in_code('glue("x", f"The feature chosen on {n} prompts raises it")')
+    assert not prose_in_code('glue("n_select", len(SELECTION), display=False)')
+    assert not prose_in_code('glue("up_holds", evidence.outcome(found[0]), display=False)')
+
+
+def test_verdicts_read_as_prose():
+    text = "a\n\n```{verdict} k\nYes 0.5.\n+++\nNo.\n```\nb\n"
+    assert "Yes 0.5." in _prose(text) and "+++" not in _prose(text)
 
 
 def _referenced_glue_keys(text: str) -> set[str]:
@@ -133,17 +181,32 @@ def _referenced_glue_keys(text: str) -> set[str]:
 
 @pytest.mark.parametrize("src", CHAPTERS, ids=_chapter_id)
 def test_every_glue_reference_is_glued(src):
+    """Every glue role, glue directive and verdict block names a key a code cell glues (the
+    build also fails on a verdict whose key is missing: a warning under -W)."""
     text = src.read_text()
     nb = ci_book.read_as_myst_nb(src)
     glued = {m.group(1) for c in _code_cells(nb) for m in GLUE_CALL.finditer(c.source)}
-    referenced = _referenced_glue_keys(text)
+    referenced = _referenced_glue_keys(text) | {m.group(2) for m in VERDICT_ANY.finditer(text)}
     missing = sorted(referenced - glued)
     assert not missing, f"pasted but never glued: {missing}"
 
 
+VERDICT_BLOCK = re.compile(r"^(`{3,}|:{3,})\{verdict\}[ \t]+(\S+)[ \t]*\n(.*?)^\1[ \t]*$", re.M | re.S)
+
+
+def _verdicts_as_prose(text: str) -> str:
+    """Verdict blocks replaced by their branches (prose, checked like the rest), nested ones too."""
+    while VERDICT_BLOCK.search(text):
+        text = VERDICT_BLOCK.sub(
+            lambda m: "\n".join(ln for ln in m.group(3).splitlines() if ln.strip() != "+++"), text)
+    return text
+
+
 def _prose(text: str) -> str:
-    """The Markdown prose of a chapter: no front matter, fences, math, inline code or links."""
+    """The Markdown prose of a chapter: no front matter, fences, math, inline code or links (the
+    branches of verdict blocks are prose)."""
     text = re.sub(r"\A---\n.*?\n---\n", "", text, flags=re.S)
+    text = _verdicts_as_prose(text)
     text = re.sub(r"^(`{3,}|:{3,}).*?^\1\s*$", "", text, flags=re.S | re.M)
     text = re.sub(r"\$\$.*?\$\$", "", text, flags=re.S)
     text = re.sub(r"\$[^$\n]+\$", "", text)

@@ -32,6 +32,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -169,7 +170,95 @@ def _live_pages(app, exception):
     live_site.write_live_site(Path(app.outdir), node_modules)
 
 
+VERDICT_SEP = "+++"
+OUTCOMES = ("holds", "does not hold", "not settled")
+
+
+def verdict_branch(value: str, n_branches: int) -> int:
+    """Which branch (0-based) a glued outcome selects, from its ``text/plain`` repr."""
+    v = value.strip().strip("'\"")
+    index = {"True": 0, "False": 1}.get(v, OUTCOMES.index(v) if v in OUTCOMES else None)
+    if index is None:
+        raise ValueError(f"glued value {value!r} is not an outcome ({', '.join(OUTCOMES)}) "
+                         "nor a bool")
+    if n_branches not in (2, 3):
+        raise ValueError(f"a verdict has 2 or 3 branches separated by {VERDICT_SEP!r}, got "
+                         f"{n_branches}")
+    return min(index, n_branches - 1)
+
+
+_FENCE = re.compile(r"^\s*(`{3,}|:{3,})(.*)$")
+
+
+def split_branches(lines: list[str]) -> list[list[str]]:
+    """The directive's content cut at the lines that hold only ``+++``, outside any fenced block
+    nested in it (a verdict inside a branch keeps its own separators)."""
+    out: list[list[str]] = [[]]
+    open_fences: list[str] = []
+    for line in lines:
+        m = _FENCE.match(line)
+        if m and open_fences and m.group(1) == open_fences[-1] and not m.group(2).strip():
+            open_fences.pop()
+        elif m and m.group(2).strip():
+            open_fences.append(m.group(1))
+        if line.strip() == VERDICT_SEP and not open_fences:
+            out.append([])
+        else:
+            out[-1].append(line)
+    return out
+
+
+_VERDICT_BLOCK = re.compile(r"^(`{3,}|:{3,})\{verdict\}[ \t]+(\S+)[ \t]*\n(.*?)^\1[ \t]*$",
+                            re.M | re.S)
+
+
+def verdict_as_markdown(text: str) -> str:
+    """A Markdown cell's verdict blocks written out for a notebook: every branch, labelled with
+    the finding (glue key) and the outcome that selects it."""
+
+    def one(m: re.Match) -> str:
+        key, branches = m.group(2), split_branches(m.group(3).splitlines())
+        labels = OUTCOMES if len(branches) == 3 else ("holds", "does not hold")
+        return "\n\n".join(f"> **If `{key}` {label}:** " + " ".join(
+            ln.strip() for ln in b if ln.strip()) for label, b in zip(labels, branches))
+
+    return _VERDICT_BLOCK.sub(one, text)
+
+
+def _verdict_directive():
+    from docutils import nodes
+    from docutils.parsers.rst import Directive
+    from docutils.statemachine import StringList
+    from myst_nb.core.variables import RetrievalError
+    from myst_nb.ext.glue.utils import retrieve_glue_data
+
+    class VerdictDirective(Directive):
+        """The branch of a concluding sentence that a glued finding selects."""
+
+        required_arguments = 1
+        has_content = True
+
+        def run(self):
+            key = self.arguments[0]
+            branches = split_branches(list(self.content))
+            document = self.state.document
+            try:
+                data = retrieve_glue_data(document, key)
+                plain = data.data.get("text/plain", "")
+                chosen = branches[verdict_branch(plain, len(branches))]
+            except (RetrievalError, ValueError) as e:
+                return [document.reporter.warning(f"verdict {key!r}: {e}", line=self.lineno)]
+            container = nodes.container(classes=["verdict"])
+            self.state.nested_parse(StringList(chosen, parent=self.content.parent,
+                                               parent_offset=self.content_offset),
+                                    self.content_offset, container)
+            return container.children
+
+    return VerdictDirective
+
+
 def setup(app):
+    app.add_directive("verdict", _verdict_directive())
     os.environ.setdefault("INTERP_BOOK_BUILD", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
     app.connect("html-page-context", _page_context, priority=900)  # after other extensions

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from interp_lib import data
-from interp_lib.errors import cli_errors
+from interp_lib.errors import InvalidArgumentError, cli_errors
 from interp_lib.evals.metrics import reconstruction_metrics
 from interp_lib.files import write_text_atomic
 from interp_lib.model.activations import cached_activations, corpus_split, harvest
@@ -136,7 +136,7 @@ def plain_transformers_forward(folder: str | Path, n_layers: int):
     from transformers import AutoModelForCausalLM
 
     if n_layers < 1:
-        raise ValueError(f"need at least one block, got n_layers={n_layers}")
+        raise InvalidArgumentError(f"need at least one block, got n_layers={n_layers}")
     with quiet_loading():
         hf = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
     hf.model.layers = hf.model.layers[:n_layers]

@@ -83,7 +83,7 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
-from interp_lib.errors import DamagedFileError
+from interp_lib.errors import DamagedFileError, InvalidArgumentError
 
 if TYPE_CHECKING:  # heavy imports stay lazy: importing interp_lib.data must not pay for them
     import pandas
@@ -702,15 +702,19 @@ def build_corpus(
     if max_chars is not None and (
         isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars <= 0
     ):
-        raise ValueError(f"max_chars must be a positive int or None, got {max_chars!r}")
+        raise InvalidArgumentError(f"max_chars must be a positive int or None, got {max_chars!r}")
     if isinstance(sources, str):
         raise TypeError(f"sources must be a sequence of source names, e.g. {SOURCES!r}, not a str")
     sources = tuple(sources)
     bad = [s for s in sources if s not in ALL_SOURCES]
     if bad or not sources:
-        raise ValueError(f"unknown or no sources {bad!r}; valid sources: {', '.join(ALL_SOURCES)}")
+        raise InvalidArgumentError(
+            f"unknown or no sources {bad!r}; valid sources: {', '.join(ALL_SOURCES)}"
+        )
     if not isinstance(chunk_chars, int) or chunk_chars < MIN_DOC_CHARS:
-        raise ValueError(f"chunk_chars must be an int >= {MIN_DOC_CHARS}, got {chunk_chars!r}")
+        raise InvalidArgumentError(
+            f"chunk_chars must be an int >= {MIN_DOC_CHARS}, got {chunk_chars!r}"
+        )
     sources = tuple(dict.fromkeys(sources))
 
     # Interleave: whenever code characters lag behind the rest, the next document comes from a
@@ -773,7 +777,9 @@ def split_corpus(
         or not isinstance(held_out_fraction, (int, float))
         or not 0.0 <= held_out_fraction <= 1.0
     ):
-        raise ValueError(f"held_out_fraction must be a number in [0, 1], got {held_out_fraction!r}")
+        raise InvalidArgumentError(
+            f"held_out_fraction must be a number in [0, 1], got {held_out_fraction!r}"
+        )
     docs = _check_docs(docs)
     held_texts = {d.text for d in docs if _split_value(d) < held_out_fraction}
     # a text that is repeated under another name goes wholly to held-out: no leak into training
@@ -854,13 +860,13 @@ def tokenize_corpus(
 
     tok = _resolve_tokenizer(tokenizer)
     if isinstance(ctx_len, bool) or not isinstance(ctx_len, int) or ctx_len < 2:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"ctx_len must be an int >= 2 (BOS plus at least one token), got {ctx_len!r}"
         )
     if max_tokens is not None and (
         isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < ctx_len
     ):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"max_tokens must be None or an int >= ctx_len ({ctx_len}), got {max_tokens!r}"
         )
     texts = [d.text if isinstance(d, Document) else d for d in docs]
@@ -869,7 +875,7 @@ def tokenize_corpus(
     eos = tok.eos_token_id
     bos = tok.bos_token_id if tok.bos_token_id is not None else eos
     if eos is None:
-        raise ValueError("the tokenizer has no eos_token_id to separate documents with")
+        raise InvalidArgumentError("the tokenizer has no eos_token_id to separate documents with")
     body = ctx_len - 1
     max_rows = None if max_tokens is None else max_tokens // ctx_len
     needed = None if max_rows is None else max_rows * body
@@ -886,6 +892,8 @@ def tokenize_corpus(
             break
     n_rows = len(ids) // body if max_rows is None else min(len(ids) // body, max_rows)
     if n_rows == 0:
-        raise ValueError(f"too little text: {len(ids)} tokens do not fill one context of {ctx_len}")
+        raise InvalidArgumentError(
+            f"too little text: {len(ids)} tokens do not fill one context of {ctx_len}"
+        )
     rows = torch.tensor(ids[: n_rows * body], dtype=torch.long).view(n_rows, body)
     return torch.cat([torch.full((n_rows, 1), bos, dtype=torch.long), rows], dim=1)

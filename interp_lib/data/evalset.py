@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 from interp_lib.data.corpus import Document
 from interp_lib.data.probes import CATEGORIES, labelled_lines
+from interp_lib.errors import InvalidArgumentError
 
 __all__ = ["EVAL_KINDS", "KIND_NAMES", "EvalText", "eval_texts", "eval_documents"]
 
@@ -57,7 +58,7 @@ def _load() -> tuple[EvalText, ...]:
 def eval_texts(kind: str | None = None) -> list[EvalText]:
     """Every evaluation text, or one kind's (one of :data:`EVAL_KINDS`)."""
     if kind is not None and kind not in EVAL_KINDS:
-        raise ValueError(f"unknown kind {kind!r}; valid kinds: {list(EVAL_KINDS)}")
+        raise InvalidArgumentError(f"unknown kind {kind!r}; valid kinds: {list(EVAL_KINDS)}")
     return [t for t in _load() if kind is None or t.kind == kind]
 
 

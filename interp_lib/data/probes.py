@@ -16,6 +16,8 @@ import importlib.resources
 import json
 from typing import NamedTuple
 
+from interp_lib.errors import DamagedFileError, InvalidArgumentError
+
 __all__ = ["CATEGORIES", "CATEGORY_LABELS", "ProbeText", "probe_texts"]
 
 CATEGORIES: tuple[str, ...] = (
@@ -51,7 +53,7 @@ class ProbeText(NamedTuple):
 def labelled_lines(filename: str, label: str, valid: tuple[str, ...]) -> list[tuple[str, str]]:
     """(text, label) rows of a JSON-lines file shipped in this package, ``{"text": ...,
     label: ...}`` per line; a row without text or with a label outside ``valid`` raises
-    ValueError naming the file, the line and the valid labels."""
+    DamagedFileError naming the file, the line and the valid labels."""
     resource = importlib.resources.files(__package__).joinpath(filename)
     rows: list[tuple[str, str]] = []
     with resource.open("r", encoding="utf-8") as fh:
@@ -61,8 +63,10 @@ def labelled_lines(filename: str, label: str, valid: tuple[str, ...]) -> list[tu
             obj = json.loads(line)
             text, tag = obj.get("text"), obj.get(label)
             if tag not in valid or not isinstance(text, str) or not text.strip():
-                raise ValueError(
-                    f"{filename} line {lineno}: bad row {obj!r} (valid {label}s: {list(valid)})"
+                raise DamagedFileError(
+                    str(resource),
+                    f"line {lineno}: bad row {obj!r} (valid {label}s: {list(valid)})",
+                    "restore it from git",
                 )
             rows.append((text, tag))
     return rows
@@ -80,7 +84,7 @@ def probe_texts(category: str | None = None) -> list[ProbeText]:
     if category is None:
         return list(rows)
     if category not in CATEGORIES:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"unknown category {category!r}; valid categories: {', '.join(CATEGORIES)}"
         )
     return [row for row in rows if row.category == category]

@@ -31,6 +31,7 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 import torch
 
+from interp_lib.errors import InvalidArgumentError
 from interp_lib.files import atomic_file
 from interp_lib.interventions.logit_lens import direct_logits
 from interp_lib.model.activations import harvest
@@ -132,7 +133,7 @@ class FeatureData(NamedTuple):
         """(token ids, activations, index of the peak token) of one example's window (no BOS)."""
         ctx, pos = int(self.ex_ctx[feature, example]), int(self.ex_pos[feature, example])
         if ctx < 0:
-            raise ValueError(f"feature {feature} has no example {example}")
+            raise InvalidArgumentError(f"feature {feature} has no example {example}")
         lo, hi = max(1, pos - PAGE_BEFORE), min(self.tokens.shape[1], pos + PAGE_AFTER + 1)
         acts = self.ex_acts[feature, example, lo - pos + PAGE_BEFORE : hi - pos + PAGE_BEFORE]
         return self.tokens[ctx, lo:hi].tolist(), acts.astype(np.float32).tolist(), pos - lo
@@ -175,7 +176,7 @@ def logit_lens_all(
     ``chunk`` features."""
     W_dec = sae.W_dec.detach().float()
     if W_dec.shape[1] != model.cfg.d_model:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"the logit lens needs a residual-width SAE: d_in={W_dec.shape[1]}, "
             f"d_model={model.cfg.d_model}"
         )
@@ -263,7 +264,7 @@ def compute_feature_data(
     n_ctx, ctx_len = tokens.shape
     per_ctx = ctx_len - 1
     if acts.shape[0] != n_ctx * per_ctx:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{acts.shape[0]} activation rows for {n_ctx} contexts of {ctx_len} "
             f"tokens (expected {n_ctx * per_ctx})"
         )

@@ -22,19 +22,23 @@ import operator
 import numpy as np
 import torch
 
+from interp_lib.errors import InvalidArgumentError
+
 
 def check_feature(sae, feature) -> int:
-    """Return ``feature`` as an int, or raise ValueError naming the valid range ``0..d_sae-1``."""
+    """``feature`` as an int, or InvalidArgumentError naming the valid range ``0..d_sae-1``."""
     d_sae = int(sae.cfg.d_sae)
     if isinstance(feature, bool):
-        raise ValueError(f"feature must be an int in 0..{d_sae - 1}, got {feature!r}")
+        raise InvalidArgumentError(f"feature must be an int in 0..{d_sae - 1}, got {feature!r}")
     scalar = isinstance(feature, torch.Tensor) and feature.numel() == 1
     try:
         index = operator.index(feature.item() if scalar else feature)
     except TypeError:
-        raise ValueError(f"feature must be an int in 0..{d_sae - 1}, got {feature!r}") from None
+        raise InvalidArgumentError(
+            f"feature must be an int in 0..{d_sae - 1}, got {feature!r}"
+        ) from None
     if not 0 <= index < d_sae:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"feature {index} is out of range: this SAE has {d_sae} features (valid 0..{d_sae - 1})"
         )
     return index
@@ -48,7 +52,7 @@ def check_features(sae, features, *, allow_empty: bool = False) -> list[int]:
         features = [features]
     features = [check_feature(sae, f) for f in features]
     if not features and not allow_empty:
-        raise ValueError("features is empty: pass at least one feature index")
+        raise InvalidArgumentError("features is empty: pass at least one feature index")
     return list(dict.fromkeys(features))
 
 
@@ -59,22 +63,24 @@ def token_id(model, token: int | str) -> int:
         ids = model.to_tokens(token, prepend_bos=False)[0].tolist()
         if len(ids) != 1:
             pieces = model.to_str_tokens(torch.tensor(ids)) if ids else []
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{token!r} is {len(ids)} tokens {pieces}, not one: pass a single "
                 "token (mind the leading space, e.g. ' Paris') or its id"
             )
         return int(ids[0])
     if isinstance(token, bool):
-        raise ValueError(f"token must be an id in 0..{d_vocab - 1} or a string, got {token!r}")
+        raise InvalidArgumentError(
+            f"token must be an id in 0..{d_vocab - 1} or a string, got {token!r}"
+        )
     scalar = isinstance(token, torch.Tensor) and token.numel() == 1
     try:
         index = operator.index(token.item() if scalar else token)
     except TypeError:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"token must be an id in 0..{d_vocab - 1} or a string, got {token!r}"
         ) from None
     if not 0 <= index < d_vocab:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"token id {index} is out of range: the vocabulary has {d_vocab} tokens "
             f"(valid 0..{d_vocab - 1})"
         )
@@ -86,7 +92,7 @@ def to_tokens(model, text_or_tokens: str | torch.Tensor) -> torch.Tensor:
     model's device."""
     if isinstance(text_or_tokens, str):
         if not text_or_tokens.strip():
-            raise ValueError("the text is empty")
+            raise InvalidArgumentError("the text is empty")
         tokens = model.to_tokens(text_or_tokens, prepend_bos=True)
     elif isinstance(text_or_tokens, torch.Tensor):
         tokens = text_or_tokens
@@ -98,12 +104,12 @@ def to_tokens(model, text_or_tokens: str | torch.Tensor) -> torch.Tensor:
             or tokens.is_complex()
             or tokens.dtype == torch.bool
         ):
-            raise ValueError(
+            raise InvalidArgumentError(
                 "tokens must be an integer tensor [ctx] or [n, ctx], got "
                 f"{tuple(text_or_tokens.shape)} {text_or_tokens.dtype}"
             )
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= model.cfg.d_vocab):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"token ids must lie in 0..{model.cfg.d_vocab - 1}, "
                 f"got {int(tokens.min())}..{int(tokens.max())}"
             )
@@ -112,9 +118,11 @@ def to_tokens(model, text_or_tokens: str | torch.Tensor) -> torch.Tensor:
             f"pass one text (str) or a token tensor, got {type(text_or_tokens).__name__}"
         )
     if tokens.shape[1] < 2:
-        raise ValueError(f"need BOS plus at least one real token, got {tokens.shape[1]} token(s)")
+        raise InvalidArgumentError(
+            f"need BOS plus at least one real token, got {tokens.shape[1]} token(s)"
+        )
     if tokens.shape[1] > model.cfg.n_ctx:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{tokens.shape[1]} tokens is more than the model's context of {model.cfg.n_ctx}"
         )
     return tokens.long().to(model.cfg.device)

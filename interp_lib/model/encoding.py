@@ -21,6 +21,7 @@ from typing import Iterator, Mapping, NamedTuple, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from interp_lib.errors import InvalidArgumentError
 from interp_lib.model.hooks import check_hooks, check_widths, hook_layer, stop_layer
 from interp_lib.model.tokens import readable_tokens
 
@@ -43,7 +44,7 @@ class Encoded(NamedTuple):
         """The ``n`` strongest features of text ``i`` as (feature, activation)."""
         pooled = {"max": self.max, "mean": self.mean}.get(pool)
         if pooled is None:
-            raise ValueError(f"pool must be 'max' or 'mean', got {pool!r}")
+            raise InvalidArgumentError(f"pool must be 'max' or 'mean', got {pool!r}")
         values, idx = pooled[i].topk(n)
         return [(int(f), float(v)) for f, v in zip(idx, values) if v > 0]
 
@@ -63,12 +64,12 @@ def check_texts(texts: Sequence[str]) -> list[str]:
         raise TypeError("texts must be a list of strings, not a single string (wrap it: [text])")
     texts = list(texts)
     if not texts:
-        raise ValueError("texts is empty: pass at least one text")
+        raise InvalidArgumentError("texts is empty: pass at least one text")
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"texts[{i}] is a {type(text).__name__}, not a str")
         if not text.strip():
-            raise ValueError(f"texts[{i}] is an empty string")
+            raise InvalidArgumentError(f"texts[{i}] is an empty string")
     return texts
 
 
@@ -113,7 +114,7 @@ def encode_texts(
     single = not isinstance(saes, Mapping)
     named = {"sae": saes} if single else dict(saes)
     if not named:
-        raise ValueError("saes is empty: pass at least one SAE")
+        raise InvalidArgumentError("saes is empty: pass at least one SAE")
     texts = check_texts(texts)
     hooks = {name: check_widths(model, sae) for name, sae in named.items()}
     distinct = list(dict.fromkeys(hooks.values()))
@@ -210,12 +211,12 @@ def encode_activations(
     """The :class:`Encoded` of activations already read from the model (e.g. by hook_activations),
     without another pass."""
     if not (len(acts) == len(tokens) == len(texts)):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"got {len(acts)} activation tensors, {len(tokens)} token lists and {len(texts)} texts"
         )
     for i, (a, t) in enumerate(zip(acts, tokens)):
         if a.shape[0] != len(t):
-            raise ValueError(f"text {i}: {a.shape[0]} activations but {len(t)} tokens")
+            raise InvalidArgumentError(f"text {i}: {a.shape[0]} activations but {len(t)} tokens")
     dtype = next(sae.parameters()).dtype
     sizes = [a.shape[0] for a in acts]
     feats = (
@@ -232,12 +233,12 @@ def mask_tokens(enc: Encoded, mask: Sequence[torch.Tensor]) -> Encoded:
     activations
     set to zero and left out of the pooled max and mean. Tokens and positions stay as they were."""
     if len(mask) != len(enc.acts):
-        raise ValueError(f"got {len(mask)} masks for {len(enc.acts)} texts")
+        raise InvalidArgumentError(f"got {len(mask)} masks for {len(enc.acts)} texts")
     acts, kept = [], []
     for i, (toks, a, m) in enumerate(zip(enc.tokens, enc.acts, mask)):
         m = torch.as_tensor(m, dtype=torch.bool)
         if m.shape != (len(toks),):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"mask {i} has shape {tuple(m.shape)}, text {i} has {len(toks)} tokens"
             )
         a = a.clone()

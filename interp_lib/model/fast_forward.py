@@ -38,6 +38,8 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 
+from interp_lib.errors import InvalidArgumentError
+
 __all__ = [
     "SUPPORTED_HOOK",
     "LeanOutput",
@@ -210,7 +212,9 @@ class LlamaHarvestForward:
         layer = self._layers[n]
         if layer is None or layer.key != _weights_key(block):
             if not _biases_are_zero(block):
-                raise ValueError(f"block {n} has non-zero biases: not a plain Llama block")
+                raise InvalidArgumentError(
+                    f"block {n} has non-zero biases: not a plain Llama block"
+                )
             layer = self._layers[n] = _Layer(block, self._perm)
         return layer
 
@@ -260,7 +264,7 @@ class LlamaHarvestForward:
         """(block, site) of a supported hook; ``blocks.N.hook_resid_post`` is (N + 1, resid_pre)."""
         match = SUPPORTED_HOOK.match(hook)
         if not match:
-            raise ValueError(f"hook {hook!r} is not one the lean Llama forward computes")
+            raise InvalidArgumentError(f"hook {hook!r} is not one the lean Llama forward computes")
         n, site = int(match.group(1)), match.group(2)
         return (n + 1, "hook_resid_pre") if site == "hook_resid_post" else (n, site)
 
@@ -268,7 +272,7 @@ class LlamaHarvestForward:
     def __call__(self, tokens: torch.Tensor, hooks: Sequence[str]) -> dict[str, torch.Tensor]:
         """Activations at ``hooks`` for ``tokens`` [B, T] -> {hook: fp32 [B, T, d]}."""
         if not hooks:
-            raise ValueError("need at least one hook")
+            raise InvalidArgumentError("need at least one hook")
         stop = max(n + (s != "hook_resid_pre") for n, s in map(self._site, hooks))
         x = self.model.W_E.detach()[tokens].reshape(-1, self.d_model)
         return self._blocks(x, tokens.shape, 0, stop, hooks, None)[1]
@@ -293,10 +297,14 @@ class LlamaHarvestForward:
         B, T = tokens.shape
         if resid is not None:
             if resid.shape != (B, T, self.d_model):
-                raise ValueError(f"resid must be [{B}, {T}, {self.d_model}], got {resid.shape}")
+                raise InvalidArgumentError(
+                    f"resid must be [{B}, {T}, {self.d_model}], got {resid.shape}"
+                )
             x = resid.reshape(B * T, self.d_model).clone()  # ours: updated in place
         elif start_at_layer:
-            raise ValueError(f"start_at_layer={start_at_layer} needs the stream there (resid)")
+            raise InvalidArgumentError(
+                f"start_at_layer={start_at_layer} needs the stream there (resid)"
+            )
         else:
             x = self.model.W_E.detach()[tokens].reshape(B * T, self.d_model)
         stop = self.model.cfg.n_layers
@@ -329,9 +337,9 @@ class LlamaHarvestForward:
         Each token's query attends to the prefix's keys (one product shared by all rows) and to
         its own key, nothing else: no key/value cache is copied per row."""
         if not hooks:
-            raise ValueError("need at least one hook")
+            raise InvalidArgumentError("need at least one hook")
         if prefix.ndim != 1 or tokens.ndim != 1 or not len(prefix):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"prefix must be [P] (P >= 1) and tokens [B], got {tuple(prefix.shape)} and "
                 f"{tuple(tokens.shape)}"
             )
@@ -394,7 +402,7 @@ class LlamaHarvestForward:
         and causally to their own: TransformerLens with a frozen key-value cache of the prefix
         computes the same. Padding a row at its end does not change its earlier positions."""
         if prefix.ndim != 1 or tokens.ndim != 2 or not len(prefix) or not tokens.shape[1]:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"prefix must be [P] (P >= 1) and tokens [B, T] (T >= 1), got "
                 f"{tuple(prefix.shape)} and {tuple(tokens.shape)}"
             )
@@ -439,7 +447,7 @@ class LlamaHarvestForward:
             want.setdefault(self._site(h), []).append(h)
         spliced, fn = (self._site(splice[0]), splice[1]) if splice else (None, None)
         if any(n < first for n, _ in [*want, *([spliced] if spliced else [])]):
-            raise ValueError(f"a hook before block {first}, where this pass starts")
+            raise InvalidArgumentError(f"a hook before block {first}, where this pass starts")
         cis = self._rotations(T, x.device)
         out: dict[str, torch.Tensor] = {}
 

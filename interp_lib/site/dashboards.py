@@ -34,7 +34,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
-from interp_lib.errors import InvalidArgumentError
+from interp_lib.errors import DamagedFileError, InvalidArgumentError
 from interp_lib.features.similarity import decoder_directions
 from interp_lib.features.stats import (
     N_BINS,
@@ -361,7 +361,7 @@ def read_data_file(path: Path) -> tuple[str, list]:
     """(call name, arguments) of one data file written by :func:`write_dashboards`."""
     m = _CALL.match(Path(path).read_text(encoding="utf-8"))
     if not m:
-        raise ValueError(f"{path}: not a dashboard data file")
+        raise DamagedFileError(path, "not a dashboard data file", "rebuild the site (make book)")
     return m.group(1), json.loads(f"[{m.group(2)}]")
 
 

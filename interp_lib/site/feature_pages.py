@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 from transformers import AutoTokenizer
 
+from interp_lib.errors import InvalidArgumentError
 from interp_lib.evals.heldout import heldout_tokens
 from interp_lib.features.stats import (
     CTX_LEN,
@@ -197,7 +198,7 @@ def feature_page(
     folder)."""
     f = int(feature)
     if not 0 <= f < data.d_sae:
-        raise ValueError(f"feature {f} out of range 0..{data.d_sae - 1}")
+        raise InvalidArgumentError(f"feature {f} out of range 0..{data.d_sae - 1}")
     strings = {} if strings is None else strings
     slug = feature_slug(release, sae_id)
     title = f"Feature {f} \u00b7 {release} / {sae_id}"
@@ -564,7 +565,7 @@ def site_pages(
     names = {RELEASES[src.release].model for src in sources if src.release in RELEASES}
     if model_name is None and model is None:
         if len(names) > 1:
-            raise ValueError(
+            raise InvalidArgumentError(
                 "feature pages for SAEs of several models at once are not supported: "
                 f"{sorted(names)}"
             )

@@ -93,17 +93,13 @@ def _corpus_note(sources) -> str:
 
 
 KIND_FIELDS = ("l0", "fve", "fve_typical", "ce_recovered", "ce_increase", "kl_div", "n_tokens")
-"""What :func:`kinds_record` keeps of each kind's :class:`~interp_lib.evals.metrics.SAEMetrics`."""
-
-
-def kinds_record(sae, model, *, ctx_len: int = 128) -> dict[str, dict]:
-    """:func:`interp_lib.evals.metrics.evaluate` on each kind of the evaluation set
-    (:mod:`interp_lib.data.evalset`): {kind: {field: value}} for :data:`KIND_FIELDS`."""
-    return kinds_records({"sae": sae}, model, ctx_len=ctx_len)["sae"]
+"""What :func:`kinds_records` keeps of each kind's :class:`~interp_lib.evals.metrics.SAEMetrics`."""
 
 
 def kinds_records(saes: Mapping[str, Any], model, *, ctx_len: int = 128) -> dict[str, dict]:
-    """:func:`kinds_record` of each of ``saes`` ({name: SAE}), each kind's clean pass shared."""
+    """:func:`interp_lib.evals.metrics.evaluate` of each of ``saes`` ({name: SAE}) on each kind of
+    the evaluation set (:mod:`interp_lib.data.evalset`), each kind's clean pass shared:
+    {name: {kind: {field: value}}} for :data:`KIND_FIELDS`."""
     out: dict[str, dict] = {name: {} for name in saes}
     for kind in EVAL_KINDS:
         tokens = evalset_tokens(model, kind, ctx_len)

@@ -87,7 +87,7 @@ def test_quick_requality_on_fresh_tokens(smollm):
     assert abs(m.fve - recorded["fve"]) < 0.05
 
 
-@pytest.mark.parametrize("readme", ["README.md", "interp_lib/saes/README.md"])
+@pytest.mark.parametrize("readme", ["interp_lib/saes/README.md"])
 def test_readme_quality_tables_match_metrics_json(readme):
     """The quality tables in the READMEs are `python -m interp_lib zoo`'s output, never typed by hand."""
     from pathlib import Path

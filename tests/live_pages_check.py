@@ -2,7 +2,7 @@
 """Drive the live pages (lens.html, steer.html) of the built site in headless Chromium, offline,
 and compare what they compute with interp_lib.
 
-    python tests/live_pages_check.py [--html _build/html] [--texts 8] [--bench]
+    python tests/live_pages_check.py [--html _build/html] [--texts 8] [--bench] [--inputs-only]
     python tests/live_pages_check.py --url http://127.0.0.1:8000/   # a site make serve serves
 
 The site is served on loopback by a static server (the pages need no server-side code) inside a
@@ -17,6 +17,13 @@ its form, as a reader types them), and the check waits for `document.body.datase
 * steer.html: greedy generation, steered and unsteered, 16 tokens on three prompts, equals
   `steering.generate_steered` / `steering.generate` token for token (compared as text, cut at
   EOS), and the steering changed the text;
+* every field and query parameter of both pages (live.js's fieldRules) refuses invalid values of
+  each kind (out of range, negative, not a number, NaN, empty, blank, too long, more tokens than
+  the context; unknown and repeated parameters), given in the query string and typed into the
+  form: each ends in data-state "error" with one line naming the field, the form keeps what was
+  given, and the model is not loaded for it; valid edge values (first and last feature, strength
+  0, one new token, the largest seed, a text of many scripts) end in "done" and agree with
+  interp_lib; the limits are shown next to the fields (--inputs-only: these checks alone);
 * no uncaught exception and no console error on either page;
 * what each page downloads is at most 300 MB (the lens with all five SAEs picked), and no file is
   over 95 MB.
@@ -154,6 +161,37 @@ class Page:
             await asyncio.sleep(0.2)
         raise TimeoutError(f"the page was not done within {timeout} s")
 
+    async def wait_final(self, timeout: float = PAGE_TIMEOUT) -> tuple[str | None, str]:
+        """Wait for data-state done or error: (state, the error line); (None, "") on timeout."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            state = await self.js("document.body ? document.body.dataset.state : null")
+            if state in ("done", "error"):
+                return state, await self.js("document.getElementById('error').textContent")
+            await asyncio.sleep(0.05)
+        return None, ""
+
+    async def visit(self, url: str, timeout: float = PAGE_TIMEOUT) -> tuple[str | None, str]:
+        """Navigate to `url` and wait for its final state (not the previous page's)."""
+        await self.js("document.body && (document.body.dataset.state = 'left'); 1")
+        await self.call("Page.navigate", url=url)
+        return await self.wait_final(timeout)
+
+    async def type_into(self, field: str, text: str) -> None:
+        """Replace what field `field` holds with `text`, typed (as a paste), as a reader would."""
+        await self.js(f"document.getElementById({json.dumps(field)}).focus();"
+                      f"document.getElementById({json.dumps(field)}).select(); 1")
+        if text:
+            await self.call("Input.insertText", text=text)
+        else:
+            await self.js("document.execCommand('delete'); 1")
+
+    async def press_go(self, timeout: float = PAGE_TIMEOUT) -> tuple[str | None, str]:
+        """Press the page's button; its final state (None: there was none within `timeout`)."""
+        await self.js("document.body.dataset.state = 'pressed';"
+                      "document.getElementById('go').click(); 1")
+        return await self.wait_final(timeout)
+
     async def goto(self, url: str) -> float:
         t0 = time.monotonic()
         await self.call("Page.navigate", url=url)
@@ -276,6 +314,213 @@ async def check_steer(page: Page, base: str, model) -> list[str]:
     return problems
 
 
+MANY_SCRIPTS = ("Der Hund läuft über die Straße — 東京は今日晴れ。 Москва, مرحبا بالعالم, नमस्ते "
+                "🐕 ∑x² = λ, Ελληνικά, 한국어")
+"""A valid text of many scripts (Latin with diacritics, CJK, Cyrillic, Arabic, Devanagari, emoji,
+math, Greek, Hangul)."""
+INPUT_TIMEOUT = 20
+"""Seconds a refused input may take to reach its error state (the model is not loaded for it)."""
+
+
+def invalid_inputs(limits: dict, d_sae: int) -> dict[str, list[str]]:
+    """Values each field must refuse, of every kind: out of range, negative, not a number, NaN,
+    empty, blank, too long, more tokens than the context."""
+    too_long = "a" * (limits["textChars"] + 1)
+    too_many_tokens = "🐕" * limits["contextTokens"]  # within the characters, 3 tokens each
+    text = ["", "   ", too_long, too_many_tokens]
+    return {
+        "feature": [str(d_sae), "9999999", "-1", "abc", "NaN", "", "1.5"],
+        "strength": ["abc", "NaN", "", "Infinity", "1e999", str(limits["strength"] * 10)],
+        "tokens": ["0", "-1", str(limits["newTokens"] + 1), "abc", "NaN", "", "2.5"],
+        "temperature": ["-0.1", "abc", "NaN", "", "Infinity"],
+        "seed": ["-1", "abc", "NaN", "", "1.5", str(limits["seed"] + 1)],
+        "prompt": text,
+        "text": text,
+        "sae": ["nope", ""],
+    }
+
+
+STEER_FIELDS = ("prompt", "feature", "strength", "tokens", "temperature", "seed")
+LENS_FIELDS = ("text", "sae")
+
+
+def refused(how: str, field: str, value: str, state, line: str, kept) -> list[str]:
+    """The problems with one refusal: it must end in "error", one line that names the field, and
+    the form must keep the value given."""
+    what = f"{how} {field}={value[:30]!r}{'...' if len(value) > 30 else ''}"
+    if state != "error":
+        return [f"inputs: {what} ended in {state or 'no final state'}, not the error state"]
+    if not line.startswith(f"{field}: ") or "\n" in line:
+        return [f"inputs: {what}: the error line does not name the field: {line[:120]!r}"]
+    if kept is not None and kept != value:
+        return [f"inputs: {what}: the form holds {kept[:30]!r} instead of what was given"]
+    return []
+
+
+async def model_untouched(page: Page, what: str) -> list[str]:
+    """A refused input must not start loading the model (it is refused before, cheaply)."""
+    started = await page.js("!document.getElementById('progress').hidden || "
+                            "document.getElementById('progress-label').textContent !== ''")
+    return [f"inputs: {what} started loading the model"] if started else []
+
+
+async def check_limits_shown(page: Page, limits: dict, d_sae: int, fields) -> list[str]:
+    """The limits written next to the fields (data-limit) name the numbers they are."""
+    shown = await page.js("Object.fromEntries([...document.querySelectorAll('[data-limit]')]"
+                          ".map(e => [e.dataset.limit, e.textContent]))")
+    want = {"text": str(limits["textChars"]), "prompt": str(limits["textChars"]),
+            "context": str(limits["contextTokens"]), "tokens": str(limits["newTokens"]),
+            "feature": str(d_sae - 1), "seed": str(limits["seed"]), "sae": None}
+    problems = []
+    for f in [*fields, "context"]:
+        if f in want and want[f] and want[f] not in shown.get(f, ""):
+            problems.append(f"inputs: the limit next to {f} ({shown.get(f)!r}) does not say "
+                            f"{want[f]}")
+    return problems
+
+
+async def check_refusals(page: Page, base: str, name: str, fields, limits: dict,
+                         d_sae: int) -> tuple[list[str], int]:
+    """Each invalid value of each field of page `name`, through the query string (one page each)
+    and then typed into the form; (problems, refusals checked)."""
+    bad = invalid_inputs(limits, d_sae)
+    problems, n = [], 0
+    for field in fields:
+        for value in bad[field]:
+            q = urllib.parse.urlencode({field: value}, quote_via=urllib.parse.quote)
+            state, line = await page.visit(f"{base}{name}?{q}", INPUT_TIMEOUT)
+            kept = await page.js(f"document.getElementById({json.dumps(field)}).value")
+            problems += refused("query", field, value, state, line, kept)
+            problems += await model_untouched(page, f"{name}?{field}={value[:20]!r}")
+            n += 1
+    for query, field in ((f"{fields[0]}=x&bogus=1", "query"), (f"{fields[1]}=1&{fields[1]}=2",
+                                                                fields[1])):
+        state, line = await page.visit(f"{base}{name}?{query}", INPUT_TIMEOUT)
+        problems += refused("query", field, query, state, line, None)
+        n += 1
+    # Typed into the form (on a page whose first field was refused), the others valid.
+    await page.visit(f"{base}{name}?{fields[0]}=", INPUT_TIMEOUT)
+    problems += await check_limits_shown(page, limits, d_sae, fields)
+    defaults = await page.js(f"Object.fromEntries({json.dumps(list(fields))}"
+                             ".map(f => [f, document.getElementById(f).defaultValue ?? '']))")
+    for field in fields:
+        if field == "sae":
+            continue  # a <select>: it offers the shipped SAEs alone (the query case checks it)
+        for value in bad[field]:
+            await page.type_into(field, value)
+            state, line = await page.press_go(INPUT_TIMEOUT)
+            kept = await page.js(f"document.getElementById({json.dumps(field)}).value")
+            problems += refused("typed", field, value, state, line, kept)
+            n += 1
+        if not any("started loading" in p for p in problems):  # once: it stays loaded
+            problems += await model_untouched(page, f"{name} typed {field}")
+        await page.type_into(field, defaults[field])
+    return problems, n
+
+
+async def check_refusals_all(page: Page, base: str, model) -> list[str]:
+    """Invalid inputs of both pages refused, cheaply: before the model loads."""
+    from interp_lib import load_sae
+    from interp_lib.site.live_site import STEER_SAE
+
+    d_sae = int(load_sae(*STEER_SAE).cfg.d_sae)
+    t0 = time.monotonic()
+    await page.visit(f"{base}lens.html?text=", INPUT_TIMEOUT)
+    limits = await page.js("import('./live/live.js').then(m => m.LIMITS)")
+    if not limits:
+        return ["inputs: live.js exports no LIMITS (the pages' limits)"]
+    problems, n = [], 0
+    if limits["contextTokens"] != model.cfg.n_ctx:
+        problems.append(f"inputs: the pages' context is {limits['contextTokens']} tokens, the "
+                        f"library's {model.cfg.n_ctx}")
+    many = "🐕" * limits["contextTokens"]
+    if model.to_tokens(many, truncate=False).shape[1] <= limits["contextTokens"]:
+        raise AssertionError("the too-many-tokens text fits the context: make it longer")
+    for name, fields in (("lens.html", LENS_FIELDS), ("steer.html", STEER_FIELDS)):
+        p, k = await check_refusals(page, base, name, fields, limits, d_sae)
+        problems, n = problems + p, n + k
+    print(f"  {'ok' if not problems else 'FAIL'}  inputs: {n} invalid inputs refused with the "
+          f"field named ({len(problems)} problems), in {time.monotonic() - t0:.0f} s")
+    return problems
+
+
+async def check_lens_edges(page: Page, base: str, model, via_query: bool) -> list[str]:
+    """The lens on a text of many scripts, through the query (a fresh page) or typed into the
+    form of a page whose model is loaded; it agrees with interp_lib."""
+    from interp_lib import load_sae
+    from interp_lib.site.live_site import STEER_SAE, sae_key
+
+    key = sae_key(*STEER_SAE)
+    if via_query:
+        q = urllib.parse.urlencode({"text": MANY_SCRIPTS, "sae": key}, quote_via=urllib.parse.quote)
+        state, line = await page.visit(f"{base}lens.html?{q}")
+    else:
+        await page.type_into("text", MANY_SCRIPTS)
+        await page.js(f"document.getElementById('sae').value = {json.dumps(key)}; 1")
+        state, line = await page.press_go()
+    if state != "done":
+        return [f"inputs: the lens on a text of many scripts ended in {state}: {line}"]
+    k, _, close, p = compare_lens(model, load_sae(*STEER_SAE), MANY_SCRIPTS,
+                                  await page.js(LENS_ROWS))
+    ok = not p and close / k >= AGREE
+    print(f"  {'ok' if ok else 'FAIL'}  inputs: lens on many scripts agrees on {close}/{k} tokens")
+    return p + ([] if ok else ["inputs: the lens on many scripts differs from interp_lib"])
+
+
+async def check_steer_edges(page: Page, base: str, model, via_query: bool) -> list[str]:
+    """The bench at the first and last feature, strength 0, one new token and the largest seed,
+    typed into the form of a page whose model is loaded (the first through the query, on a fresh
+    page, if `via_query`); greedy runs equal interp_lib's, a sampled one repeats itself."""
+    from interp_lib import load_sae
+    from interp_lib.interventions.steering import generate, generate_steered, typical_norm
+    from interp_lib.site.live_site import STEER_SAE
+
+    sae = load_sae(*STEER_SAE)
+    d_sae = int(sae.cfg.d_sae)
+    seed_max = str(2**32 - 1)
+    ref = typical_norm(model, sae)
+    problems = []
+    edges = [  # (feature, strength, tokens, temperature, seed)
+        (0, "0", 1, "0", "0"),
+        (d_sae - 1, "-1.5", 3, "0", "0"),
+        (STEER_FEATURE, "1.5", 2, "0.8", seed_max),
+    ]
+    for i, (feature, strength, tokens, temperature, seed) in enumerate(edges):
+        values = {"prompt": MANY_SCRIPTS, "feature": str(feature), "strength": strength,
+                  "tokens": str(tokens), "temperature": temperature, "seed": seed}
+        if via_query and i == 0:
+            q = urllib.parse.urlencode(values, quote_via=urllib.parse.quote)
+            state, line = await page.visit(f"{base}steer.html?{q}")
+        else:
+            for f, v in values.items():
+                await page.type_into(f, v)
+            state, line = await page.press_go()
+        what = f"steer feature={feature} strength={strength} tokens={tokens} t={temperature}"
+        if state != "done":
+            problems.append(f"inputs: {what} ended in {state}: {line}")
+            continue
+        got = await page.js("['steer-output', 'plain-output'].map(id => "
+                            "document.getElementById(id).dataset.tokens)")
+        steered, plain = ([int(t) for t in s.split(",") if t] for s in got)
+        if temperature != "0":
+            again_state, _ = await page.press_go()
+            again = await page.js("document.getElementById('steer-output').dataset.tokens")
+            ok = again_state == "done" and again == got[0] and len(steered) <= tokens
+            print(f"  {'ok' if ok else 'FAIL'}  inputs: {what} seed={seed}: repeatable")
+            problems += [] if ok else [f"inputs: {what} seed={seed} is not repeatable"]
+            continue
+        decode = model.tokenizer.decode
+        want_s = generate_steered(model, sae, feature, float(strength), MANY_SCRIPTS,
+                                  max_new_tokens=tokens, ref_norm=ref)
+        want_p = generate(model, MANY_SCRIPTS, max_new_tokens=tokens)
+        ok = decode(steered) == want_s and decode(plain) == want_p
+        diff = f" != interp_lib's {want_s!r} (plain {decode(plain)!r}, {want_p!r})"
+        line = f"  {'ok' if ok else 'FAIL'}  inputs: {what}: {decode(steered)!r}"
+        print(line + ("" if ok else diff))
+        problems += [] if ok else [f"inputs: {what} differs from interp_lib"]
+    return problems
+
+
 async def run_bench(page: Page, base: str, model, bench: dict) -> None:
     from interp_lib.data.probes import probe_texts
 
@@ -329,12 +574,24 @@ async def drive(args, base: str) -> int:
         bench: dict = {}
         problems = []
         if not args.bench_only:
+            # The valid edge values on the pages the lens and bench checks loaded (their model
+            # loaded once), then the refusals (cheap: each refused before the model loads).
+            fresh = args.inputs_only
+            if not fresh:
+                t0 = time.monotonic()
+                problems += await check_lens(page, base, model, texts, bench)
+                print(f"  lens: {len(texts)} texts x 5 SAEs in {time.monotonic() - t0:.0f} s")
             t0 = time.monotonic()
-            problems += await check_lens(page, base, model, texts, bench)
-            print(f"  lens: {len(texts)} texts x 5 SAEs in {time.monotonic() - t0:.0f} s")
+            problems += await check_lens_edges(page, base, model, via_query=fresh)
+            print(f"  inputs: the lens's edge values in {time.monotonic() - t0:.0f} s")
+            if not fresh:
+                t0 = time.monotonic()
+                problems += await check_steer(page, base, model)
+                print(f"  steer: {len(STEER_PROMPTS)} prompts in {time.monotonic() - t0:.0f} s")
             t0 = time.monotonic()
-            problems += await check_steer(page, base, model)
-            print(f"  steer: {len(STEER_PROMPTS)} prompts in {time.monotonic() - t0:.0f} s")
+            problems += await check_steer_edges(page, base, model, via_query=fresh)
+            print(f"  inputs: the bench's edge values in {time.monotonic() - t0:.0f} s")
+            problems += await check_refusals_all(page, base, model)
         sizes = download_bytes(args.html)
         for page_name, size in sizes.items():
             limit = FILE_BUDGET if page_name == "largest file" else PAGE_BUDGET
@@ -364,6 +621,8 @@ def main(argv=None) -> int:
     p.add_argument("--texts", type=int, default=14, help="probe texts per SAE")
     p.add_argument("--bench", action="store_true", help="also print the timings and sizes")
     p.add_argument("--bench-only", action="store_true", help="the timings and sizes alone")
+    p.add_argument("--inputs-only", action="store_true",
+                   help="the checks of the pages' inputs alone (invalid ones refused, edges done)")
     p.add_argument("--online", action="store_true", help="(inside) skip cutting the network")
     p.add_argument("--url", default=None,
                    help="drive a site a server already serves (make serve: http://127.0.0.1:8000/)"

@@ -1,7 +1,12 @@
-// lens.html: the features of the reader's text. Query: ?sae=<release>/<sae_id>&text=<text>.
+// lens.html: the features of the reader's text. Query: ?sae=<release>/<sae_id>&text=<text>;
+// both are checked (live.js's fieldRules) before the model loads.
 // Results: #lens-results, one <tr> per (token, feature), top 5 features of every token.
-import { loadModel, query, setState, topFeatures, escapeHTML } from "./live.js";
+import {
+  loadIndex, loadModel, setState, topFeatures, escapeHTML,
+  fieldRules, validate, checkContext, readQuery, showLimits, message, wireForm,
+} from "./live.js";
 
+const FIELDS = ["text", "sae"];
 const TOP = 5;
 const form = document.getElementById("form");
 const textBox = document.getElementById("text");
@@ -11,9 +16,8 @@ function featureURL(info, f) {
   return `features/${info.release}--${info.sae_id}/${f}.html`;
 }
 
-async function show(model, text, key) {
+async function show(model, { text, sae: key, ids }) {
   const enc = await model.encoder(key);
-  const ids = model.tokens(text);
   const t0 = performance.now();
   const out = await model.run(ids);
   const t1 = performance.now();
@@ -58,33 +62,45 @@ async function show(model, text, key) {
   setState("done", `${ids.length - 1} tokens: model ${((t1 - t0) / 1000).toFixed(2)} s, SAE ${((t2 - t1) / 1000).toFixed(2)} s, on this machine`);
 }
 
-async function main() {
-  const q = query();
-  const model = await loadModel("lens");
-  document.body.dataset.loadMs = (performance.now()).toFixed(0);
-  for (const s of model.saes.saes) picker.add(new Option(`${s.release} / ${s.sae_id}`, s.key));
-  if (q.sae) {
-    if (!model.saes.saes.some((s) => s.key === q.sae)) {
-      throw new Error(`sae=${q.sae} is not one of the shipped SAEs: ${model.saes.saes.map((s) => s.key).join(", ")}`);
-    }
-    picker.value = q.sae;
-  } else {
-    picker.value = model.saes.default_lens;
-  }
-  if (q.text !== undefined) textBox.value = q.text;
-  const go = document.getElementById("go");
-  go.disabled = false;
-  form.onsubmit = async (ev) => {
-    ev.preventDefault();
-    if (!textBox.value.trim()) { setState("error", "the text is empty: type something"); return; }
-    setState("running", "running the model on this machine ...");
-    go.disabled = true;
-    try { await show(model, textBox.value, picker.value); }
-    catch (err) { setState("error", String(err && err.message || err)); }
-    finally { go.disabled = false; }
-  };
-  if (q.text !== undefined) form.requestSubmit();
-  else setState("ready", "the model is loaded: type a text and press the button");
+/** The form's values, checked: an InputError names the first field refused. */
+function readInputs(index, rules) {
+  const p = validate(FIELDS, { text: textBox.value, sae: picker.value }, rules);
+  p.ids = index.tokens(p.text);
+  checkContext("text", p.text, p.ids);
+  return p;
 }
 
-main().catch((err) => setState("error", String(err && err.message || err)));
+async function main() {
+  const index = await loadIndex();
+  const rules = fieldRules(index.saes);
+  showLimits(rules);
+  for (const s of index.saes.saes) picker.add(new Option(`${s.release} / ${s.sae_id}`, s.key));
+  picker.value = index.saes.default_lens;
+  const q = readQuery(FIELDS);
+  if (q.values.sae !== undefined) {
+    // kept as given, even when it is no shipped SAE: the check on submit says so
+    if (![...picker.options].some((o) => o.value === q.values.sae)) {
+      picker.add(new Option(`${q.values.sae} (not a shipped SAE)`, q.values.sae));
+    }
+    picker.value = q.values.sae;
+  }
+  if (q.values.text !== undefined) textBox.value = q.values.text;
+  let loading = null;
+  const model = () => (loading ??= loadModel(index, "lens").catch((err) => {
+    loading = null; // tried again on the next submit
+    throw err;
+  }));
+  const go = document.getElementById("go");
+  wireForm(form, go, () => readInputs(index, rules),
+           async (p) => { await show(await model(), p); }, "running the model on this machine ...");
+  if (q.error) setState("error", q.error);
+  else if (Object.keys(q.values).length) form.requestSubmit();
+  else {
+    await model();
+    if (document.body.dataset.state === "loading") {
+      setState("ready", "the model is loaded: type a text and press the button");
+    }
+  }
+}
+
+main().catch((err) => setState("error", message(err)));

@@ -1,8 +1,9 @@
 // The embedded model in the reader's browser: SmolLM2-135M-Instruct on onnxruntime-web
 // (WebAssembly, one thread), its tokenizer (@huggingface/tokenizers, the model's own
 // tokenizer.json) and the book's SAE encoders. Everything runs here, on the reader's machine;
-// the files come from this site and nothing is sent anywhere. Written by interp_lib/live_site.py
-// next to lens.html and steer.html; the graph's contract is in interp_lib/browser_model.py.
+// the files come from this site and nothing is sent anywhere. Written by
+// interp_lib/site/live_site.py next to lens.html and steer.html; the graph's contract is in
+// interp_lib/site/browser_model.py. The pages' inputs are checked here too (fieldRules).
 import * as ort from "./vendor/ort.wasm.min.mjs";
 import { Tokenizer } from "./vendor/tokenizers.min.mjs";
 
@@ -18,20 +19,163 @@ ort.env.logLevel = "error";
 document.body.insertAdjacentHTML("afterbegin", '<header><nav><a href="index.html">The book</a>' +
   '<a href="lens.html">Live lens</a><a href="steer.html">Steering bench</a></nav></header>');
 
-/** The query string as a plain object. */
-export function query() {
-  return Object.fromEntries(new URLSearchParams(location.search).entries());
-}
-
 /** Mark the page done (or failed) for a reader, a test or a script. */
 export function setState(state, message = "") {
   document.body.dataset.state = state;
   const status = document.getElementById("status");
-  if (status && message) status.textContent = message;
-  if (state === "error") {
-    const box = document.getElementById("error");
-    if (box) { box.textContent = message; box.hidden = false; }
+  if (status && state === "error") status.textContent = ""; // the message is in #error alone
+  else if (status && message) status.textContent = message;
+  const box = document.getElementById("error");
+  if (box) { box.textContent = state === "error" ? message : ""; box.hidden = state !== "error"; }
+}
+
+// ---- What the pages accept ---------------------------------------------------------------------
+// Every field and query parameter of lens.html and steer.html is checked here, before the model
+// loads, as strictly as the library checks its arguments: a value is used as typed or refused
+// with one line naming the field, the value and the valid range; nothing is replaced silently.
+
+/** The pages' limits (shown next to the fields). */
+export const LIMITS = {
+  textChars: 8000, // characters of a text (lens) or a prompt (bench)
+  contextTokens: 2048, // tokens the model reads at once, BOS and new tokens included: the
+  // model's context as interp_lib loads it (model.cfg.n_ctx: MAX_CTX, interp_lib/model/loading.py)
+  newTokens: 256, // new tokens per column on the bench
+  strength: 1000, // |strength| at most this (beyond it the float32 steering vector overflows)
+  seed: 2 ** 32 - 1, // the sampler's seed is 32 bits (mulberry32)
+};
+
+/** A field's value refused: `field: "value" problem: valid range`. */
+export class InputError extends Error {
+  constructor(field, value, problem, range) {
+    super(`${field}: ${shown(value)} ${problem}: ${range}`);
+    this.name = "InputError";
+    this.field = field;
   }
+}
+
+/** `value` quoted for a message; a long one cut, with its length. */
+function shown(value) {
+  const chars = [...value];
+  if (chars.length <= 60) return JSON.stringify(value);
+  return `${JSON.stringify(chars.slice(0, 40).join(""))}... (${chars.length} characters)`;
+}
+
+const INTEGER = /^[+-]?\d+$/;
+const NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
+
+function integerRule(lo, hi) {
+  const range = `an integer from ${lo} to ${hi}`;
+  return {
+    range,
+    parse(field, raw) {
+      const s = raw.trim();
+      if (!s) throw new InputError(field, raw, "is empty", range);
+      if (!INTEGER.test(s)) throw new InputError(field, raw, "is not an integer", range);
+      const n = Number(s);
+      if (!(n >= lo && n <= hi)) throw new InputError(field, raw, "is out of range", range);
+      return n;
+    },
+  };
+}
+
+function numberRule(lo, hi, range) {
+  return {
+    range,
+    parse(field, raw) {
+      const s = raw.trim();
+      if (!s) throw new InputError(field, raw, "is empty", range);
+      if (!NUMBER.test(s)) throw new InputError(field, raw, "is not a number", range);
+      const n = Number(s);
+      if (!(n >= lo && n <= hi)) throw new InputError(field, raw, "is out of range", range);
+      return n === 0 ? 0 : n; // -0 is 0
+    },
+  };
+}
+
+function textRule() {
+  const range = `a text of 1 to ${LIMITS.textChars} characters`;
+  return {
+    range,
+    parse(field, raw) {
+      if (!raw.trim()) throw new InputError(field, raw, raw ? "is blank" : "is empty", range);
+      if ([...raw].length > LIMITS.textChars) {
+        throw new InputError(field, raw, "is too long", range);
+      }
+      return raw;
+    },
+  };
+}
+
+/** The rule of every field (`range`: what it accepts, in words; `parse(field, raw)`: the value,
+ * or an InputError), given the SAE index (saes.json). */
+export function fieldRules(saes) {
+  const keys = saes.saes.map((s) => s.key);
+  const strength = LIMITS.strength;
+  const saeRange = `one of the shipped SAEs: ${keys.join(", ")}`;
+  return {
+    sae: {
+      range: saeRange,
+      parse(field, raw) {
+        if (!keys.includes(raw)) throw new InputError(field, raw, "is not a shipped SAE", saeRange);
+        return raw;
+      },
+    },
+    text: textRule(),
+    prompt: textRule(),
+    feature: integerRule(0, saes.steer.d_sae - 1),
+    strength: numberRule(-strength, strength, `a number from -${strength} to ${strength}`),
+    tokens: integerRule(1, LIMITS.newTokens),
+    temperature: numberRule(0, Number.MAX_VALUE, "a finite number >= 0 (0: greedy)"),
+    seed: integerRule(0, LIMITS.seed),
+  };
+}
+
+/** The values of `fields` (names) from `raw` ({name: string}), checked: the first refused one
+ * throws its InputError. */
+export function validate(fields, raw, rules) {
+  const out = {};
+  for (const f of fields) out[f] = rules[f].parse(f, raw[f] ?? "");
+  return out;
+}
+
+/** Refuse `text` (field `field`) if it is longer, in tokens with BOS and `extra` new tokens,
+ * than the context; `ids`: its token ids with BOS. */
+export function checkContext(field, text, ids, extra = 0) {
+  const limit = LIMITS.contextTokens;
+  if (ids.length + extra <= limit) return;
+  const range = extra
+    ? `at most ${limit} tokens with the ${extra} new ones (the model's context on this page)`
+    : `at most ${limit} tokens (the model's context on this page)`;
+  throw new InputError(field, text, `is ${ids.length} tokens with BOS`, range);
+}
+
+/** The query's parameters, each one of `fields` and given once: {values} or {error}. */
+export function readQuery(fields, search = location.search) {
+  const values = {};
+  for (const [k, v] of new URLSearchParams(search)) {
+    if (!fields.includes(k)) {
+      const error = `query: ${JSON.stringify(k)} is not a parameter of this page: ${fields.join(", ")}`;
+      return { values, error };
+    }
+    if (k in values) return { values, error: `${k}: given more than once in the query: give it once` };
+    values[k] = v;
+  }
+  return { values, error: null };
+}
+
+/** Show each field's range next to it (elements with data-limit="<field>"). */
+export function showLimits(rules) {
+  for (const el of document.querySelectorAll("[data-limit]")) {
+    const f = el.dataset.limit;
+    el.textContent = f === "context"
+      ? `at most ${LIMITS.contextTokens} tokens in all (the model's context on this page)`
+      : rules[f].range;
+  }
+}
+
+/** The error's message, for the page's one line. */
+export function message(err) {
+  return String((err && err.message) || err);
 }
 
 async function fetchJSON(path) {
@@ -69,6 +213,26 @@ async function fetchBytes(path, onBytes) {
 }
 
 /** fp16 bytes -> Float32Array. */
+// A page's form: read and check the inputs, then run; a refused input or a failed run ends in
+// the error state with its message, and the button is free again either way.
+export function wireForm(form, button, read, run, running) {
+  let busy = false;
+  form.onsubmit = async (ev) => {
+    ev.preventDefault();
+    if (busy) return;
+    let p;
+    try { p = read(); }
+    catch (err) { setState("error", message(err)); return; }
+    busy = true;
+    button.disabled = true;
+    setState("running", running);
+    try { await run(p); }
+    catch (err) { setState("error", message(err)); }
+    finally { busy = false; button.disabled = false; }
+  };
+  button.disabled = false;
+}
+
 export function halfToFloat(bytes) {
   const half = new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
   const out = new Float32Array(half.length);
@@ -97,16 +261,27 @@ function progress(total) {
   };
 }
 
-/** Load the model, its tokenizer and the SAE index (weights, with a progress bar). `graph`:
- * "model" (every block, the key-value cache, steering, logits: the bench) or "lens" (the blocks
- * up to the deepest SAE's hook, activations only; it reads a subset of the same weight files). */
-export async function loadModel(graph = "model") {
-  const t0 = performance.now();
+/** The small files the pages check inputs against before the model loads: the model's manifest,
+ * the SAE index (saes.json) and the tokenizer. */
+export async function loadIndex() {
   const [manifest, saes, tokJson, tokConfig] = await Promise.all([
     fetchJSON("model/manifest.json"), fetchJSON("saes/saes.json"),
     fetchJSON("model/tokenizer.json"), fetchJSON("model/tokenizer_config.json"),
   ]);
   const tokenizer = new Tokenizer(tokJson, tokConfig);
+  return {
+    manifest, saes, tokenizer,
+    /** Token ids of `text` with BOS in front, as TransformerLens's to_tokens(text) gives them. */
+    tokens: (text) => [manifest.bos_token_id, ...tokenizer.encode(text, { add_special_tokens: false }).ids],
+  };
+}
+
+/** Load the model's weights (with a progress bar) after loadIndex(). `graph`: "model" (every
+ * block, the key-value cache, steering, logits: the bench) or "lens" (the blocks up to the
+ * deepest SAE's hook, activations only; it reads a subset of the same weight files). */
+export async function loadModel(index, graph = "model") {
+  const t0 = performance.now();
+  const { manifest, saes, tokenizer } = index;
   const spec = graph === "lens" ? manifest.lens : manifest;
   const files = [spec.graph, ...spec.weights.map((w) => w.path)];
   const total = spec.weights.reduce((a, w) => a + w.bytes, 0);

@@ -1,8 +1,13 @@
 // steer.html: steered and unsteered continuations side by side, generated with the key-value
-// cache. Query: ?feature=<n>&strength=<s>&tokens=<n>&prompt=<text>[&temperature=<t>&seed=<n>].
+// cache. Query: ?feature=<n>&strength=<s>&tokens=<n>&prompt=<text>[&temperature=<t>&seed=<n>];
+// every field is checked (live.js's fieldRules) before the model loads.
 // Results: #steer-output and #plain-output, data-tokens = the generated ids, comma-separated.
-import { loadModel, query, setState, halfToFloat, pick, seeded, escapeHTML } from "./live.js";
+import {
+  loadIndex, loadModel, setState, halfToFloat, pick, seeded, escapeHTML,
+  fieldRules, validate, checkContext, readQuery, showLimits, message, wireForm,
+} from "./live.js";
 
+const FIELDS = ["prompt", "feature", "strength", "tokens", "temperature", "seed"];
 const $ = (id) => document.getElementById(id);
 let decoder = null;
 
@@ -18,32 +23,20 @@ async function steeringVector(model, feature, strength) {
   let norm = 0;
   for (const v of row) norm += v * v;
   norm = Math.sqrt(norm);
-  if (!(norm > 0)) throw new Error(`feature ${feature} has an all-zero decoder row: nothing to steer along`);
+  if (!(norm > 0)) throw new Error(`feature: ${feature} has an all-zero decoder row: nothing to steer along, pick another`);
   const steer = new Float32Array(m.n_layers * m.d_model);
   const scale = (strength * info.typical_norm) / norm;
   for (let i = 0; i < m.d_model; i++) steer[info.layer * m.d_model + i] = row[i] * scale;
   return steer;
 }
 
-function readInputs(model) {
-  const info = model.saes.steer;
-  const feature = Number($("feature").value);
-  if (!Number.isInteger(feature) || feature < 0 || feature >= info.d_sae) {
-    throw new Error(`feature must be an integer in 0..${info.d_sae - 1}, got ${$("feature").value}`);
-  }
-  const strength = Number($("strength").value);
-  if (!Number.isFinite(strength)) throw new Error(`strength must be a number, got ${$("strength").value}`);
-  const tokens = Number($("tokens").value);
-  if (!Number.isInteger(tokens) || tokens < 1 || tokens > 256) {
-    throw new Error(`tokens must be an integer in 1..256, got ${$("tokens").value}`);
-  }
-  const temperature = Number($("temperature").value);
-  if (!(temperature >= 0)) throw new Error(`temperature must be >= 0, got ${$("temperature").value}`);
-  const seed = Number($("seed").value);
-  if (!Number.isInteger(seed)) throw new Error(`seed must be an integer, got ${$("seed").value}`);
-  const prompt = $("prompt").value;
-  if (!prompt.trim()) throw new Error("the prompt is empty: type something");
-  return { feature, strength, tokens, temperature, seed, prompt };
+/** The form's values, checked: an InputError names the first field refused. */
+function readInputs(index, rules) {
+  const raw = Object.fromEntries(FIELDS.map((f) => [f, $(f).value]));
+  const p = validate(FIELDS, raw, rules);
+  p.ids = index.tokens(p.prompt);
+  checkContext("prompt", p.prompt, p.ids, p.tokens);
+  return p;
 }
 
 /** One continuation, token by token, with the cache; onToken(ids) after each. */
@@ -58,9 +51,8 @@ async function* continuation(model, ids, steer, n, temperature, seed) {
   }
 }
 
-async function generate(model) {
-  const p = readInputs(model);
-  const ids = model.tokens(p.prompt);
+async function generate(model, p) {
+  const ids = p.ids;
   const steer = await steeringVector(model, p.feature, p.strength);
   const panes = { steered: $("steer-output"), plain: $("plain-output") };
   const got = { steered: [], plain: [] };
@@ -87,23 +79,27 @@ async function generate(model) {
 }
 
 async function main() {
-  const q = query();
-  const fields = { feature: "feature", strength: "strength", tokens: "tokens", prompt: "prompt", temperature: "temperature", seed: "seed" };
-  for (const [key, id] of Object.entries(fields)) if (q[key] !== undefined) $(id).value = q[key];
-  const model = await loadModel();
-  $("feature").max = model.saes.steer.d_sae - 1;
+  const index = await loadIndex();
+  const rules = fieldRules(index.saes);
+  showLimits(rules);
+  const q = readQuery(FIELDS);
+  for (const [f, v] of Object.entries(q.values)) $(f).value = v; // as given: checked on submit
+  let loading = null;
+  const model = () => (loading ??= loadModel(index).catch((err) => {
+    loading = null; // tried again on the next submit
+    throw err;
+  }));
   const go = $("go");
-  go.disabled = false;
-  $("form").onsubmit = async (ev) => {
-    ev.preventDefault();
-    setState("running", "generating on this machine ...");
-    go.disabled = true;
-    try { await generate(model); }
-    catch (err) { setState("error", String(err && err.message || err)); }
-    finally { go.disabled = false; }
-  };
-  if (q.prompt !== undefined || q.feature !== undefined) $("form").requestSubmit();
-  else setState("ready", "the model is loaded: pick a feature and a strength");
+  wireForm($("form"), go, () => readInputs(index, rules),
+           async (p) => { await generate(await model(), p); }, "generating on this machine ...");
+  if (q.error) setState("error", q.error);
+  else if (Object.keys(q.values).length) $("form").requestSubmit();
+  else {
+    await model();
+    if (document.body.dataset.state === "loading") {
+      setState("ready", "the model is loaded: pick a feature and a strength");
+    }
+  }
 }
 
-main().catch((err) => setState("error", String(err && err.message || err)));
+main().catch((err) => setState("error", message(err)));

@@ -99,7 +99,7 @@ rehearse-check: rehearse-cache
 	$(REHEARSAL) check
 
 # ---- Publishing (see README, "Publishing"; .ci/publish.py) -----------------------------------
-.PHONY: notebooks launch-check serve lint-workflows
+.PHONY: notebooks launch-check serve lint-workflows benchmarks
 PUBLISH := $(BIN)/python .ci/publish.py
 
 # notebooks/<chapter>.ipynb from book/<chapter>.md, each with the set-up cell for Colab. Commit
@@ -121,3 +121,11 @@ serve:
 
 lint-workflows: env
 	$(PUBLISH) lint
+
+# ---- BENCHMARKS.md (.ci/benchmarks.py): `bench --quick` recorded in benchmarks/, the chapter times
+# of the last `make test` and `make rehearse` (their executed notebooks), then the page rendered.
+# Run it on an idle machine after those two; commit benchmarks/ and BENCHMARKS.md.
+benchmarks: env
+	$(BIN)/python .ci/benchmarks.py bench
+	$(BIN)/python .ci/benchmarks.py times $(if $(MAKE_TEST_S),--make-test $(MAKE_TEST_S)) $(if $(MAKE_REHEARSE_S),--make-rehearse $(MAKE_REHEARSE_S))
+	$(BIN)/python .ci/benchmarks.py render

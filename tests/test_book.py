@@ -30,6 +30,10 @@ import buildlib  # noqa: E402
 
 import book as ci_book  # noqa: E402  (.ci/book.py, once .ci/ is on sys.path)
 
+if str(ROOT / "book" / "_ext") not in sys.path:
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+import interp_book  # noqa: E402  (book/_ext/interp_book.py: the verdict directive's parser)
+
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
 DOCS = buildlib.toc_files(TOC)
@@ -115,7 +119,7 @@ def test_chapter_header_and_setup_cell(src):
 GLUE_ROLE = re.compile(r"\{glue(?::(?:any|text|md|figure|math))?\}`([^`]+)`")
 GLUE_DIRECTIVE = re.compile(r"^[`:]{3,}\{glue(?::(?:any|text|md|figure|math))?\}\s+(\S+)", re.M)
 GLUE_CALL = re.compile(r"""\bglue\(\s*(?:f?["'])([^"']+)["']""")
-VERDICT_ANY = re.compile(r"^\s*(`{3,}|:{3,})\{verdict\}[ \t]+(\S+)", re.M)
+VERDICT_ANY = re.compile(r"^\s*(?:[-*+]\s+|\d+[.)]\s+)?(`{3,}|:{3,})\{verdict\}[ \t]+(\S+)", re.M)
 HIDDEN_CELL_LINES = 12
 PROSE_WORDS = 5
 
@@ -163,6 +167,9 @@ def test_hidden_cell_check_catches_prose():
 def test_verdicts_read_as_prose():
     text = "a\n\n```{verdict} k\nYes 0.5.\n+++\nNo.\n```\nb\n"
     assert "Yes 0.5." in _prose(text) and "+++" not in _prose(text)
+    nested = "- ````{verdict} k\n  Yes,\n  ```{verdict} j\n  in 0.7.\n  +++\n  out.\n  ```\n  +++\n  No.\n  ````\n"
+    assert "in 0.7." in _prose(nested) and "No." in _prose(nested) and "+++" not in _prose(nested)
+    assert {m.group(2) for m in VERDICT_ANY.finditer(nested)} == {"k", "j"}
 
 
 def _referenced_glue_keys(text: str) -> set[str]:
@@ -191,15 +198,10 @@ def test_every_glue_reference_is_glued(src):
     assert not missing, f"pasted but never glued: {missing}"
 
 
-VERDICT_BLOCK = re.compile(r"^(`{3,}|:{3,})\{verdict\}[ \t]+(\S+)[ \t]*\n(.*?)^\1[ \t]*$", re.M | re.S)
-
-
 def _verdicts_as_prose(text: str) -> str:
-    """Verdict blocks replaced by their branches (prose, checked like the rest), nested ones too."""
-    while VERDICT_BLOCK.search(text):
-        text = VERDICT_BLOCK.sub(
-            lambda m: "\n".join(ln for ln in m.group(3).splitlines() if ln.strip() != "+++"), text)
-    return text
+    """Verdict blocks replaced by their branches (prose, checked like the rest), nested ones and
+    ones in list items too."""
+    return interp_book.verdict_branches_text(text)
 
 
 def _prose(text: str) -> str:

@@ -208,21 +208,57 @@ def split_branches(lines: list[str]) -> list[list[str]]:
     return out
 
 
-_VERDICT_BLOCK = re.compile(r"^(`{3,}|:{3,})\{verdict\}[ \t]+(\S+)[ \t]*\n(.*?)^\1[ \t]*$",
-                            re.M | re.S)
+_VERDICT_OPEN = re.compile(r"^([ \t]*(?:[-*+][ \t]+|\d+[.)][ \t]+)?)(`{3,}|:{3,})\{verdict\}[ \t]+(\S+)[ \t]*$")
+
+
+def verdict_blocks(lines: list[str]) -> list[tuple[int, int, str, str, list[str]]]:
+    """The outermost verdict blocks of Markdown ``lines``: (first line, line after the closing
+    fence, the prefix before the fence (indentation, a list marker), key, content dedented). A
+    block may sit in a list item; nested blocks stay in their parent's content."""
+    out, i = [], 0
+    while i < len(lines):
+        m = _VERDICT_OPEN.match(lines[i])
+        if not m:
+            i += 1
+            continue
+        prefix, fence, key = m.groups()
+        j = i + 1
+        while j < len(lines):
+            t = lines[j].strip()
+            if t and set(t) == {fence[0]} and len(t) >= len(fence):
+                break
+            j += 1
+        body = [ln[len(prefix):] if ln[: len(prefix)].strip() == "" else ln.lstrip()
+                for ln in lines[i + 1 : j]]
+        out.append((i, j + 1, prefix, key, body))
+        i = j + 1
+    return out
+
+
+def verdict_branches_text(text: str) -> str:
+    """``text`` with every verdict block (nested ones too) replaced by the text of all its
+    branches: the prose a reader may see, for checks."""
+    lines = text.splitlines()
+    for start, end, prefix, _key, body in reversed(verdict_blocks(lines)):
+        inner = verdict_branches_text("\n".join(ln for ln in body if ln.strip() != VERDICT_SEP))
+        lines[start:end] = [prefix + inner.replace("\n", "\n" + " " * len(prefix))]
+    return "\n".join(lines)
 
 
 def verdict_as_markdown(text: str) -> str:
-    """A Markdown cell's verdict blocks written out for a notebook: every branch, labelled with
-    the finding (glue key) and the outcome that selects it."""
-
-    def one(m: re.Match) -> str:
-        key, branches = m.group(2), split_branches(m.group(3).splitlines())
+    """A Markdown cell's verdict blocks written out for a notebook, which has no build to pick a
+    branch: every branch, labelled with the finding (glue key) and the outcome that selects it;
+    a nested verdict is written out inside its parent's branch."""
+    lines = text.splitlines()
+    for start, end, prefix, key, body in reversed(verdict_blocks(lines)):
+        branches = split_branches(body)
         labels = OUTCOMES if len(branches) == 3 else ("holds", "does not hold")
-        return "\n\n".join(f"> **If `{key}` {label}:** " + " ".join(
-            ln.strip() for ln in b if ln.strip()) for label, b in zip(labels, branches))
-
-    return _VERDICT_BLOCK.sub(one, text)
+        flat = [" ".join(ln.strip() for ln in verdict_as_markdown("\n".join(b)).splitlines()
+                         if ln.strip()) for b in branches]
+        pad = " " * len(prefix)
+        said = [f"**If `{key}` {label}:** {words}" for label, words in zip(labels, flat)]
+        lines[start:end] = [prefix + said[0]] + [part for s in said[1:] for part in ("", pad + s)]
+    return "\n".join(lines) + ("\n" if text.endswith("\n") else "")
 
 
 def _verdict_directive():

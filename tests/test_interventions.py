@@ -14,6 +14,7 @@ import torch
 
 from interp_lib.interventions import attribution, logit_lens, steering
 from interp_lib.interventions import checks as interventions
+from interp_lib.model.hooks import sae_hook
 
 from .conftest import make_sae
 
@@ -74,19 +75,6 @@ def test_steering_before_first_attention_refuses_kv_cache(tiny_gpt2):
     with pytest.raises(RuntimeError, match="use_past_kv_cache=False"):
         steering.generate_steered(tiny_gpt2, early, 0, 5.0, "the cat", max_new_tokens=3)
     assert isinstance(steering.generate_steered(tiny_gpt2, early, 0, 5.0, "the cat", max_new_tokens=3, use_past_kv_cache=False), str)
-
-
-def test_steer_sweep_is_deterministic_and_zero_is_free(tiny_gpt2, sae):
-    kwargs = dict(prompts=["the cat", "the dog sat"], concept_tokens=["mat", "dog"], max_new_tokens=5)
-    a = steering.steer_sweep(tiny_gpt2, sae, 2, [0.0, 1.0, 4.0], **kwargs)
-    b = steering.steer_sweep(tiny_gpt2, sae, 2, [0.0, 1.0, 4.0], **kwargs)
-    assert list(a.columns) == ["strength", "raw_strength", "relative_strength", "act_equivalent", "concept_prob",
-                               "concept_logprob", "mention_rate", "fluency_loss", "loss_increase", "generations"]
-    assert a.drop(columns="generations").equals(b.drop(columns="generations"))
-    assert list(a["generations"]) == list(b["generations"])
-    assert a.loc[0, "loss_increase"] == 0.0
-    assert a["raw_strength"].iloc[2] == pytest.approx(4.0 * a.attrs["ref_norm"])
-    assert ((a["concept_prob"] >= 0) & (a["concept_prob"] <= 1)).all()
 
 
 def test_ablating_nothing_is_the_identity(tiny_gpt2, sae):
@@ -250,10 +238,9 @@ def test_steering_the_real_model_raises_the_concept(smollm):
         sae = load_sae("smollm2-135m-res", "blocks.15.hook_resid_pre")
     except FileNotFoundError:
         pytest.skip("the zoo SAE smollm2-135m-res/blocks.15.hook_resid_pre is not trained into this checkout yet")
-    # the first of these words that a feature's logit lens promotes (top 10) is the concept: the
-    # zoo retrained 2026-12-03 (eighth session) had one for "problem", the tenth session's for
-    # "thing" (chapter 5 picks it by its own rule); the lens reads the direct path only, so the
-    # steering below, through every later layer, is a real test of the choice
+    # the first of these words that a feature's logit lens promotes (top 10) is the concept
+    # (chapter 5 picks it by its own rule); the lens reads the direct path only, so the steering
+    # below, through every later layer, is a real test of the choice
     def promotes(feature, word):
         promoted, _ = logit_lens.feature_logit_lens(smollm, sae, feature, k=10)
         return any(t.strip().lower() == word for t, _ in promoted)
@@ -264,13 +251,21 @@ def test_steering_the_real_model_raises_the_concept(smollm):
                   if promotes(int(f), w)), None)
     assert found, "no feature of the shipped layer-15 SAE promotes problem, thing or matter"
     concept, feature = found
-    # strength 1 (one typical activation norm): about 240x for "problem" (eighth session's SAE)
-    df = steering.steer_sweep(smollm, sae, feature, [0.0, 1.0], ["Yesterday we talked about", "I went to the"],
-                        concept_tokens=concept, neutral_texts=steering.NEUTRAL_TEXTS[:2], max_new_tokens=10)
-    assert df.loc[1, "concept_prob"] > 10 * df.loc[0, "concept_prob"], (concept, feature)
-    assert df.loc[1, "generations"] != df.loc[0, "generations"]
-    # steering costs some fluency, not all of it (2.85 nats for "thing" at strength 1)
-    assert 0 < df.loc[1, "loss_increase"] < 3
+    # strength 1 (one typical activation norm) raises the word by orders of magnitude
+    hook = sae_hook(sae)
+    ref = steering.typical_norm(smollm, sae, steering.NEUTRAL_TEXTS[:2])
+    vectors = {"none": torch.zeros(smollm.cfg.d_model),
+               "feature +1": steering.steering_vector(sae, feature, 1.0, ref_norm=ref)}
+    prompts = ["Yesterday we talked about", "I went to the"]
+    probs = steering.concept_probability(smollm, hook, vectors, prompts, concept).mean()
+    assert probs["feature +1"] > 10 * probs["none"], (concept, feature)
+    plain = steering.generate(smollm, prompts[0], max_new_tokens=10)
+    steered = steering.generate_steered(smollm, sae, feature, 1.0, prompts[0], max_new_tokens=10,
+                                        ref_norm=ref)
+    assert steered != plain
+    # steering costs some fluency, not all of it (about 3 nats for "thing" at strength 1)
+    loss = steering.text_loss(smollm, hook, vectors, steering.NEUTRAL_TEXTS[:2]).mean()
+    assert 0 < loss["feature +1"] - loss["none"] < 3
 
 
 def test_add_at_positions_takes_one_vector_per_row(tiny_gpt2, sae):

@@ -1,13 +1,12 @@
 """Steering: add a feature's decoder direction to the model's activations while it runs.
 
-:func:`steering` (a context manager), :func:`generate_steered` and :func:`steer_sweep` add
+:func:`steering` (a context manager) and :func:`generate_steered` add
 ``strength * d_f`` to the activation at the SAE's hook, at every position after BOS, where
 ``d_f = W_dec[f] / |W_dec[f]|`` is the feature's unit decoder direction. ``strength`` is in raw
 residual units (the added vector's L2 norm); pass ``ref_norm=typical_norm(model, sae)`` to give it
 as a multiple of a typical activation norm at that hook instead (0.5 = half the size of a typical
 activation). A raw strength ``s`` is the same as raising the feature's activation by
-``s / |W_dec[f]|``. :func:`steer_sweep` measures what a range of strengths does: concept-token
-probability, mentions in greedy generations, and the fluency cost on :data:`NEUTRAL_TEXTS`.
+``s / |W_dec[f]|``.
 
 To steer along any direction (a random one of the same norm, the control) and to measure many
 prompts and conditions at once: :func:`add_at_positions` takes any vector (or one per batch row),
@@ -22,7 +21,7 @@ import contextlib
 import math
 import numbers
 import re
-from typing import Callable, Iterator, Literal, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -229,119 +228,6 @@ def generate_steered(
         )
 
 
-@torch.inference_mode()
-def _next_token_probs(model, prompt: str, ids: list[int]) -> float:
-    logits = model(to_tokens(model, prompt), return_type="logits")[0, -1].float()
-    return float(logits.softmax(-1)[ids].sum())
-
-
-@torch.inference_mode()
-def _mean_loss(model, texts: Sequence[str]) -> float:
-    total, count = 0.0, 0
-    for text in texts:
-        loss = model(to_tokens(model, text), return_type="loss", loss_per_token=True)
-        loss = loss[0, 1:]  # predictions from positions >= 1
-        total += float(loss.double().sum())
-        count += loss.numel()
-    return total / max(count, 1)
-
-
-def steer_sweep(
-    model,
-    sae,
-    feature: int,
-    strengths: Sequence[float],
-    prompts: Sequence[str],
-    concept_tokens: Sequence[int | str],
-    *,
-    concept_strings: Sequence[str] | None = None,
-    neutral_texts: Sequence[str] = NEUTRAL_TEXTS,
-    ref_norm: float | Literal["auto"] | None = "auto",
-    max_new_tokens: int = 30,
-    seed: int = 0,
-    temperature: float = 0.0,
-) -> pd.DataFrame:
-    """One row per strength: generations, concept-token probability, mention rate, fluency cost.
-
-    Columns: ``strength`` (as given), ``raw_strength`` (norm of the added vector),
-    ``relative_strength`` (raw / ``ref_norm``), ``act_equivalent`` (raw / |W_dec[f]|: the feature
-    activation it amounts to), ``concept_prob`` (mean over ``prompts`` of the next-token probability
-    mass on ``concept_tokens``), ``concept_logprob`` (mean log of it), ``mention_rate`` (share of
-    generations containing any of ``concept_strings``, case-insensitive; default: the concept
-    tokens' text, stripped), ``fluency_loss`` (mean next-token loss on ``neutral_texts`` under
-    steering, nats), ``loss_increase`` (that minus the unsteered loss) and ``generations`` (list of
-    str, one per prompt). ``ref_norm="auto"`` measures :func:`typical_norm` on ``neutral_texts``, so
-    strengths are multiples of a typical activation norm; ``None`` means strengths are raw. Greedy
-    by default, so deterministic.
-    """
-    hook = check_widths(model, sae)
-    f = check_feature(sae, feature)
-    prompts = _check_texts(prompts, "prompts")
-    neutral_texts = _check_texts(neutral_texts, "neutral_texts")
-    strengths = list(strengths)
-    if not strengths:
-        raise InvalidArgumentError("strengths is empty")
-    if isinstance(concept_tokens, (str, int)):
-        concept_tokens = [concept_tokens]
-    ids = list(dict.fromkeys(token_id(model, t) for t in concept_tokens))
-    if not ids:
-        raise InvalidArgumentError("concept_tokens is empty")
-    if concept_strings is None:
-        concept_strings = [s.strip() for s in model.to_str_tokens(torch.tensor(ids)) if s.strip()]
-    needles = [s.lower() for s in concept_strings if s]
-    if ref_norm == "auto":
-        ref_norm = typical_norm(model, sae, neutral_texts)
-    base_loss = _mean_loss(model, neutral_texts)
-    dec_norm = float(sae.W_dec[f].detach().float().norm())
-    rows = []
-    for strength in strengths:
-        vector = steering_vector(sae, f, strength, ref_norm=ref_norm)
-        with model.hooks(fwd_hooks=add_at_positions(hook, vector)):
-            probs = [_next_token_probs(model, p, ids) for p in prompts]
-            gens = [
-                generate(
-                    model, p, max_new_tokens=max_new_tokens, seed=seed, temperature=temperature
-                )
-                for p in prompts
-            ]
-            loss = _mean_loss(model, neutral_texts)
-        raw = float(strength) * (float(ref_norm) if ref_norm else 1.0)
-        mentions = [any(n in g.lower() for n in needles) for g in gens]
-        rows.append(
-            {
-                "strength": float(strength),
-                "raw_strength": raw,
-                "relative_strength": raw / float(ref_norm) if ref_norm else float("nan"),
-                "act_equivalent": raw / dec_norm,
-                "concept_prob": float(np.mean(probs)),
-                "concept_logprob": float(np.mean(np.log(np.maximum(probs, 1e-30)))),
-                "mention_rate": float(np.mean(mentions)) if needles else float("nan"),
-                "fluency_loss": loss,
-                "loss_increase": loss - base_loss,
-                "generations": gens,
-            }
-        )
-    df = pd.DataFrame(rows)
-    df.attrs.update(
-        feature=f,
-        hook=hook,
-        ref_norm=ref_norm,
-        concept_token_ids=ids,
-        concept_strings=list(concept_strings),
-        base_loss=base_loss,
-    )
-    return df
-
-
-# --- Steering along any direction, many prompts and conditions per forward pass ---------------
-#
-# A *condition* is a vector added at the hook (positions >= 1): ``[d]`` for every unit, or
-# ``[n_units, d]`` with its own vector per prompt or text (e.g. a different random direction for
-# each, :func:`interp_lib.evals.evidence.random_directions`). The functions below run every
-# condition
-# on every unit, several rows per forward pass, and return one column per condition.
-
-
 def _per_unit(vectors: dict[str, torch.Tensor], n: int, d: int) -> dict[str, torch.Tensor]:
     """Each condition's vector as float32 [n, d] (a [d] vector is repeated)."""
     if not vectors:
@@ -458,7 +344,7 @@ def text_loss(
 ) -> pd.DataFrame:
     """Mean next-token loss (nats) of each text under each condition: the fluency cost.
 
-    Predictions from positions >= 1, as in :func:`steer_sweep`. One row per text, one column per
+    Predictions from positions >= 1. One row per text, one column per
     condition. Texts of different lengths share a forward pass, padded at the end (a causal model
     never sees the padding from the positions that are scored).
     """

@@ -1,4 +1,4 @@
-"""Fault injection (issue 15): damaged files, misuse of the command line, interrupted and concurrent
+"""Fault injection: damaged files, misuse of the command line, interrupted and concurrent
 work. Every damaged input is made here, on the spot, from a good one: cut at several offsets, bytes
 flipped, fields removed, wrong shapes, wrong dtypes. A reader's file must end in the library's own
 error naming the file (or, for a derived cache, be rebuilt); a command-line mistake in exit

@@ -15,7 +15,7 @@ from interp_lib.evals.zoo_report import ZOO_BAR, bar_shortfalls
 from interp_lib.sae.zoo import RELEASES, ZOO_RECIPE
 
 SHIPPED = [(r, s) for r, s in list_saes(pretrained=False)]
-# Where a shipped SAE misses issue 16's bar (zoo_report.ZOO_BAR: on the held-out split and on every kind of
+# Where a shipped SAE misses the zoo's bar (zoo_report.ZOO_BAR: on the held-out split and on every kind of
 # the evaluation set), the measured worst value is recorded here, with a little slack, and in the
 # READMEs' bar table (`python -m interp_lib zoo`), so the test still fails if quality slips further
 # or a new shortfall appears: {(release, sae_id): {field: the worst value allowed}}.

@@ -98,7 +98,7 @@ ZOO_BAR: dict[str, tuple[str, float]] = {
     "l0": ("<=", 64),
     "dead_fraction": ("<=", 0.05),
 }
-"""The bar a shipped SAE is held to (issue 16): {field: (comparison, value)}, on the corpus's
+"""The bar a shipped SAE is held to: {field: (comparison, value)}, on the corpus's
 held-out split and on every kind of the evaluation set (dead fraction: held-out split only)."""
 
 _BAR_NAMES = {

@@ -129,3 +129,16 @@ benchmarks: env
 	$(BIN)/python .ci/benchmarks.py bench
 	$(BIN)/python .ci/benchmarks.py times $(if $(MAKE_TEST_S),--make-test $(MAKE_TEST_S)) $(if $(MAKE_REHEARSE_S),--make-rehearse $(MAKE_REHEARSE_S))
 	$(BIN)/python .ci/benchmarks.py render
+
+# ---- The bench's peer trainers (`python -m interp_lib bench --peers`; interp_lib/bench_peers.py),
+# installed beside .venv's pins, not by `make env`: --no-deps, since their declared requirements
+# would replace torch (eai-sparsify) and pin nnsight 0.3 with umap-learn and circuitsvis
+# (dictionary-learning). Only the modules their training code imports come with them:
+# natsort and schedulefree (sparsify), nnsight and its import-time needs (dictionary_learning
+# imports it in its package __init__). The last line fails if torch was changed.
+PEER_SPECS ?= eai-sparsify==1.3.3 dictionary-learning==0.1.0 natsort==8.4.0 schedulefree==1.4.1 \
+	nnsight==0.3.7 python-socketio==5.18.1 python-engineio==4.15.1 bidict==0.24.1 pillow==13.0.0
+.PHONY: bench-peers
+bench-peers: $(STAMP)
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps $(PEER_SPECS)
+	$(BIN)/python -c "import sparsify.trainer, dictionary_learning.training, torch; assert torch.__version__.startswith('$(subst torch==,,$(TORCH_SPEC))'), torch.__version__; print('bench-peers: installed, torch', torch.__version__)"

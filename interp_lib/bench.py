@@ -20,6 +20,11 @@
   (the sparse step's FLOPs per token, :func:`topk_train_flops_per_token`, at the matmul rate);
 * peak resident memory of the process (``resource.getrusage``).
 
+``--peers`` adds the field's other TopK trainers, EleutherAI's ``sparsify`` and
+``dictionary_learning``, each through its own training code on the same activations, sizes, ``k``,
+batch, schedule and tokens, then the same held-out evaluation (:mod:`interp_lib.bench_peers`;
+``make bench-peers`` installs them).
+
 ``--quick`` takes a few minutes on a 2-core CPU (less once the activations are cached).
 """
 
@@ -37,7 +42,7 @@ from typing import Any
 
 import torch
 
-from interp_lib import data
+from interp_lib import bench_peers, data
 from interp_lib.errors import InvalidArgumentError, cli_errors
 from interp_lib.evals.metrics import reconstruction_metrics
 from interp_lib.files import write_text_atomic
@@ -222,8 +227,12 @@ def bench_training(
     batch_size: int = 4096,
     seed: int = 0,
     progress: bool = False,
+    peers: bool = False,
 ) -> dict:
-    """Train the same TopK SAE with both trainers on ``acts``; evaluate both on ``val``."""
+    """Train the same TopK SAE with both trainers on ``acts``; evaluate both on ``val``.
+
+    ``peers``: also train and evaluate the peers of :mod:`interp_lib.bench_peers` (their keys end
+    in the peer's name; ``speedup_vs_<peer>``: homebrew tokens/s over the peer's)."""
 
     cfg = TrainConfig(
         arch="topk", d_sae=d_sae, k=k, batch_size=batch_size, epochs=epochs, seed=seed
@@ -252,6 +261,13 @@ def bench_training(
             out[f"val_{key}_{name}"] = value
         del result
     out["speedup"] = out["train_tokens_per_s_homebrew"] / out["train_tokens_per_s_saelens"]
+    if peers:
+        out.update(bench_peers.bench_peers(acts, val, cfg, progress=progress))
+        for name in out["peers"]:
+            if f"train_tokens_per_s_{name}" in out:
+                out[f"speedup_vs_{name}"] = (
+                    out["train_tokens_per_s_homebrew"] / out[f"train_tokens_per_s_{name}"]
+                )
     return out
 
 
@@ -261,16 +277,22 @@ def run_bench(
     *,
     progress: bool = False,
     print_table: bool = True,
+    peers: bool = False,
 ) -> dict:
     """Measure everything above in one run; print a table; write ``json_path`` if given.
+    ``peers``: add the peer trainers (fails at once, before any work, if they are not installed).
 
     Keys include ``train_tokens_per_s_homebrew``, ``train_tokens_per_s_saelens``, ``speedup``,
     ``val_fve_homebrew``, ``val_fve_saelens``, ``harvest_tokens_per_s`` (and ``_transformer_lens``,
     ``_plain_transformers``), ``harvest_vs_plain_transformers``, ``harvest_vs_transformer_lens``,
     ``harvest_roofline_fraction``, ``train_flops_per_token``, ``train_ceiling_tokens_per_s``,
-    ``train_ceiling_fraction``, ``matmul_gflops``, ``peak_rss_mb``.
+    ``train_ceiling_fraction``, ``matmul_gflops``, ``peak_rss_mb``; with ``peers``, for each
+    peer ``train_tokens_per_s_<peer>``, ``val_fve_typical_<peer>``, ``val_dead_fraction_<peer>``,
+    ``speedup_vs_<peer>``, ``peer_settings_<peer>`` (or ``peer_not_run_<peer>``).
     """
 
+    if peers:
+        bench_peers.require_peers()
     t_start = time.perf_counter()
     res: dict[str, Any] = {
         "quick": quick,
@@ -305,7 +327,7 @@ def run_bench(
         progress=progress,
     )[HOOK]
     del model
-    res.update(bench_training(acts, val, epochs=epochs, progress=progress))
+    res.update(bench_training(acts, val, epochs=epochs, progress=progress, peers=peers))
     tc = res["train_config"]
     res["train_flops_per_token"] = topk_train_flops_per_token(tc["d_in"], tc["d_sae"], tc["k"])
     res["train_ceiling_tokens_per_s"] = res["matmul_gflops"] * 1e9 / res["train_flops_per_token"]
@@ -325,6 +347,8 @@ def run_bench(
 def format_table(res: dict) -> str:
     """The human-readable summary of :func:`run_bench`'s result."""
     tc = res["train_config"]
+    peers = tuple(res.get("peers", ()))
+    width = max(12, *(len(name) for name in peers)) if peers else 12
     lines = [
         f"interp_lib bench ({'quick' if res['quick'] else 'full'}; torch {res['torch']}, "
         f"{res['threads']} threads)",
@@ -354,13 +378,17 @@ def format_table(res: dict) -> str:
         f"  train TopK {tc['d_in']} -> {tc['d_sae']}, k={tc['k']}, batch {tc['batch_size']}, "
         f"fp32, {res['train_tokens_homebrew']:,} tokens "
         f"({tc['train_rows']:,} rows x {tc['epochs']} epochs)",
-        f"    {'':12s} {'tokens/s':>10s} {'seconds':>8s} {'val FVE':>8s} {'typical':>8s} "
+        f"    {'':{width}s} {'tokens/s':>10s} {'seconds':>8s} {'val FVE':>8s} {'typical':>8s} "
         f"{'val L0':>7s} {'dead':>6s}",
     ]
-    for name in ("homebrew", "saelens"):
+    for name in ("homebrew", "saelens", *peers):
+        if f"train_tokens_per_s_{name}" not in res:
+            reason = res.get(f"peer_not_run_{name}", "no result")
+            lines.append(f"    {name:{width}s} not run: {reason}")
+            continue
         typical = res.get(f"val_fve_typical_{name}", float("nan"))
         lines.append(
-            f"    {name:12s} {res[f'train_tokens_per_s_{name}']:10,.0f} "
+            f"    {name:{width}s} {res[f'train_tokens_per_s_{name}']:10,.0f} "
             f"{res[f'train_seconds_{name}']:8.1f} {res[f'val_fve_{name}']:8.3f} {typical:8.3f} "
             f"{res[f'val_l0_{name}']:7.1f} {res[f'val_dead_fraction_{name}']:6.1%}"
         )
@@ -375,15 +403,21 @@ def format_table(res: dict) -> str:
             f"MFLOP/token at the matmul rate; {ceiling / res['train_tokens_per_s_saelens']:.1f}x "
             f"SAELens): homebrew at {res['train_ceiling_fraction']:.0%} of it"
         )
+    lines.append(f"    speed-up homebrew / SAELens: {res['speedup']:.2f}x")
+    for name in peers:
+        if f"speedup_vs_{name}" in res:
+            lines.append(f"    speed-up homebrew / {name}: {res[f'speedup_vs_{name}']:.2f}x")
+    for name in peers:
+        if f"peer_settings_{name}" in res:
+            lines.append(f"    {name}: {res[f'peer_settings_{name}']}")
     lines += [
-        f"    speed-up homebrew / SAELens: {res['speedup']:.2f}x",
         f"  peak memory {res['peak_rss_mb']:,.0f} MiB; total {res['total_seconds']:.0f} s",
     ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m interp_lib bench [--quick] [--json PATH]``."""
+    """``python -m interp_lib bench [--quick] [--json PATH] [--peers]``."""
     p = argparse.ArgumentParser(
         prog="python -m interp_lib bench", description=__doc__.split("\n\n")[0]
     )
@@ -392,6 +426,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
     p.add_argument("--progress", action="store_true", help="show progress bars")
+    p.add_argument(
+        "--peers",
+        action="store_true",
+        help="also train sparsify's and dictionary_learning's TopK trainers (make bench-peers)",
+    )
     p.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
     )
@@ -403,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     with cli_errors(p):
-        run_bench(quick=args.quick, json_path=args.json, progress=args.progress)
+        run_bench(quick=args.quick, json_path=args.json, progress=args.progress, peers=args.peers)
     return 0
 
 

@@ -1,11 +1,14 @@
 """Tests for interp_lib.bench's measuring helpers (the full benchmark itself is `python -m interp_lib bench`)."""
+import importlib.util
 import json
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from interp_lib import bench
+from interp_lib import bench, bench_peers
+from interp_lib.errors import InvalidArgumentError
+from interp_lib.training.trainer import TrainConfig, train_sae
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -115,7 +118,7 @@ def test_format_table_and_main(monkeypatch, tmp_path, capsys):
 
     seen = {}
 
-    def fake_run(quick, json_path, progress=False):
+    def fake_run(quick, json_path, progress=False, peers=False):
         seen.update(quick=quick, json_path=json_path)
         return fake
 
@@ -179,3 +182,151 @@ def test_bench_harvest_times_three_engines_on_the_same_tokens(smollm):
         assert res[f"harvest_tokens_per_s_{name}"] > 0
         assert res[f"harvest_vs_{name}"] == pytest.approx(
             res["harvest_tokens_per_s"] / res[f"harvest_tokens_per_s_{name}"])
+
+
+# --------------------------------------------------------------------------------------------
+# --peers: sparsify and dictionary_learning (interp_lib.bench_peers)
+# --------------------------------------------------------------------------------------------
+def hide_peers(monkeypatch, names=bench_peers.PEERS):
+    """Make the peers' packages look uninstalled (find_spec finds nothing for them)."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name in names else real(name, *a, **k))
+
+
+def pretend_peers(monkeypatch):
+    """Make the peers' packages look installed (their trainers are replaced by stand-ins)."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: (
+        object() if name in bench_peers.PEERS else real(name, *a, **k)))
+
+
+def test_peers_missing_fail_fast_with_one_line(monkeypatch, capsys):
+    hide_peers(monkeypatch, ("dictionary_learning",))
+    assert bench_peers.missing_peers() == ["dictionary_learning"]
+    with pytest.raises(InvalidArgumentError, match="make bench-peers"):
+        bench_peers.require_peers()
+
+    def no_work(*a, **k):
+        raise AssertionError("the bench started before checking for the peers")
+
+    monkeypatch.setattr(bench, "matmul_gflops", no_work)
+    monkeypatch.setattr(bench, "load_model", no_work)
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--quick", "--peers"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "`make bench-peers` installs them" in err
+    assert "dictionary-learning==0.1.0" in err and "Traceback" not in err
+
+
+def tiny_acts(n=640, d=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g) @ torch.randn(d, d, generator=g) + 4
+
+
+TINY = dict(arch="topk", d_sae=64, k=4, batch_size=128, epochs=1)
+
+
+def stand_in_peer(acts, cfg, progress=False):
+    """A PeerRun from our own trainer, standing in for a peer."""
+    result = train_sae(acts, cfg, progress=False)
+    return bench_peers.PeerRun(result.sae, result.scale, result.metrics, "stand-in: Adam", 0.0,
+                               lambda x: result.sae.decode(result.sae.encode(x)))
+
+
+def test_bench_peers_reports_a_peer_that_cannot_run_without_raising(monkeypatch):
+    def broken(acts, cfg, progress=False):
+        raise RuntimeError("needs a CUDA kernel\n  (line two)")
+
+    monkeypatch.setattr(bench_peers, "TRAINERS", {"sparsify": stand_in_peer, "dictionary_learning": broken})
+    pretend_peers(monkeypatch)
+    acts = tiny_acts()
+    res = bench_peers.bench_peers(acts[:512], acts[512:], TrainConfig(**TINY))
+    assert res["peers"] == ["sparsify", "dictionary_learning"]
+    assert res["peer_not_run_dictionary_learning"] == "RuntimeError: needs a CUDA kernel (line two)"
+    assert res["train_tokens_sparsify"] == 4 * 128 and -1 < res["val_fve_typical_sparsify"] <= 1
+    assert "peer_not_run_sparsify" not in res and res["peer_settings_sparsify"] == "stand-in: Adam"
+    with pytest.raises(InvalidArgumentError, match="unknown peers"):
+        bench_peers.bench_peers(acts, acts, TrainConfig(**TINY), peers=("nope",))
+    # a peer whose package is missing is reported as not run, with the way to install it
+    hide_peers(monkeypatch)
+    res = bench_peers.bench_peers(acts[:512], acts[512:], TrainConfig(**TINY), peers=("sparsify",))
+    assert "make bench-peers" in res["peer_not_run_sparsify"]
+
+
+def test_bench_training_with_peers_gives_their_keys_and_ratios(monkeypatch):
+    monkeypatch.setattr(bench_peers, "TRAINERS", {"sparsify": stand_in_peer,
+                                                  "dictionary_learning": stand_in_peer})
+    pretend_peers(monkeypatch)
+    acts = tiny_acts()
+    res = bench.bench_training(acts[:512], acts[512:], epochs=1, d_sae=64, k=4, batch_size=128,
+                               peers=True)
+    json.dumps(res)  # all of it goes to --json
+    for name in bench_peers.PEERS:
+        for key in ("train_tokens_per_s", "val_fve_typical", "val_dead_fraction", "speedup_vs",
+                    "peer_settings", "conversion_max_abs_diff"):
+            assert f"{key}_{name}" in res, (key, name)
+        assert res[f"speedup_vs_{name}"] == pytest.approx(
+            res["train_tokens_per_s_homebrew"] / res[f"train_tokens_per_s_{name}"])
+    assert "speedup_vs_sparsify" not in bench.bench_training(
+        acts[:512], acts[512:], epochs=1, d_sae=64, k=4, batch_size=128)
+
+
+def test_format_table_with_peers():
+    fake = {
+        "quick": True, "torch": "x", "threads": 2, "hook": "blocks.12.hook_resid_pre", "matmul_gflops": 100.0,
+        "harvest_layers": 12, "harvest_flops_per_token": 88e6, "harvest_tokens_per_s": 1000.0,
+        "harvest_gflops": 88.0, "harvest_roofline_fraction": 0.88,
+        "train_config": {"d_in": 576, "d_sae": 4608, "k": 32, "batch_size": 4096, "epochs": 2, "train_rows": 65024},
+        "train_tokens_homebrew": 100, "speedup": 3.0, "peak_rss_mb": 2000.0, "total_seconds": 100.0,
+        "peers": ["sparsify", "dictionary_learning"],
+        "peer_not_run_dictionary_learning": "ImportError: no module named nnsight",
+        "speedup_vs_sparsify": 2.5, "peer_settings_sparsify": "sparsify 1.3.3: Trainer.fit, Adam",
+    }
+    for name, tps in (("homebrew", 9000.0), ("saelens", 3000.0), ("sparsify", 3600.0)):
+        fake.update({f"train_tokens_per_s_{name}": tps, f"train_seconds_{name}": 1.0, f"val_fve_{name}": 0.9,
+                     f"val_fve_typical_{name}": 0.8, f"val_l0_{name}": 32.0, f"val_dead_fraction_{name}": 0.25})
+    text = bench.format_table(fake)
+    lines = text.splitlines()
+    row = next(line for line in lines if line.strip().startswith("sparsify "))
+    assert row.split()[1:] == ["3,600", "1.0", "0.900", "0.800", "32.0", "25.0%"]
+    assert "dictionary_learning not run: ImportError: no module named nnsight" in text
+    assert "speed-up homebrew / sparsify: 2.50x" in text and "speed-up homebrew / SAELens: 3.00x" in text
+    assert "sparsify: sparsify 1.3.3: Trainer.fit, Adam" in text
+    # the rows stay aligned with the widest peer's name
+    header = next(line for line in lines if "tokens/s" in line and "val FVE" in line)
+    homebrew = next(line for line in lines if line.strip().startswith("homebrew"))
+    assert header.index("tokens/s") + len("tokens/s") == homebrew.index("9,000") + len("9,000")
+    assert "speedup_vs" not in bench.format_table({k: v for k, v in fake.items() if k != "peers"})
+
+
+def test_main_passes_peers(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(bench, "run_bench", lambda **k: seen.update(k))
+    assert bench.main(["--quick", "--peers"]) == 0 and seen["peers"] is True
+    assert bench.main(["--quick"]) == 0 and seen["peers"] is False
+
+
+@pytest.mark.parametrize("name", bench_peers.PEERS)
+def test_each_peer_trains_and_its_converted_weights_reconstruct_as_its_forward(name):
+    if importlib.util.find_spec(name) is None:
+        pytest.skip(f"{name} is not installed (make bench-peers installs it)")
+    import einops.einops
+
+    einsum = einops.einops.einsum
+    acts = tiny_acts(n=512)
+    cfg = TrainConfig(**TINY)
+    run = bench_peers.TRAINERS[name](acts, cfg)
+    assert run.metrics["train_tokens"] == 4 * 128 and run.metrics["tokens_per_s"] > 0
+    assert run.sae.d_sae == 64 and run.sae.k == 4 and run.conversion_error < 1e-3
+    x = tiny_acts(n=200, seed=1) * run.scale  # rows it did not train on
+    with torch.no_grad():
+        theirs, ours = run.own_forward(x), run.sae.decode(run.sae.encode(x))
+        assert (run.sae.encode(x) > 0).sum(-1).max() <= 4
+    torch.testing.assert_close(ours, theirs.float(), rtol=1e-4, atol=1e-4)
+    assert torch.get_float32_matmul_precision() == "highest"  # sparsify's fit() sets "high"
+    assert einops.einops.einsum is einsum  # nnsight's import-time patches are undone
+    assert "Adam" in run.settings and "schedule" in run.settings
+    quality = bench.reconstruction_metrics(run.sae, tiny_acts(n=256, seed=2), run.scale)
+    assert 0 < quality["fve"] <= 1 and quality["l0"] <= 4

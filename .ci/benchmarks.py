@@ -53,6 +53,12 @@ def machine() -> dict:
             "commit": commit + ("+changes" if dirty else ""), "cpu": cpu, "cores": os.cpu_count()}
 
 
+PEERS = ("sparsify", "dictionary_learning")
+PEER_PREFIXES = tuple(f"{key}_{p}" for p in PEERS for key in (
+    "train_tokens_per_s", "val_fve_typical", "val_dead_fraction", "speedup_vs", "peer_settings",
+    "peer_not_run"))
+
+
 def _write(path: Path, record: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -67,6 +73,8 @@ def cmd_bench(args) -> int:
     cmd = [sys.executable, "-m", "interp_lib", "bench", "--json", str(out)]
     if not args.full:
         cmd.append("--quick")
+    if args.peers:
+        cmd.append("--peers")
     rc = subprocess.run(cmd, cwd=ROOT).returncode
     if rc:
         return rc
@@ -79,8 +87,10 @@ def cmd_bench(args) -> int:
             "val_fve_typical_homebrew", "val_fve_typical_saelens", "val_dead_fraction_homebrew",
             "val_dead_fraction_saelens", "train_ceiling_fraction", "train_tokens_homebrew",
             "threads", "torch", "total_seconds")
-    command = "python -m interp_lib bench" + ("" if args.full else " --quick")
-    record = {**machine(), "command": command, **{k: raw[k] for k in keep if k in raw},
+    command = ("python -m interp_lib bench" + ("" if args.full else " --quick")
+               + (" --peers" if args.peers else ""))
+    peer_keys = [k for k in raw if k.startswith(PEER_PREFIXES)]
+    record = {**machine(), "command": command, **{k: raw[k] for k in keep + peer_keys if k in raw},
               "train_config": raw.get("train_config", {})}
     _write(BENCH[kind], record)
     print(f"benchmarks: wrote {BENCH[kind].relative_to(ROOT)}")
@@ -160,9 +170,19 @@ def render() -> str:
             f"| homebrew (`interp_lib.training.trainer`) | {r['train_tokens_per_s_homebrew']:,.0f} | "
             f"{r['val_fve_typical_homebrew']:.3f} | {r['val_dead_fraction_homebrew']:.1%} |",
             f"| SAELens `SAETrainer` | {r['train_tokens_per_s_saelens']:,.0f} | "
-            f"{r['val_fve_typical_saelens']:.3f} | {r['val_dead_fraction_saelens']:.1%} |", "",
-            f"Homebrew / SAELens: **{r['speedup']:.2f}x**; the homebrew trainer runs at "
-            f"{r['train_ceiling_fraction']:.0%} of its FLOP ceiling at this matmul rate.", "",
+            f"{r['val_fve_typical_saelens']:.3f} | {r['val_dead_fraction_saelens']:.1%} |",
+            *[f"| {p} | {r[f'train_tokens_per_s_{p}']:,.0f} | {r[f'val_fve_typical_{p}']:.3f} | "
+              f"{r[f'val_dead_fraction_{p}']:.1%} |" for p in PEERS
+              if f"train_tokens_per_s_{p}" in r],
+            *[f"| {p} | not run: {r[f'peer_not_run_{p}']} | | |" for p in PEERS
+              if f"peer_not_run_{p}" in r], "",
+            f"Homebrew / SAELens: **{r['speedup']:.2f}x**"
+            + "".join(f"; / {p}: **{r[f'speedup_vs_{p}']:.2f}x**" for p in PEERS
+                      if f"speedup_vs_{p}" in r)
+            + f". The homebrew trainer runs at {r['train_ceiling_fraction']:.0%} of its FLOP "
+            "ceiling at this matmul rate.", "",
+            *[f"- {p}: {r[f'peer_settings_{p}']}" for p in PEERS if f"peer_settings_{p}" in r],
+            *([""] if any(f"peer_settings_{p}" in r for p in PEERS) else []),
             "| harvest (SmolLM2-135M to layer 12) | tokens/s |", "|---|---|",
             f"| lean forward (`interp_lib.model.fast_forward`) | {r['harvest_tokens_per_s']:,.0f} |",
             f"| plain `transformers` | {r['harvest_tokens_per_s_plain_transformers']:,.0f} |",
@@ -209,6 +229,8 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("bench", help="run `python -m interp_lib bench` and record it")
     b.add_argument("--full", action="store_true", help="the full run (default: --quick)")
+    b.add_argument("--peers", action="store_true",
+                   help="with sparsify and dictionary_learning (make bench-peers installs them)")
     t = sub.add_parser("times", help="record the chapter times of the last make test / rehearse")
     t.add_argument("--make-test", type=float, default=None, metavar="S",
                    help="wall seconds of that `make test`")

@@ -131,7 +131,8 @@ def cmd_times(args) -> int:
                 rate = rec["matmul_gflops"]
                 break
     record = {**machine(), "matmul_gflops": rate, "chapters": profiles,
-              "make_test_s": args.make_test, "make_rehearse_s": args.make_rehearse}
+              "make_test_s": args.make_test, "make_rehearse_s": args.make_rehearse,
+              "note": args.note}
     _write(TIMES, record)
     print(f"benchmarks: wrote {TIMES.relative_to(ROOT)}")
     return 0
@@ -207,7 +208,8 @@ def render() -> str:
             lines.append(f"| {c} | " + " | ".join(
                 f"{row[c]:.0f} s" if c in row else "-" for row in t["chapters"].values()) + " |")
         lines += ["", f"`make test` {_minutes(t.get('make_test_s'))}; `make rehearse` "
-                  f"{_minutes(t.get('make_rehearse_s'))} (after `make env`).", ""]
+                  f"{_minutes(t.get('make_rehearse_s'))} (after `make env`)."
+                  + (f" {t['note']}" if t.get("note") else ""), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -236,6 +238,7 @@ def main(argv=None) -> int:
                    help="wall seconds of that `make test`")
     t.add_argument("--make-rehearse", type=float, default=None, metavar="S",
                    help="wall seconds of that `make rehearse`")
+    t.add_argument("--note", default=None, help="what else ran on the machine meanwhile, if anything")
     r = sub.add_parser("render", help="write BENCHMARKS.md from the records")
     r.add_argument("--check", action="store_true", help="fail if BENCHMARKS.md is out of date")
     args = p.parse_args(argv)

@@ -24,7 +24,7 @@ def test_bootstrap_interval_of_a_constant_is_a_point_and_needs_two_units():
     ci = evidence.bootstrap_ci([2.0, 2.0, 2.0])
     assert (ci.estimate, ci.low, ci.high) == (2.0, 2.0, 2.0)
     # a share of yes/no outcomes is not bootstrapped: 3 of 3 is not the point [1, 1]
-    share = evidence.bootstrap_ci([1.0, 1.0, 1.0])
+    share = evidence.bootstrap_ci([True, True, True])
     assert share.method == "Clopper-Pearson" and share.low < 1.0 == share.high
     assert ci.excludes(2.5) and not ci.excludes(2.0)
     with pytest.raises(ValueError, match="at least 2"):
@@ -117,7 +117,7 @@ def test_two_sample_interval_covers_the_true_difference():
     assert (same.estimate, same.low, same.high) == (1.0, 1.0, 1.0)
     assert same.method == "bootstrap (percentile, 2000 resamples)"
     # two groups of yes/no outcomes: a difference of shares, with a score interval instead
-    shares = evidence.two_sample_ci([1.0, 1.0, np.nan], [0.0, 0.0])
+    shares = evidence.two_sample_ci([True, True], [False, False])
     assert shares.estimate == 1.0 and shares.low < 1.0 and shares.method.startswith("Newcombe")
     with pytest.raises(ValueError, match="at least 2"):
         evidence.two_sample_ci([1.0], [0.0, 1.0])

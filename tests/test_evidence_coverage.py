@@ -19,7 +19,7 @@ def _coverage(interval_of_k, n: int, p: float, seed: int) -> float:
     """Share of ``TRIALS`` simulated samples of ``n`` outcomes with true share ``p`` whose
     interval (``interval_of_k(outcomes)``, computed once per count) covers ``p``."""
     rng = np.random.default_rng(seed)
-    by_count = [interval_of_k(np.r_[np.ones(k), np.zeros(n - k)]) for k in range(n + 1)]
+    by_count = [interval_of_k(np.r_[np.ones(k), np.zeros(n - k)].astype(bool)) for k in range(n + 1)]
     counts = rng.binomial(n, p, size=TRIALS)
     return float(np.mean([not by_count[k].excludes(p) for k in counts]))
 
@@ -73,12 +73,12 @@ def test_no_zero_width_interval_from_a_share(method):
 def test_the_reviewers_examples():
     # 3 of 10 peaks on the first token, against a chance level of 0.019
     assert evidence.binomial_test(3, 10, 0.019) == pytest.approx(7.4e-4, rel=0.02)
-    three = evidence.bootstrap_ci([1.0] * 3 + [0.0] * 7)
+    three = evidence.bootstrap_ci([True] * 3 + [False] * 7)
     assert three.method == "Clopper-Pearson" and three.low > 0.019
     assert evidence.bootstrap_ci([1.0] * 3 + [0.0] * 7, method="bootstrap").low < 0.019
     assert evidence.proportion_ci(40, 40).low == pytest.approx(0.912, abs=0.002)
     assert evidence.proportion_ci(7, 7).low == pytest.approx(0.590, abs=0.002)
-    assert evidence.bootstrap_ci(np.ones(40)).low == pytest.approx(0.912, abs=0.002)
+    assert evidence.bootstrap_ci(np.ones(40, bool)).low == pytest.approx(0.912, abs=0.002)
     assert evidence.share_ci([True] * 7).high == 1.0
 
 
@@ -120,7 +120,7 @@ def test_difference_of_shares_is_newcombe_for_yes_no_groups_and_covers():
         a, b = rng.random(10) < 0.3, rng.random(15) < 0.1
         covered += not evidence.two_sample_ci(a, b).excludes(0.2)
     assert covered / 1000 >= evidence.LEVEL - 3.5 * np.sqrt(0.05 * 0.95 / 1000)
-    d = evidence.two_sample_ci([1.0, 1.0, np.nan], [0.0, 0.0])
+    d = evidence.two_sample_ci([True, True], [False, False])
     assert d.method == "Newcombe (Wilson score)" and d.estimate == 1.0 and d.low < 1.0
     assert d == evidence.difference_ci(2, 2, 0, 2)
     boot = evidence.two_sample_ci([1.0, 1.0], [0.0, 0.0], method="bootstrap")
@@ -132,7 +132,7 @@ def test_the_chooser_keeps_the_bootstrap_for_continuous_statistics():
     assert evidence.interval_method(x) == "bootstrap (percentile, 2000 resamples)"
     assert evidence.bootstrap_ci(x) == evidence.bootstrap_ci(x, method="bootstrap")
     assert evidence.bootstrap_ci(x).method == "bootstrap (percentile, 2000 resamples)"
-    b = np.r_[np.ones(4), np.zeros(6)]
+    b = np.r_[np.ones(4), np.zeros(6)].astype(bool)
     assert evidence.interval_method(b) == "Clopper-Pearson"
     assert evidence.interval_method(b, np.median).startswith("bootstrap")  # not a share
     assert evidence.bootstrap_ci(b, np.median).method.startswith("bootstrap")
@@ -144,7 +144,7 @@ def test_the_chooser_keeps_the_bootstrap_for_continuous_statistics():
 def test_the_findings_table_records_the_method_of_each_row():
     rows = [
         evidence.finding(
-            "a", "share", evidence.bootstrap_ci([1.0, 0.0, 1.0]), control="c", holds=True
+            "a", "share", evidence.bootstrap_ci([True, False, True]), control="c", holds=True
         ),
         evidence.finding(
             "b",
@@ -198,3 +198,17 @@ def test_the_findings_table_records_the_method_of_each_row():
 def test_bad_arguments_name_the_argument_and_its_range(call, names):
     with pytest.raises(InvalidArgumentError, match=names):
         call()
+
+
+def test_values_that_happen_to_be_0_or_1_are_not_taken_for_yes_no_outcomes():
+    """Only booleans are yes/no outcomes: a share measured per unit that is 1.0 on every unit (all
+    of a text's coordinates non-zero) or a paired difference of outcomes that happens to be 0 or 1
+    keeps the bootstrap; as outcomes they would give a wide exact interval and a wrong verdict."""
+    all_dense = [1.0] * 7  # per text: the share of coordinates that are non-zero
+    assert evidence.bootstrap_ci(all_dense).method.startswith("bootstrap")
+    assert (evidence.bootstrap_ci(all_dense).low, evidence.bootstrap_ci(all_dense).high) == (1, 1)
+    paired = np.array([1, 1, 0, 0, 0, 0, 0, 0, 0, 0]) - np.zeros(10, int)  # named - named_other
+    assert evidence.bootstrap_ci(paired).method.startswith("bootstrap")
+    assert evidence.two_sample_ci([1.0, 0.0, 1.0], [0.0, 0.0]).method.startswith("bootstrap")
+    assert evidence.bootstrap_ci(np.array(all_dense) == 1).method == "Clopper-Pearson"
+

@@ -125,7 +125,18 @@ def proportion_ci(
 
 
 def is_binary(values: Sequence | np.ndarray) -> bool:
-    """True if ``values`` is a non-empty 1-D array of yes/no outcomes (every value 0 or 1)."""
+    """True if ``values`` is a non-empty 1-D array of yes/no outcomes: booleans, one per unit.
+
+    The type says it, not the values: a share measured per unit (of tokens, of samples) can come
+    out exactly 0 or 1 on every unit without being one yes/no trial each, and a paired difference
+    of outcomes can happen to be all 0 and 1; both keep the bootstrap unless passed as booleans.
+    """
+    arr = np.asarray(values)
+    return arr.dtype == np.bool_ and arr.ndim == 1 and arr.size > 0
+
+
+def _zero_one(values: Sequence | np.ndarray) -> bool:
+    """A non-empty 1-D array whose every value is 0 or 1 (for a method asked for by name)."""
     arr = np.asarray(values, dtype=np.float64)
     return arr.ndim == 1 and arr.size > 0 and bool(np.isin(arr, (0.0, 1.0)).all())
 
@@ -137,7 +148,7 @@ def share_ci(
     method: Literal["clopper-pearson", "wilson"] = "clopper-pearson",
 ) -> Interval:
     """Interval of the share of yes outcomes among ``outcomes`` (booleans or 0/1, one per unit)."""
-    if not is_binary(outcomes):
+    if not _zero_one(outcomes):
         raise InvalidArgumentError("outcomes must be a non-empty 1-D sequence of 0/1 or booleans")
     arr = np.asarray(outcomes, dtype=np.float64)
     return proportion_ci(int(arr.sum()), arr.size, level=level, method=method)
@@ -216,7 +227,8 @@ def interval_method(
     n_boot: int = 2000,
 ) -> str:
     """The method :func:`bootstrap_ci` uses by default for ``units`` and ``statistic``: the exact
-    Clopper-Pearson interval for the mean of 0/1 units (a share), else the bootstrap."""
+    Clopper-Pearson interval for the mean of yes/no outcomes passed as booleans (a share), else
+    the bootstrap."""
     if _is_mean(statistic) and is_binary(units):
         return "Clopper-Pearson"
     return _bootstrap_method(n_boot)
@@ -235,12 +247,13 @@ def bootstrap_ci(
 
     ``units``: one value (or row) per sampled unit, e.g. one score per prompt; ``statistic``
     maps an array of units (same layout) to a number. Units, not tokens: resample what was
-    drawn independently. With ``method="auto"``, the share of yes/no outcomes (1-D units all 0
-    or 1, ``statistic`` ``np.mean``) gets the exact Clopper-Pearson interval instead, which
+    drawn independently. With ``method="auto"``, the share of yes/no outcomes (1-D booleans, one
+    per unit, ``statistic`` ``np.mean``) gets the exact Clopper-Pearson interval instead, which
     stays valid at small n where the bootstrap collapses (7 of 7 would give [1, 1]);
     ``"clopper-pearson"`` or ``"wilson"`` ask for that interval (0/1 units only),
     ``"bootstrap"`` for the bootstrap always. ``Interval.method`` records which was used.
     """
+    auto_share = interval_method(units, statistic) == "Clopper-Pearson"
     arr = np.asarray(units, dtype=np.float64)
     if arr.shape[0] < 2:
         raise InvalidArgumentError(
@@ -252,14 +265,12 @@ def bootstrap_ci(
             "method must be one of 'auto', 'bootstrap', 'clopper-pearson', 'wilson', "
             f"got {method!r}"
         )
-    if method in _PROPORTION_METHODS and not (_is_mean(statistic) and is_binary(arr)):
+    if method in _PROPORTION_METHODS and not (_is_mean(statistic) and _zero_one(arr)):
         raise InvalidArgumentError(
             f"method {method!r} is for the share of 0/1 units (statistic np.mean): units must "
             "be 1-D, every value 0 or 1"
         )
-    if method in _PROPORTION_METHODS or (
-        method == "auto" and interval_method(arr, statistic) == "Clopper-Pearson"
-    ):
+    if method in _PROPORTION_METHODS or (method == "auto" and auto_share):
         pick = "clopper-pearson" if method == "auto" else method
         return proportion_ci(int(arr.sum()), arr.size, level=level, method=pick)
     rng = np.random.default_rng(seed)
@@ -481,10 +492,11 @@ def two_sample_ci(
     """Percentile bootstrap interval of ``statistic(a, b)`` (default: mean of ``a`` minus mean of
     ``b``, NaNs left out) with the two groups of units resampled independently.
 
-    With ``method="auto"``, two groups of yes/no outcomes (every value 0 or 1) and the default
+    With ``method="auto"``, two groups of yes/no outcomes (booleans) and the default
     statistic get Newcombe's score interval of the difference of shares (:func:`difference_ci`)
     instead, valid at small n; ``"newcombe"`` asks for it, ``"bootstrap"`` for the bootstrap.
     """
+    auto_shares = statistic is None and is_binary(a) and is_binary(b)
     x = np.asarray(a, dtype=np.float64).ravel()
     y = np.asarray(b, dtype=np.float64).ravel()
     x, y = x[~np.isnan(x)], y[~np.isnan(y)]
@@ -497,12 +509,12 @@ def two_sample_ci(
         raise InvalidArgumentError(
             f"method must be one of 'auto', 'bootstrap', 'newcombe', got {method!r}"
         )
-    shares = statistic is None and is_binary(x) and is_binary(y)
+    shares = statistic is None and _zero_one(x) and _zero_one(y)
     if method == "newcombe" and not shares:
         raise InvalidArgumentError(
             "method 'newcombe' is for two groups of 0/1 units with the default statistic"
         )
-    if method != "bootstrap" and shares:
+    if method == "newcombe" or (method == "auto" and auto_shares):
         return difference_ci(int(x.sum()), x.size, int(y.sum()), y.size, level=level)
     stat = statistic or (lambda p, q: float(p.mean() - q.mean()))
     rng = np.random.default_rng(seed)

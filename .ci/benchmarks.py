@@ -79,7 +79,6 @@ def cmd_bench(args) -> int:
     if rc:
         return rc
     raw = json.loads(out.read_text())
-    out.unlink()
     keep = ("matmul_gflops", "harvest_tokens_per_s", "harvest_tokens_per_s_plain_transformers",
             "harvest_tokens_per_s_transformer_lens", "harvest_vs_plain_transformers",
             "harvest_vs_transformer_lens", "harvest_roofline_fraction",
@@ -90,9 +89,11 @@ def cmd_bench(args) -> int:
     command = ("python -m interp_lib bench" + ("" if args.full else " --quick")
                + (" --peers" if args.peers else ""))
     peer_keys = [k for k in raw if k.startswith(PEER_PREFIXES)]
-    record = {**machine(), "command": command, **{k: raw[k] for k in keep + peer_keys if k in raw},
+    record = {**machine(), "command": command,
+              **{k: raw[k] for k in (*keep, *peer_keys) if k in raw},
               "train_config": raw.get("train_config", {})}
     _write(BENCH[kind], record)
+    out.unlink()
     print(f"benchmarks: wrote {BENCH[kind].relative_to(ROOT)}")
     return 0
 
@@ -163,7 +164,7 @@ def render() -> str:
             f"Measured {_source(r)}; fp32 matmul {r['matmul_gflops']:.0f} GFLOP/s, torch "
             f"{r['torch']}, {r['threads']} threads.", "",
             f"Training: TopK {tc.get('d_in')} -> {tc.get('d_sae')} latents, k = {tc.get('k')}, "
-            f"batch {tc.get('batch_size')}, fp32, {r['train_tokens_homebrew']:,} tokens, both "
+            f"batch {tc.get('batch_size')}, fp32, {r['train_tokens_homebrew']:,} tokens, every "
             "trainers on the same cached activations with the same schedule; held-out FVE on "
             "typical tokens (massive ones left out).", "",
             "| trainer | tokens/s | held-out FVE (typical tokens) | dead latents |",

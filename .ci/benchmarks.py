@@ -165,7 +165,7 @@ def render() -> str:
             f"{r['torch']}, {r['threads']} threads.", "",
             f"Training: TopK {tc.get('d_in')} -> {tc.get('d_sae')} latents, k = {tc.get('k')}, "
             f"batch {tc.get('batch_size')}, fp32, {r['train_tokens_homebrew']:,} tokens, every "
-            "trainers on the same cached activations with the same schedule; held-out FVE on "
+            "trainer on the same cached activations with the same schedule; held-out FVE on "
             "typical tokens (massive ones left out).", "",
             "| trainer | tokens/s | held-out FVE (typical tokens) | dead latents |",
             "|---|---|---|---|",

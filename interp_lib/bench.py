@@ -44,7 +44,6 @@ import torch
 
 from interp_lib import bench_peers, data
 from interp_lib.errors import InvalidArgumentError, cli_errors
-from interp_lib.evals.metrics import reconstruction_metrics
 from interp_lib.files import write_text_atomic
 from interp_lib.model.activations import cached_activations, corpus_split, harvest
 from interp_lib.model.fast_forward import fast_forward_supported
@@ -253,12 +252,7 @@ def bench_training(
     }
     for name, trainer in (("homebrew", train_sae), ("saelens", train_saelens)):
         result = trainer(acts, cfg, progress=progress)
-        quality = reconstruction_metrics(result.sae, val, result.scale)
-        out[f"train_tokens_per_s_{name}"] = result.metrics["tokens_per_s"]
-        out[f"train_seconds_{name}"] = result.metrics["train_seconds"]
-        out[f"train_tokens_{name}"] = result.metrics["train_tokens"]
-        for key, value in quality.items():
-            out[f"val_{key}_{name}"] = value
+        out.update(bench_peers.trainer_keys(name, result.sae, result.scale, result.metrics, val))
         del result
     out["speedup"] = out["train_tokens_per_s_homebrew"] / out["train_tokens_per_s_saelens"]
     if peers:

@@ -368,6 +368,18 @@ TRAINERS: dict[str, Callable[..., PeerRun]] = {
 }
 
 
+def trainer_keys(name: str, sae: TopKSAE, scale: float, metrics: dict, val: Tensor) -> dict:
+    """One trainer's bench keys: its speed (``train_tokens_per_s_<name>``, seconds, tokens) and
+    its held-out quality (``val_<metric>_<name>``, :func:`reconstruction_metrics`)."""
+    out = {
+        f"train_tokens_per_s_{name}": metrics["tokens_per_s"],
+        f"train_seconds_{name}": metrics["train_seconds"],
+        f"train_tokens_{name}": metrics["train_tokens"],
+    }
+    out.update({f"val_{k}_{name}": v for k, v in reconstruction_metrics(sae, val, scale).items()})
+    return out
+
+
 def bench_peers(
     acts: Tensor,
     val: Tensor,
@@ -395,12 +407,7 @@ def bench_peers(
             reason = " ".join(f"{type(exc).__name__}: {exc}".split())
             out[f"peer_not_run_{name}"] = reason[:300]
             continue
-        quality = reconstruction_metrics(run.sae, val, run.scale)
-        out[f"train_tokens_per_s_{name}"] = run.metrics["tokens_per_s"]
-        out[f"train_seconds_{name}"] = run.metrics["train_seconds"]
-        out[f"train_tokens_{name}"] = run.metrics["train_tokens"]
-        for key, value in quality.items():
-            out[f"val_{key}_{name}"] = value
+        out.update(trainer_keys(name, run.sae, run.scale, run.metrics, val))
         out[f"peer_settings_{name}"] = run.settings
         out[f"conversion_max_abs_diff_{name}"] = run.conversion_error
     return out

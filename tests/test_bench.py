@@ -8,6 +8,7 @@ import torch
 
 from interp_lib import bench, bench_peers
 from interp_lib.errors import InvalidArgumentError
+from interp_lib.evals.metrics import reconstruction_metrics
 from interp_lib.training.trainer import TrainConfig, train_sae
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -328,5 +329,5 @@ def test_each_peer_trains_and_its_converted_weights_reconstruct_as_its_forward(n
     assert torch.get_float32_matmul_precision() == "highest"  # sparsify's fit() sets "high"
     assert einops.einops.einsum is einsum  # nnsight's import-time patches are undone
     assert "Adam" in run.settings and "schedule" in run.settings
-    quality = bench.reconstruction_metrics(run.sae, tiny_acts(n=256, seed=2), run.scale)
+    quality = reconstruction_metrics(run.sae, tiny_acts(n=256, seed=2), run.scale)
     assert 0 < quality["fve"] <= 1 and quality["l0"] <= 4
